@@ -1,0 +1,5 @@
+"""`python -m dltrain` runs the `dltrain` command."""
+
+from dltrain.cli import main
+
+main()

@@ -1,0 +1,49 @@
+"""Callbacks of dltrain's own: the per-epoch metrics table and its one line per epoch in the log."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+log = logging.getLogger("dltrain")
+
+
+class EpochMetricsCSV(pl.Callback):
+    """Appends one row per epoch (train and validation together) to metrics.csv and logs it as one line.
+
+    Lightning's CSVLogger writes a row per logging call, so train and validation values land on
+    separate rows; a table of one row per epoch is what users read and what the plots are drawn from.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._epoch_start = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train_", "val_"))}
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        row |= dict(sorted(metrics.items()))
+        row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+        row["epoch_time_s"] = round(time.perf_counter() - self._epoch_start, 4)
+        new_file = not self.path.exists() or self.path.stat().st_size == 0
+        with self.path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new_file:
+                writer.writeheader()
+            writer.writerow(row)
+        shown = "  ".join(f"{k}={_fmt(v)}" for k, v in metrics.items())
+        log.info(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  ({row['epoch_time_s']:.2f}s)")
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4f}" if math.isfinite(value) and abs(value) < 1e4 else f"{value:.4g}"

@@ -1,0 +1,65 @@
+"""The `dltrain` command: Hydra composes the config, `train` runs it, errors become one line.
+
+Only Hydra is imported here; torch and Lightning load inside the job, so `dltrain --help` answers fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+
+import hydra
+from omegaconf import DictConfig
+
+from dltrain.paths import config_dir
+
+EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 1, 2
+_USER_FULL_ERROR = "DLTRAIN_USER_FULL_ERROR"  # remembers the user's own HYDRA_FULL_ERROR for the job
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+def _train_job(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from dltrain.config_check import check_config
+    from dltrain.errors import UserError, one_line
+
+    try:
+        check_config(cfg)  # before the heavy imports, so a config error answers at once
+        from dltrain.train import train
+
+        return train(cfg, HydraConfig.get().runtime.output_dir)["best_val"]
+    except UserError as exc:
+        if HydraConfig.get().mode == RunMode.MULTIRUN or os.environ.get(_USER_FULL_ERROR) == "1":
+            raise
+        # Reported here, inside the job, so the line also reaches the run's log file.
+        logging.getLogger("dltrain").error(f"dltrain: error: {one_line(exc)}")
+        sys.exit(EXIT_USER_ERROR)
+
+
+def main() -> None:
+    """Console entry point. Hydra is told to raise errors so that they are reported here in one line."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from dltrain.errors import UserError, one_line
+
+    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ[_USER_FULL_ERROR] = "1" if full_error else "0"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        _train_job()
+    except (UserError, HydraException, OmegaConfBaseException) as exc:
+        if full_error:
+            raise
+        print(f"dltrain: error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        raise
+    except Exception:
+        traceback.print_exc()
+        print("dltrain: internal error (a bug, not your input): please report it with the traceback above.", file=sys.stderr)
+        sys.exit(EXIT_INTERNAL_ERROR)

@@ -1,0 +1,76 @@
+"""Type and range checks of the composed config, run before any data is loaded or model built.
+
+Hydra already refuses unknown groups, options and keys; OmegaConf has no ranges, so they are checked here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from dltrain.errors import ConfigError
+from dltrain.models import ACTIVATION_NAMES
+
+_MISSING = object()
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _integer(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _sizes(x: Any) -> bool:
+    return isinstance(x, list) and all(_integer(v) and v > 0 for v in x)
+
+
+# key -> (test, what a right value looks like)
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    "mode": (lambda v: v in ("min", "max"), "min or max"),
+    "regularization.l1": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "optimizer.lr": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "optimizer.weight_decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "optimizer.momentum": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "optimizer.nesterov": (lambda v: isinstance(v, bool), "true or false"),
+    "model.dropout": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "model.activation": (lambda v: v in ACTIVATION_NAMES, " | ".join(ACTIVATION_NAMES)),
+    "model.hidden_sizes": (_sizes, "a list of positive integers, e.g. [128,64] (or [] for none)"),
+    "model.head_sizes": (_sizes, "a list of positive integers, e.g. [32] (or [] for none)"),
+    "model.channels": (lambda v: _sizes(v) and len(v) > 0, "a non-empty list of positive integers, e.g. [32,64]"),
+    "model.kernel_size": (lambda v: _integer(v) and v > 0, "an integer > 0"),
+    "model.pool_size": (lambda v: _integer(v) and v > 0, "an integer > 0"),
+    "model.padding": (lambda v: v in ("same", "valid"), "same or valid"),
+    "model.hidden_size": (lambda v: _integer(v) and v > 0, "an integer > 0"),
+    "model.num_layers": (lambda v: _integer(v) and v > 0, "an integer > 0"),
+    "data.batch_size": (lambda v: _integer(v) and v > 0, "an integer > 0"),
+    "data.val_fraction": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "data.test_fraction": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "data.num_workers": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    "trainer.max_epochs": (lambda v: _integer(v) and v > 0, "an integer > 0"),
+    "trainer.gradient_clip_val": (lambda v: v is None or (_number(v) and v >= 0), "a number >= 0 or null"),
+    "trainer.deterministic": (lambda v: isinstance(v, bool) or v == "warn", "true, false or warn"),
+    "callbacks.early_stopping.patience": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    "callbacks.early_stopping.min_delta": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+}
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first key whose value has the wrong type or lies out of range."""
+    for key, (test, expected) in RULES.items():
+        value = OmegaConf.select(cfg, key, default=_MISSING)
+        if value is _MISSING:
+            continue
+        if isinstance(value, DictConfig) or OmegaConf.is_list(value):
+            value = OmegaConf.to_container(value)
+        if not test(value):
+            raise ConfigError(f"{key}={value!r} is not valid: expected {expected}")
+    fractions = cfg.data.val_fraction + cfg.data.test_fraction
+    if fractions >= 1:
+        raise ConfigError(
+            f"data.val_fraction + data.test_fraction = {fractions:g} leaves no training rows: keep their sum below 1"
+        )

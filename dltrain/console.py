@@ -1,0 +1,40 @@
+"""What a run shows on the terminal: the setup at the start and a table of results at the end."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+log = logging.getLogger("dltrain")
+_console = Console(highlight=False)
+
+
+def show_start(cfg: DictConfig, run_dir: Path, datamodule, summary, trainer) -> None:
+    """Run directory, device, data sizes and model size, as log lines (they go to the run's log too)."""
+    spec = datamodule.spec
+    device = trainer.strategy.root_device
+    sizes = f"train {len(datamodule.train_set)} / val {len(datamodule.val_set)} / test {len(datamodule.test_set)}"
+    choices = OmegaConf.select(cfg, "model.name")
+    log.info(f"run directory: {run_dir}")
+    log.info(f"device: {device.type}{'' if device.index is None else f':{device.index}'} ({trainer.num_devices} device(s))")
+    log.info(f"data: {spec.name} ({spec.task}, input {tuple(spec.input_shape)}, outputs {spec.num_outputs}), {sizes}")
+    log.info(f"model: {choices}, {summary.total_parameters:,} parameters ({summary.trainable_parameters:,} trainable)")
+
+
+def show_results(results: dict[str, Any], run_dir: Path) -> None:
+    """A table of the test metrics, then where the run's files are."""
+    table = Table(title="test metrics of the best checkpoint", min_width=44)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in results["test"].items():
+        table.add_row(name, f"{value:.4f}")
+    _console.print(table)
+    stopped = ", stopped early" if results["early_stopped"] else ""
+    log.info(f"{results['epochs_run']} epochs{stopped} in {results['wall_time_s']:.1f}s; best {results['monitor']} {results['best_val']:.4f}")
+    log.info(f"best checkpoint: {run_dir / results['best_checkpoint']}")
+    log.info(f"run directory: {run_dir}")

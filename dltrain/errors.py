@@ -1,0 +1,27 @@
+"""Errors a user can cause, and how any error becomes one readable line."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A mistake in the command, the config or the data: reported as one line, exit code 1."""
+
+
+class ConfigError(UserError):
+    """A config value that is unknown, of the wrong type or out of range."""
+
+
+class DataError(UserError):
+    """A data file or data set that cannot be used as asked."""
+
+
+def one_line(exc: BaseException) -> str:
+    """Fold an exception's message (and its direct cause's first line) into one line."""
+    lines = [line.strip() for line in str(exc).split("Config search path:")[0].splitlines() if line.strip()]
+    text = " ".join(lines) or type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and not isinstance(exc, UserError):
+        first = next((line.strip() for line in str(cause).splitlines() if line.strip()), "")
+        if first and first not in text:
+            text = f"{text} ({first})"
+    return text

@@ -1,0 +1,55 @@
+"""Convolutional network for images, shaped after the classic Keras MNIST example."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from dltrain.errors import ConfigError
+from dltrain.models import layers
+
+
+class CNN(nn.Module):
+    """Conv blocks (conv, activation, max-pool), flatten, then dense layers with dropout to `num_outputs`."""
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_outputs: int,
+        channels: list[int] = (32, 64),
+        kernel_size: int = 3,
+        padding: str = "same",
+        pool_size: int = 2,
+        hidden_sizes: list[int] = (128,),
+        activation: str = "relu",
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if len(input_shape) != 3:
+            raise ConfigError(
+                f"model=cnn needs images (channels, height, width), but the data has input shape {tuple(input_shape)}"
+            )
+        blocks: list[nn.Module] = []
+        in_channels = input_shape[0]
+        for out_channels in channels:
+            blocks += [
+                nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding),
+                layers.activation(activation),
+                nn.MaxPool2d(pool_size),
+            ]
+            in_channels = out_channels
+        self.features = nn.Sequential(*blocks, nn.Flatten())
+        with torch.no_grad():
+            try:
+                flat = self.features(torch.zeros(1, *input_shape)).shape[1]
+            except RuntimeError as exc:
+                raise ConfigError(
+                    f"model=cnn shrinks images of size {tuple(input_shape[1:])} to nothing with "
+                    f"{len(channels)} conv blocks (padding={padding}, pool_size={pool_size}); "
+                    "use fewer model.channels or model.padding=same"
+                ) from exc
+        # One hidden layer gives Keras' head: dense, activation, dropout, output layer.
+        self.head = layers.dense_stack(flat, list(hidden_sizes), num_outputs, activation, dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))

@@ -1,0 +1,29 @@
+"""Multi-layer perceptron; with no hidden layers it is linear, logistic or softmax regression."""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+from dltrain.models.layers import dense_stack
+
+
+class MLP(nn.Module):
+    """Flattens any input and maps it through dense layers to `num_outputs`."""
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_outputs: int,
+        hidden_sizes: list[int] = (128, 64),
+        activation: str = "relu",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(), dense_stack(math.prod(input_shape), list(hidden_sizes), num_outputs, activation, dropout)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)

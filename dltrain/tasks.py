@@ -1,0 +1,75 @@
+"""What a task (multi-class, binary, regression) means for outputs, loss and metrics."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torchmetrics
+from torch import Tensor, nn
+
+MULTICLASS, BINARY, REGRESSION = "multiclass", "binary", "regression"
+TASKS = (MULTICLASS, BINARY, REGRESSION)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What the model and the training module need to know about the data."""
+
+    name: str
+    task: str
+    input_shape: tuple[int, ...]
+    num_classes: int = 0
+    target_mean: float = 0.0
+    target_std: float = 1.0
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_classes if self.task == MULTICLASS else 1
+
+    def to_dict(self) -> dict:
+        """Plain containers only, so a checkpoint loads with weights_only."""
+        out = asdict(self)
+        out["input_shape"] = list(self.input_shape)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DataSpec":
+        return cls(**{**data, "input_shape": tuple(data["input_shape"])})
+
+
+def make_loss(task: str) -> nn.Module:
+    """Cross-entropy for classes, BCE with logits for binary, MSE for regression."""
+    return {MULTICLASS: nn.CrossEntropyLoss, BINARY: nn.BCEWithLogitsLoss, REGRESSION: nn.MSELoss}[task]()
+
+
+def make_metrics(spec: DataSpec) -> torchmetrics.MetricCollection:
+    """The task's metrics, keyed by their short names (acc, f1, auroc, mse, mae, r2)."""
+    if spec.task == MULTICLASS:
+        metrics = {
+            "acc": torchmetrics.Accuracy(task="multiclass", num_classes=spec.num_classes),
+            "f1": torchmetrics.F1Score(task="multiclass", num_classes=spec.num_classes, average="macro"),
+        }
+    elif spec.task == BINARY:
+        metrics = {"acc": torchmetrics.Accuracy(task="binary"), "auroc": torchmetrics.AUROC(task="binary")}
+    else:
+        metrics = {
+            "mse": torchmetrics.MeanSquaredError(),
+            "mae": torchmetrics.MeanAbsoluteError(),
+            "r2": torchmetrics.R2Score(),
+        }
+    return torchmetrics.MetricCollection(metrics)
+
+
+def shape_outputs(spec: DataSpec, outputs: Tensor) -> Tensor:
+    """Model outputs in the form the loss takes: (N, C) logits, or (N,) for binary and regression."""
+    return outputs if spec.task == MULTICLASS else outputs.squeeze(-1)
+
+
+def metric_inputs(spec: DataSpec, outputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """Predictions and targets as the metrics take them; regression back in the data's own units."""
+    if spec.task == BINARY:
+        return torch.sigmoid(outputs), targets.long()
+    if spec.task == REGRESSION:
+        return outputs * spec.target_std + spec.target_mean, targets * spec.target_std + spec.target_mean
+    return outputs, targets

@@ -1,0 +1,121 @@
+"""One training run: config -> data and model -> Lightning module -> trainer -> files in the run directory."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.utilities.model_summary import ModelSummary
+
+from dltrain import console
+from dltrain.callbacks import EpochMetricsCSV
+from dltrain.config_check import check_config
+from dltrain.data.datamodule import build_datamodule
+from dltrain.errors import ConfigError, one_line
+from dltrain.module import TrainingModule
+from dltrain.run_files import write_atomic, write_json
+
+log = logging.getLogger("dltrain")
+
+# Lightning's advice that fits other workloads: in-memory batches need no worker processes,
+# and metrics are logged per epoch, so short epochs are no problem.
+_UNHELPFUL_WARNINGS = (
+    r".*does not have many workers.*",
+    r".*The number of training batches .* is smaller than the logging interval.*",
+    r".*Checkpoint directory .* exists and is not empty.*",
+)
+
+
+def quiet_libraries() -> None:
+    """Silence library chatter that does not help a dltrain user."""
+    for pattern in _UNHELPFUL_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
+    """Configured callbacks (a null entry is off), checkpoints into run_dir/checkpoints, and metrics.csv."""
+    callbacks: list[pl.Callback] = []
+    for name, cb_cfg in cfg.callbacks.items():
+        if cb_cfg is None:
+            continue
+        extra = {"dirpath": str(run_dir / "checkpoints")} if name == "model_checkpoint" else {}
+        callbacks.append(instantiate(cb_cfg, **extra))
+    callbacks.append(EpochMetricsCSV(run_dir / "metrics.csv"))
+    return callbacks
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], run_dir: Path) -> pl.Trainer:
+    try:
+        return instantiate(
+            cfg.trainer,
+            callbacks=callbacks,
+            logger=False,
+            default_root_dir=str(run_dir),
+            enable_progress_bar=sys.stdout.isatty(),
+            enable_model_summary=False,
+        )
+    except (InstantiationException, MisconfigurationException, ValueError) as exc:
+        raise ConfigError(f"trainer: {one_line(exc.__cause__ or exc)}") from exc
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Train, test the best checkpoint, and write config, metrics, checkpoints and results into run_dir."""
+    started = time.perf_counter()
+    check_config(cfg)
+    quiet_libraries()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(config))
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(config["data"], cfg.seed)
+    module = TrainingModule(config, datamodule.spec.to_dict())
+    summary = ModelSummary(module, max_depth=3)
+    write_atomic(run_dir / "model_summary.txt", f"{summary}\n")
+
+    trainer = build_trainer(cfg, build_callbacks(cfg, run_dir), run_dir)
+    console.show_start(cfg, run_dir, datamodule, summary, trainer)
+    trainer.fit(module, datamodule=datamodule)
+    checkpoint = trainer.checkpoint_callback
+    tested = trainer.test(module, datamodule=datamodule, ckpt_path="best" if checkpoint else None, verbose=False)
+
+    stopper = trainer.early_stopping_callback
+    best = checkpoint.best_model_score if checkpoint else None
+    results = {
+        "status": "completed",
+        "model": config["model"]["name"],
+        "data": datamodule.spec.name,
+        "task": datamodule.spec.task,
+        "monitor": cfg.monitor,
+        "mode": cfg.mode,
+        "best_val": float(best) if best is not None else None,
+        "test": {k: float(v) for k, v in sorted(tested[0].items())},
+        "epochs_run": trainer.current_epoch,
+        "max_epochs": cfg.trainer.max_epochs,
+        "early_stopped": bool(stopper is not None and stopper.stopped_epoch > 0),
+        "wall_time_s": round(time.perf_counter() - started, 3),
+        "num_parameters": summary.total_parameters,
+        "trainable_parameters": summary.trainable_parameters,
+        "best_checkpoint": _relative(checkpoint.best_model_path, run_dir) if checkpoint else None,
+        "last_checkpoint": _relative(checkpoint.last_model_path, run_dir) if checkpoint else None,
+        "seed": cfg.seed,
+    }
+    write_json(run_dir / "results.json", results)
+    console.show_results(results, run_dir)
+    return results
+
+
+def _relative(path: str, run_dir: Path) -> str | None:
+    return str(Path(path).resolve().relative_to(run_dir.resolve())) if path else None
