@@ -22,10 +22,11 @@ class EpochMetricsCSV(pl.Callback):
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._epoch_start = 0.0
+        self._epoch_start, self._epoch_lr = 0.0, 0.0
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
+        self._epoch_lr = trainer.optimizers[0].param_groups[0]["lr"]  # epoch schedulers step before epoch end
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
@@ -33,7 +34,7 @@ class EpochMetricsCSV(pl.Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train_", "val_"))}
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
         row |= dict(sorted(metrics.items()))
-        row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+        row["lr"] = self._epoch_lr
         row["epoch_time_s"] = round(time.perf_counter() - self._epoch_start, 4)
         new_file = not self.path.exists() or self.path.stat().st_size == 0
         with self.path.open("a", newline="") as handle:

@@ -26,12 +26,13 @@ from dltrain.run_files import write_atomic, write_json
 
 log = logging.getLogger("dltrain")
 
-# Lightning's advice that fits other workloads: in-memory batches need no worker processes,
-# and metrics are logged per epoch, so short epochs are no problem.
+# Lightning's advice that fits other workloads (in-memory batches need no worker processes, metrics
+# are logged per epoch so short epochs are fine) and deprecations inside Lightning a user cannot act on.
 _UNHELPFUL_WARNINGS = (
     r".*does not have many workers.*",
     r".*The number of training batches .* is smaller than the logging interval.*",
     r".*Checkpoint directory .* exists and is not empty.*",
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # Lightning's own use of a torch API
 )
 
 

@@ -1,0 +1,62 @@
+"""Shared helpers: train in-process from overrides, and run the real `dltrain` command."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dltrain.config import load_config
+
+# Small and fast on the CPU: the CPU trainer, no early stop unless a test asks for it.
+FAST = ["trainer=cpu", "trainer.max_epochs=2"]
+
+
+def train_run(run_dir: Path, overrides: list[str]) -> dict:
+    """Compose the config like the command does and train in this process; returns results.json."""
+    from dltrain.train import train
+
+    return train(load_config(FAST + overrides), run_dir)
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+    with (Path(run_dir) / "metrics.csv").open() as handle:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def read_results(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "results.json").read_text())
+
+
+def dltrain_command(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run the installed `dltrain` console script in `cwd`, capturing its output (not a terminal)."""
+    script = Path(sys.executable).with_name("dltrain")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "dltrain"]
+    full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | (env or {})
+    return subprocess.run(
+        command + list(args), cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def only_run_dir(cwd: Path) -> Path:
+    """The single run directory a `dltrain` command made under cwd/outputs/runs."""
+    runs = list((Path(cwd) / "outputs" / "runs").iterdir())
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+@pytest.fixture
+def run(tmp_path):
+    """Train in-process into a fresh run directory: run(overrides) -> (run_dir, results)."""
+    counter = iter(range(1000))
+
+    def _run(overrides: list[str]) -> tuple[Path, dict]:
+        run_dir = tmp_path / f"run{next(counter)}"
+        return run_dir, train_run(run_dir, overrides)
+
+    return _run

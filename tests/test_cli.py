@@ -1,0 +1,76 @@
+"""The real `dltrain` command: a run from an unrelated directory, its output, help, and config errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import dltrain_command, only_run_dir, read_metrics
+
+
+def test_a_run_writes_its_directory_under_outputs_and_nothing_else(tmp_path):
+    proc = dltrain_command("trainer=cpu", "trainer.max_epochs=2", "model=mlp", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs"]
+    run_dir = only_run_dir(tmp_path)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["epochs_run"] == 2 and results["model"] == "mlp"
+    assert {"config.yaml", "metrics.csv", "model_summary.txt", "dltrain.log", ".hydra", "checkpoints"} <= {
+        p.name for p in run_dir.iterdir()
+    }
+    assert (run_dir / ".hydra" / "overrides.yaml").read_text().splitlines() == [
+        "- trainer=cpu", "- trainer.max_epochs=2", "- model=mlp"
+    ]
+    # Progress: one line per epoch (output is not a terminal), the test metrics, and where the run is.
+    assert proc.stderr.count("epoch 1/2") == 1 and proc.stderr.count("epoch 2/2") == 1
+    assert "test_acc" in proc.stdout and f"{results['test']['test_acc']:.4f}" in proc.stdout
+    assert f"run directory: {run_dir}" in proc.stderr
+    assert "Traceback" not in proc.stderr and "\r" not in proc.stdout + proc.stderr
+    assert len(read_metrics(run_dir)) == 2
+    assert "epoch 2/2" in (run_dir / "dltrain.log").read_text()
+
+
+def test_help_lists_every_group_and_option(tmp_path):
+    proc = dltrain_command("--help", cwd=tmp_path)
+    assert proc.returncode == 0
+    for line in [
+        "model: cnn, gru, linear, logistic, lstm, mlp, rnn, softmax",
+        "optimizer: adadelta, adagrad, adam, adamw, rmsprop, sgd",
+        "scheduler: cosine, none, onecycle, plateau, step",
+        "trainer: cpu, default",
+    ]:
+        assert line in proc.stdout
+    assert "optimizer.lr" in proc.stdout and "dltrain -m" in proc.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model=foo", "Could not find 'model/foo' Available options in 'model': cnn gru linear logistic lstm mlp rnn softmax"),
+        ("optimizer=nope", "Available options in 'optimizer': adadelta adagrad adam adamw rmsprop sgd"),
+        ("model.foo=1", "Could not override 'model.foo'"),
+        ("optimizer.lr=-0.1", "optimizer.lr=-0.1 is not valid: expected a number > 0"),
+        ("optimizer.lr=abc", "optimizer.lr='abc' is not valid: expected a number > 0"),
+        ("model.dropout=1.0", "model.dropout=1.0 is not valid: expected a number in [0, 1)"),
+        ("model.dropout=-0.1", "model.dropout=-0.1 is not valid: expected a number in [0, 1)"),
+        ("callbacks.early_stopping.patience=-1", "callbacks.early_stopping.patience=-1 is not valid: expected an integer >= 0"),
+        ("trainer.max_epochs=1.5", "trainer.max_epochs=1.5 is not valid: expected an integer > 0"),
+        ("model.activation=swish", "model.activation='swish' is not valid: expected relu | leaky_relu | tanh | sigmoid | gelu"),
+        ("model=linear", "model=linear fits regression data, but data=digits is a multiclass task"),
+    ],
+)
+def test_config_errors_give_one_line_and_exit_code_1(tmp_path, override, message):
+    proc = dltrain_command(override, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("dltrain: error: ") and message in lines[0]
+    assert not list(tmp_path.glob("outputs/runs/*/results.json"))
+
+
+def test_hydra_full_error_shows_the_traceback(tmp_path):
+    proc = dltrain_command("optimizer.lr=-1", cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "ConfigError: optimizer.lr=-1" in proc.stderr

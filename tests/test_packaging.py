@@ -1,0 +1,46 @@
+"""The package as users get it: a built wheel carries the configs, and the README's commands are what CI runs."""
+
+from __future__ import annotations
+
+import re
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_built_wheel_runs_from_an_unrelated_directory(tmp_path):
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)], check=True)
+    (wheel,) = wheels.glob("dltrain-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", str(wheel)],
+                   check=True)
+    # The dependencies come from this environment; dltrain itself only from the new one.
+    new_site = Path(subprocess.check_output([str(python), "-c", "import site; print(site.getsitepackages()[0])"],
+                                            text=True).strip())
+    (new_site / "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    where = subprocess.check_output([str(python), "-c", "import dltrain.paths as p; print(p.config_dir())"],
+                                    cwd=elsewhere, text=True).strip()
+    assert Path(where) == new_site / "dltrain" / "conf"
+    proc = subprocess.run([str(venv / "bin" / "dltrain"), "trainer=cpu", "trainer.max_epochs=1", "model=softmax"],
+                          cwd=elsewhere, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["outputs"]
+    assert list(elsewhere.glob("outputs/runs/*/results.json"))
+
+
+def test_ci_runs_the_readme_quick_start_commands():
+    readme = (ROOT / "README.md").read_text()
+    quick_start = re.search(r"## Quick start.*?```bash\n(.*?)```", readme, re.S).group(1).strip().splitlines()
+    assert len(quick_start) == 2
+    assert "dltrain" in quick_start[0] and "pytest" in quick_start[1]
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    for command in quick_start:
+        assert command in ci
