@@ -60,7 +60,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Raise ConfigError naming the first key whose value has the wrong type or lies out of range."""
+    """Raise ConfigError naming the first key that is missing, has the wrong type or lies out of range."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{missing[0]} is required here: add {missing[0]}=<value> to the command")
     for key, (test, expected) in RULES.items():
         value = OmegaConf.select(cfg, key, default=_MISSING)
         if value is _MISSING:

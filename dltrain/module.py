@@ -9,6 +9,7 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor
 
+from dltrain.data.augment import build_augmentation
 from dltrain.models.build import build_model
 from dltrain.tasks import DataSpec, make_loss, make_metrics, metric_inputs, shape_outputs
 
@@ -27,6 +28,7 @@ class TrainingModule(pl.LightningModule):
         self.model = build_model(config["model"], self.spec)
         self.loss_fn = make_loss(self.spec.task)
         self.l1 = float(config["regularization"]["l1"])
+        self.augment = build_augmentation(config["data"].get("augment"), self.spec.kind, self.spec.input_shape)
         metrics = make_metrics(self.spec)
         self.train_metrics = metrics.clone(prefix="train_")
         self.val_metrics = metrics.clone(prefix="val_")
@@ -34,6 +36,13 @@ class TrainingModule(pl.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
+
+    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        """Augment training batches only, on the device they were moved to."""
+        if self.augment is not None and self.trainer is not None and self.trainer.training:
+            x, y = batch
+            return self.augment(x), y
+        return batch
 
     def l1_penalty(self) -> Tensor:
         """Sum of absolute weights (biases and norms excluded)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torchmetrics
@@ -22,6 +23,9 @@ class DataSpec:
     num_classes: int = 0
     target_mean: float = 0.0
     target_std: float = 1.0
+    kind: str = "table"  # table | image | sequence
+    class_names: list[str] | None = None
+    encoder: dict[str, Any] | None = None  # TableEncoder.to_dict() of a table
 
     @property
     def num_outputs(self) -> int:

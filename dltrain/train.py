@@ -10,17 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities.model_summary import ModelSummary
 
 from dltrain import console
 from dltrain.callbacks import EpochMetricsCSV
 from dltrain.config_check import check_config
 from dltrain.data.datamodule import build_datamodule
-from dltrain.errors import ConfigError, one_line
+from dltrain.instantiate import build
 from dltrain.module import TrainingModule
 from dltrain.run_files import write_atomic, write_json
 
@@ -51,23 +48,21 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
         if cb_cfg is None:
             continue
         extra = {"dirpath": str(run_dir / "checkpoints")} if name == "model_checkpoint" else {}
-        callbacks.append(instantiate(cb_cfg, **extra))
+        callbacks.append(build(cb_cfg, f"callbacks.{name}", **extra))
     callbacks.append(EpochMetricsCSV(run_dir / "metrics.csv"))
     return callbacks
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], run_dir: Path) -> pl.Trainer:
-    try:
-        return instantiate(
-            cfg.trainer,
-            callbacks=callbacks,
-            logger=False,
-            default_root_dir=str(run_dir),
-            enable_progress_bar=sys.stdout.isatty(),
-            enable_model_summary=False,
-        )
-    except (InstantiationException, MisconfigurationException, ValueError) as exc:
-        raise ConfigError(f"trainer: {one_line(exc.__cause__ or exc)}") from exc
+    return build(
+        cfg.trainer,
+        "trainer",
+        callbacks=callbacks,
+        logger=False,
+        default_root_dir=str(run_dir),
+        enable_progress_bar=sys.stdout.isatty(),
+        enable_model_summary=False,
+    )
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:

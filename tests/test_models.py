@@ -8,13 +8,13 @@ from torch import nn
 
 from dltrain.config import load_config
 from dltrain.errors import ConfigError
-from dltrain.models.build import build_model, models_for_task
+from dltrain.models.build import build_model, models_for
 from dltrain.models.layers import ACTIVATIONS
 from dltrain.tasks import BINARY, MULTICLASS, REGRESSION, DataSpec
 
-IMAGES = DataSpec("digits", MULTICLASS, (1, 8, 8), num_classes=10)
+IMAGES = DataSpec("digits", MULTICLASS, (1, 8, 8), num_classes=10, kind="image")
 TABLE = DataSpec("table", BINARY, (13,))
-SEQUENCE = DataSpec("sine", REGRESSION, (20, 1))
+SEQUENCE = DataSpec("sine", REGRESSION, (20, 1), kind="sequence")
 PRESETS = ["linear", "logistic", "softmax", "mlp", "cnn", "rnn", "lstm", "gru"]
 
 
@@ -89,13 +89,16 @@ def test_a_model_that_does_not_fit_the_task_is_refused_with_the_models_that_do()
         build_model(preset("linear"), IMAGES)
 
 
-def test_cnn_refuses_a_table():
-    with pytest.raises(ConfigError, match=r"model=cnn needs images"):
+def test_cnn_refuses_a_table_and_names_the_models_that_fit():
+    with pytest.raises(ConfigError, match=r"model=cnn takes image input, but data=wine is a table; "
+                                          r"models that fit it: gru, lstm, mlp, rnn, softmax$"):
         build_model(preset("cnn"), DataSpec("wine", MULTICLASS, (13,), num_classes=3))
 
 
 @pytest.mark.parametrize("name", PRESETS)
-def test_models_for_task_agrees_with_the_composed_presets(name):
+def test_models_for_agrees_with_the_composed_presets(name):
     fits = preset(name)["fits"]
     for task in (MULTICLASS, BINARY, REGRESSION):
-        assert (name in models_for_task(task)) == (task in fits)
+        assert (name in models_for(task)) == (task in fits)
+    for kind in ("table", "image", "sequence"):
+        assert (name in models_for(MULTICLASS, kind)) == (MULTICLASS in fits and kind in preset(name)["inputs"])

@@ -1,6 +1,8 @@
-"""Split in-memory data (seeded, stratified), scale it with training statistics, and serve it in batches."""
+"""Split in-memory data (seeded, stratified), encode it with training statistics, and serve it in batches."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -8,9 +10,14 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader
 
-from dltrain.data.arrays import ArrayData, TensorBatchDataset, keep_batch
+from dltrain.data.arrays import TABLE, TEST, TRAIN, VAL, ArrayData, TensorBatchDataset, keep_batch
+from dltrain.data.encoding import TableEncoder
 from dltrain.errors import DataError
+from dltrain.instantiate import build
 from dltrain.tasks import MULTICLASS, REGRESSION, DataSpec
+
+# Keys of a data config that shape the batches; every other key goes to the source (its _target_).
+LOADER_KEYS = ("batch_size", "val_fraction", "test_fraction", "num_workers", "pin_memory", "augment")
 
 
 class ArrayDataModule(pl.LightningDataModule):
@@ -28,32 +35,34 @@ class ArrayDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
-        x, y = data.features, data.targets
-        if len(x) != len(y):
-            raise DataError(f"data={data.name}: {len(x)} feature rows but {len(y)} targets; they must match")
-        train, val, test = _split(data, val_fraction, test_fraction, seed)
+        train, val, test = split_rows(data, val_fraction, test_fraction, seed)
+        encoder = None
+        if data.kind == TABLE:
+            fitted = TableEncoder.fit(data.features.iloc[train])
+            features, encoder = fitted.transform(data.features), fitted.to_dict()
+        else:
+            features = np.asarray(data.features, dtype=np.float32)
+        y = data.targets
         num_classes = 0
         if data.task != REGRESSION:
-            num_classes = int(y.max()) + 1 if data.task == MULTICLASS else 2
-        mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
-        if data.tabular:
-            mean, std = x[train].mean(axis=0), x[train].std(axis=0)
-            std[std == 0] = 1.0
+            num_classes = len(data.class_names) if data.class_names else int(y.max()) + 1
         target_mean, target_std = 0.0, 1.0
         if data.task == REGRESSION:
             target_mean, target_std = float(y[train].mean()), float(y[train].std()) or 1.0
-        self.spec = DataSpec(data.name, data.task, tuple(x.shape[1:]), num_classes, target_mean, target_std)
+        self.spec = DataSpec(
+            data.name, data.task, tuple(features.shape[1:]), num_classes, target_mean, target_std,
+            kind=data.kind, class_names=data.class_names, encoder=encoder,
+        )
+        self.train_set, self.val_set, self.test_set = (self._tensors(features, y, rows) for rows in (train, val, test))
 
-        def tensors(rows: np.ndarray) -> TensorBatchDataset:
-            feats = torch.from_numpy((x[rows] - mean) / std).float()
-            targets = torch.from_numpy(y[rows])
-            if data.task == REGRESSION:
-                targets = (targets.float() - target_mean) / target_std
-            elif data.task != MULTICLASS:
-                targets = targets.float()
-            return TensorBatchDataset(feats, targets)
-
-        self.train_set, self.val_set, self.test_set = tensors(train), tensors(val), tensors(test)
+    def _tensors(self, features: np.ndarray, targets: np.ndarray, rows: np.ndarray) -> TensorBatchDataset:
+        x = torch.from_numpy(np.ascontiguousarray(features[rows]))
+        y = torch.from_numpy(targets[rows])
+        if self.spec.task == REGRESSION:
+            y = (y.float() - self.spec.target_mean) / self.spec.target_std
+        elif self.spec.task != MULTICLASS:
+            y = y.float()
+        return TensorBatchDataset(x, y)
 
     def _loader(self, dataset: TensorBatchDataset, shuffle: bool) -> DataLoader:
         return DataLoader(
@@ -76,24 +85,44 @@ class ArrayDataModule(pl.LightningDataModule):
         return self._loader(self.test_set, shuffle=False)
 
 
-def _split(data: ArrayData, val_fraction: float, test_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
-    """Row indices of train, validation and test; stratified by class for classification."""
+def split_rows(data: ArrayData, val_fraction: float, test_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
+    """Row indices of train, validation and test.
+
+    Parts the source fixed are kept; missing ones are drawn (seeded, stratified by class) from the
+    rows left for training: the test part as test_fraction of all rows, validation as val_fraction.
+    """
     rows = np.arange(len(data.targets))
-    stratify = data.targets if data.task != REGRESSION else None
+    fixed = data.split if data.split is not None else np.full(len(rows), -1)
+    pool = rows[(fixed == TRAIN) | (fixed == -1)]
+    test, val = rows[fixed == TEST], rows[fixed == VAL]
+    classify = data.task != REGRESSION
+    if not len(test):
+        pool, test = _draw(data, pool, test_fraction, seed, classify, "test")
+    if not len(val):
+        share = val_fraction / (1 - test_fraction) if data.split is None else val_fraction
+        pool, val = _draw(data, pool, share, seed, classify, "validation")
+    return pool, val, test
+
+
+def _draw(data: ArrayData, pool: np.ndarray, share: float, seed: int, classify: bool, part: str):
+    labels = data.targets[pool] if classify else None
+    if classify:
+        values, counts = np.unique(labels, return_counts=True)
+        if counts.min() < 2:
+            name = values[counts.argmin()]
+            shown = data.class_names[name] if data.class_names else name
+            raise DataError(
+                f"data={data.name}: class '{shown}' has {counts.min()} row(s) left for training; a stratified "
+                f"{part} split needs at least 2 per class (add rows or drop that class)"
+            )
     try:
-        rest, test = train_test_split(rows, test_size=test_fraction, random_state=seed, stratify=stratify)
-        rest_stratify = data.targets[rest] if stratify is not None else None
-        train, val = train_test_split(
-            rest, test_size=val_fraction / (1 - test_fraction), random_state=seed, stratify=rest_stratify
-        )
+        return train_test_split(pool, test_size=share, random_state=seed, stratify=labels)
     except ValueError as exc:
-        raise DataError(f"data={data.name} cannot be split into train/validation/test: {exc}") from None
-    return train, val, test
+        raise DataError(f"data={data.name}: cannot draw the {part} split ({exc})") from None
 
 
-def build_datamodule(data_cfg: dict, seed: int) -> ArrayDataModule:
-    """The data module of a data config: its `source` builds the arrays, the other keys shape the batches."""
-    from hydra.utils import instantiate
-
-    options = {k: v for k, v in data_cfg.items() if k != "source"}
-    return ArrayDataModule(instantiate(data_cfg["source"]), seed=seed, **options)
+def build_datamodule(data_cfg: dict[str, Any], seed: int) -> ArrayDataModule:
+    """The data module of a data config: `_target_` and its keys build the source, LOADER_KEYS shape batches."""
+    source = {k: v for k, v in data_cfg.items() if k not in LOADER_KEYS}
+    options = {k: v for k, v in data_cfg.items() if k in LOADER_KEYS and k != "augment"}
+    return ArrayDataModule(build(source, "data", _convert_="all"), seed=seed, **options)

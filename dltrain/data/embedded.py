@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn import datasets
 
-from dltrain.data.arrays import ArrayData
+from dltrain.data.arrays import IMAGE, SEQUENCE, ArrayData, as_frame
+from dltrain.errors import DataError
 from dltrain.tasks import BINARY, MULTICLASS, REGRESSION
 
 
@@ -13,13 +14,17 @@ def digits() -> ArrayData:
     """scikit-learn's 1,797 8x8 handwritten digits, as 1x8x8 images scaled to [0, 1]."""
     bunch = datasets.load_digits()
     images = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]
-    return ArrayData("digits", images, bunch.target.astype(np.int64), MULTICLASS, tabular=False)
+    names = [str(n) for n in bunch.target_names]
+    return ArrayData("digits", images, bunch.target.astype(np.int64), MULTICLASS, IMAGE, class_names=names)
 
 
 def _sklearn_table(name: str, loader, task: str) -> ArrayData:
     bunch = loader()
-    dtype = np.float32 if task == REGRESSION else np.int64
-    return ArrayData(name, bunch.data.astype(np.float32), bunch.target.astype(dtype), task)
+    features = as_frame(bunch.data.astype(np.float32), [str(n) for n in bunch.feature_names])
+    if task == REGRESSION:
+        return ArrayData(name, features, bunch.target.astype(np.float32), task)
+    names = [str(n) for n in bunch.target_names]
+    return ArrayData(name, features, bunch.target.astype(np.int64), task, class_names=names)
 
 
 def iris() -> ArrayData:
@@ -44,19 +49,34 @@ def diabetes() -> ArrayData:
 
 def linear(n_samples: int = 1000, n_features: int = 5, noise: float = 0.1, seed: int = 0) -> ArrayData:
     """Synthetic regression y = w.x + b + noise, with w and b drawn from the seed."""
-    rng = np.random.default_rng(seed)
-    weights, bias = rng.normal(size=n_features), rng.normal()
+    weights, bias = true_linear_weights(n_features, seed)
+    rng = np.random.default_rng([seed, 1])
     x = rng.normal(size=(n_samples, n_features))
     y = x @ weights + bias + noise * rng.normal(size=n_samples)
-    return ArrayData("linear", x.astype(np.float32), y.astype(np.float32), REGRESSION)
+    return ArrayData("linear", as_frame(x.astype(np.float32)), y.astype(np.float32), REGRESSION)
 
 
-def sine(n_samples: int = 1000, seq_len: int = 20, noise: float = 0.05, seed: int = 0) -> ArrayData:
-    """Synthetic forecasting: windows of sine waves of random frequency and phase, target the next value."""
+def true_linear_weights(n_features: int = 5, seed: int = 0) -> tuple[np.ndarray, float]:
+    """The w and b that `linear` draws for this seed, to check what a model learned."""
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=n_features), float(rng.normal())
+
+
+def sine(n_samples: int = 1000, seq_len: int = 20, noise: float = 0.05, target: str = "next", seed: int = 0) -> ArrayData:
+    """Windows of noisy sine waves of random frequency and phase, shaped (samples, time, 1).
+
+    target=next: forecast the next value (regression); target=frequency: is the wave's frequency above
+    the middle of its range (binary classification).
+    """
+    if target not in ("next", "frequency"):
+        raise DataError(f"data.target={target!r} is not a sine target: expected next or frequency")
     rng = np.random.default_rng(seed)
     freq = rng.uniform(0.1, 0.5, size=(n_samples, 1))
     phase = rng.uniform(0, 2 * np.pi, size=(n_samples, 1))
     t = np.arange(seq_len + 1)[None, :]
     waves = np.sin(freq * t + phase) + noise * rng.normal(size=(n_samples, seq_len + 1))
-    features = waves[:, :seq_len, None].astype(np.float32)  # (samples, time, 1 feature)
-    return ArrayData("sine", features, waves[:, seq_len].astype(np.float32), REGRESSION, tabular=False)
+    features = waves[:, :seq_len, None].astype(np.float32)
+    if target == "next":
+        return ArrayData("sine", features, waves[:, seq_len].astype(np.float32), REGRESSION, SEQUENCE)
+    labels = (freq[:, 0] > 0.3).astype(np.int64)
+    return ArrayData("sine", features, labels, BINARY, SEQUENCE, class_names=["low", "high"])

@@ -25,10 +25,6 @@ class CNN(nn.Module):
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
-        if len(input_shape) != 3:
-            raise ConfigError(
-                f"model=cnn needs images (channels, height, width), but the data has input shape {tuple(input_shape)}"
-            )
         blocks: list[nn.Module] = []
         in_channels = input_shape[0]
         for out_channels in channels:

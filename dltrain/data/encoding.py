@@ -1,0 +1,64 @@
+"""How raw table columns become model features, fitted on the training split and kept for prediction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+class TableEncoder:
+    """Numeric columns: missing values imputed with the training mean, then standardized with training
+    statistics. Other columns: one-hot over the training split's categories (unseen or missing: all zeros).
+
+    `to_dict` gives plain containers, stored in the checkpoint so prediction encodes exactly as training did.
+    """
+
+    def __init__(self, columns: list[dict[str, Any]]) -> None:
+        self.columns = columns
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame) -> "TableEncoder":
+        columns = []
+        for name in frame.columns:
+            values = frame[name]
+            if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+                numbers = values.astype("float64")
+                mean, std = float(numbers.mean()), float(numbers.std(ddof=0))
+                columns.append({"name": str(name), "kind": "numeric", "mean": 0.0 if np.isnan(mean) else mean,
+                                "std": std if std > 0 else 1.0})
+            else:
+                categories = sorted(str(v) for v in values.dropna().unique())
+                columns.append({"name": str(name), "kind": "categorical", "categories": categories})
+        return cls(columns)
+
+    @property
+    def num_features(self) -> int:
+        return sum(1 if c["kind"] == "numeric" else len(c["categories"]) for c in self.columns)
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """The float32 feature matrix of `frame`, which must hold every fitted column."""
+        missing = [c["name"] for c in self.columns if c["name"] not in frame.columns]
+        if missing:
+            raise KeyError(f"missing columns: {', '.join(missing)}")
+        parts = []
+        for column in self.columns:
+            values = frame[column["name"]]
+            if column["kind"] == "numeric":
+                numbers = pd.to_numeric(values, errors="coerce").astype("float64").fillna(column["mean"])
+                parts.append(((numbers.to_numpy() - column["mean"]) / column["std"])[:, None])
+            else:
+                codes = pd.Categorical(values.astype("string"), categories=column["categories"]).codes
+                one_hot = np.zeros((len(values), len(column["categories"])), dtype=np.float32)
+                known = codes >= 0
+                one_hot[np.flatnonzero(known), codes[known]] = 1.0
+                parts.append(one_hot)
+        return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"columns": self.columns}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TableEncoder":
+        return cls(list(data["columns"]))

@@ -1,0 +1,48 @@
+"""Targets: the task they imply, and class labels as indices 0..C-1 with their names kept."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from dltrain.errors import DataError
+from dltrain.tasks import BINARY, MULTICLASS, REGRESSION
+
+MAX_INFERRED_CLASSES = 20
+TASK_CHOICES = (None, "classification", MULTICLASS, BINARY, REGRESSION)
+
+
+def infer_task(targets: pd.Series) -> str:
+    """Text, booleans or few integer values are classes; other numbers are a regression target."""
+    values = targets.dropna()
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return BINARY if values.nunique() == 2 else MULTICLASS
+    whole = np.all(np.mod(values.to_numpy(dtype="float64"), 1) == 0)
+    if whole and values.nunique() <= MAX_INFERRED_CLASSES:
+        return BINARY if values.nunique() == 2 else MULTICLASS
+    return REGRESSION
+
+
+def encode_targets(targets: pd.Series, task: str | None, source: str) -> tuple[np.ndarray, str, list[str] | None]:
+    """(encoded targets, task, class names); `task` may be None (inferred) or "classification"."""
+    if task not in TASK_CHOICES:
+        raise DataError(f"data.task={task!r} is not a task: expected classification, multiclass, binary, regression or null")
+    if task is None:
+        task = infer_task(targets)
+    if task == REGRESSION:
+        numbers = pd.to_numeric(targets, errors="coerce")
+        bad = numbers.isna() & targets.notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(f"{source}: target value {targets.iloc[row]!r} in row {row + 1} is not a number, "
+                            "but the task is regression")
+        return numbers.to_numpy(dtype=np.float32), task, None
+    labels = targets.to_numpy()
+    names, codes = np.unique(labels.astype(str) if labels.dtype == object else labels, return_inverse=True)
+    if task == "classification":
+        task = BINARY if len(names) == 2 else MULTICLASS
+    if task == BINARY and len(names) != 2:
+        raise DataError(f"{source}: task binary needs 2 classes, the target has {len(names)}")
+    if len(names) < 2:
+        raise DataError(f"{source}: the target has a single class ({names[0]}); classification needs at least 2")
+    return codes.astype(np.int64), task, [str(n) for n in names]
