@@ -31,10 +31,11 @@ class ArrayDataModule(pl.LightningDataModule):
         test_fraction: float = 0.2,
         seed: int = 0,
         num_workers: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | str = "auto",
     ) -> None:
         super().__init__()
-        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
         train, val, test = split_rows(data, val_fraction, test_fraction, seed)
         encoder = None
         if data.kind == TABLE:

@@ -42,19 +42,22 @@ class TableEncoder:
         missing = [c["name"] for c in self.columns if c["name"] not in frame.columns]
         if missing:
             raise KeyError(f"missing columns: {', '.join(missing)}")
-        parts = []
+        out = np.empty((len(frame), self.num_features), dtype=np.float32)
+        start = 0  # filled column by column: no float64 copy of the whole table
         for column in self.columns:
             values = frame[column["name"]]
             if column["kind"] == "numeric":
-                numbers = pd.to_numeric(values, errors="coerce").astype("float64").fillna(column["mean"])
-                parts.append(((numbers.to_numpy() - column["mean"]) / column["std"])[:, None])
+                numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+                out[:, start] = (np.where(np.isnan(numbers), column["mean"], numbers) - column["mean"]) / column["std"]
+                start += 1
             else:
+                width = len(column["categories"])
                 codes = pd.Categorical(values.astype("string"), categories=column["categories"]).codes
-                one_hot = np.zeros((len(values), len(column["categories"])), dtype=np.float32)
+                out[:, start:start + width] = 0.0
                 known = codes >= 0
-                one_hot[np.flatnonzero(known), codes[known]] = 1.0
-                parts.append(one_hot)
-        return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
+                out[np.flatnonzero(known), start + codes[known]] = 1.0
+                start += width
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"columns": self.columns}

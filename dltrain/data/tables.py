@@ -23,9 +23,11 @@ def read_frame(path: str | Path, role: str = "data.path") -> pd.DataFrame:
         raise DataError(f"{file}: the file is empty (expected a header row and data rows)")
     try:
         if file.suffix.lower() in (".parquet", ".pq"):
-            frame = pd.read_parquet(file, engine="pyarrow")
+            frame = pd.read_parquet(file, engine="pyarrow", dtype_backend="pyarrow")
         else:
-            frame = pd.read_csv(file, engine="pyarrow", sep="\t" if file.suffix.lower() == ".tsv" else ",")
+            sep = "\t" if file.suffix.lower() == ".tsv" else ","
+            # Arrow-backed columns: no conversion copy of the whole table into pandas' own arrays.
+            frame = pd.read_csv(file, engine="pyarrow", sep=sep, dtype_backend="pyarrow")
     except Exception as exc:  # pyarrow and pandas raise many kinds for a malformed file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{file}: cannot be read as a table ({first})") from None
@@ -41,9 +43,9 @@ def _check_numeric(frame: pd.DataFrame, file: Path, first_line: int) -> None:
         if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
             continue
         present = values.dropna()
-        numbers = pd.to_numeric(present, errors="coerce")
-        if len(present) and numbers.notna().mean() >= 0.5 and numbers.isna().any():
-            position = int(np.flatnonzero(numbers.isna().to_numpy())[0])
+        not_number = np.isnan(pd.to_numeric(present, errors="coerce").to_numpy(dtype="float64", na_value=np.nan))
+        if len(present) and not_number.mean() <= 0.5 and not_number.any():
+            position = int(np.flatnonzero(not_number)[0])
             row = frame.index.get_loc(present.index[position])
             raise DataError(
                 f"{file}: column '{name}' is numeric but line {row + first_line} holds {present.iloc[position]!r}; "
@@ -99,8 +101,9 @@ def table(
     _check_numeric(frame[chosen], file, first_line=2)
 
     used = frame[chosen + [target]]
-    keep = used.notna().all(axis=1) if missing == "drop" else frame[target].notna()
-    frame, split = frame[keep.to_numpy()].reset_index(drop=True), split[keep.to_numpy()]
+    keep = (used.notna().all(axis=1) if missing == "drop" else frame[target].notna()).to_numpy(dtype=bool)
+    if not keep.all():
+        frame, split = frame[keep].reset_index(drop=True), split[keep]
     if frame.empty:
         raise DataError(f"{file}: no rows left after dropping rows with missing values (try data.missing=impute)")
     targets, task, class_names = encode_targets(frame[target], task, str(file))
