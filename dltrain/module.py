@@ -6,6 +6,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torchmetrics
 from hydra.utils import instantiate
 from torch import Tensor
 
@@ -30,9 +31,10 @@ class TrainingModule(pl.LightningModule):
         self.l1 = float(config["regularization"]["l1"])
         self.augment = build_augmentation(config["data"].get("augment"), self.spec.kind, self.spec.input_shape)
         metrics = make_metrics(self.spec)
-        self.train_metrics = metrics.clone(prefix="train_")
-        self.val_metrics = metrics.clone(prefix="val_")
-        self.test_metrics = metrics.clone(prefix="test_")
+        # A non-finite training loss stops the run in training_step; the means need not scan for NaN.
+        self.train_metrics, self.train_loss = metrics.clone(prefix="train_"), torchmetrics.MeanMetric("disable")
+        self.val_metrics, self.val_loss = metrics.clone(prefix="val_"), torchmetrics.MeanMetric("disable")
+        self.test_metrics, self.test_loss = metrics.clone(prefix="test_"), torchmetrics.MeanMetric("disable")
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -48,28 +50,51 @@ class TrainingModule(pl.LightningModule):
         """Sum of absolute weights (biases and norms excluded)."""
         return sum(p.abs().sum() for p in self.model.parameters() if p.dim() > 1)
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str, metrics) -> Tensor:
+    def _stage(self, stage: str) -> tuple[torchmetrics.MeanMetric, torchmetrics.MetricCollection]:
+        return getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_metrics")
+
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        """Loss of a batch; the stage's mean loss and metrics accumulate, logged once per epoch.
+
+        Logging every step through self.log costs as much as the step itself on small models.
+        """
         x, y = batch
         outputs = shape_outputs(self.spec, self(x))
         loss = self.loss_fn(outputs, y)
+        mean_loss, metrics = self._stage(stage)
+        mean_loss.update(loss.detach(), weight=len(y))
         metrics.update(*metric_inputs(self.spec, outputs.detach(), y))
-        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
-        self.log_dict(metrics, on_step=False, on_epoch=True)
         return loss
 
+    def _log_epoch(self, stage: str) -> None:
+        """Log the stage's epoch values (reduced over every process by torchmetrics), then start afresh."""
+        mean_loss, metrics = self._stage(stage)
+        self.log_dict({f"{stage}_loss": mean_loss.compute(), **metrics.compute()}, on_step=False, on_epoch=True)
+        mean_loss.reset()
+        metrics.reset()
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self._step(batch, "train", self.train_metrics)
+        loss = self._step(batch, "train")
         if self.l1 > 0:
             loss = loss + self.l1 * self.l1_penalty()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}")
+        if self.trainer.is_last_batch:
+            # Logged here, not in on_train_epoch_end: Lightning runs callbacks (metrics.csv) before that hook.
+            self._log_epoch("train")
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val", self.val_metrics)
+        self._step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test", self.test_metrics)
+        self._step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
 
     def configure_optimizers(self) -> Any:
         config = self.hparams.config

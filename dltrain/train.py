@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 import warnings
@@ -39,6 +40,20 @@ def quiet_libraries() -> None:
         warnings.filterwarnings("ignore", message=pattern)
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def skip_nvml_probe_without_gpus(trainer: pl.Trainer) -> None:
+    """Stop torch from loading NVML at every optimizer step of a CPU run on a machine without GPUs.
+
+    Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 so that asking whether CUDA is there does not
+    initialise CUDA before processes fork; torch's optimizers ask at every step, and with that flag each
+    answer loads the NVML library anew (about 0.5 ms a step where it is missing). With no GPU at all
+    there is no CUDA to protect, so the plain, cached check is used.
+    """
+    import torch
+
+    if trainer.strategy.root_device.type == "cpu" and torch.cuda.device_count() == 0:
+        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
@@ -82,6 +97,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     write_atomic(run_dir / "model_summary.txt", f"{summary}\n")
 
     trainer = build_trainer(cfg, build_callbacks(cfg, run_dir), run_dir)
+    skip_nvml_probe_without_gpus(trainer)
     console.show_start(cfg, run_dir, datamodule, summary, trainer)
     trainer.fit(module, datamodule=datamodule)
     checkpoint = trainer.checkpoint_callback
