@@ -47,6 +47,11 @@ def main() -> None:
 
     from dltrain.errors import UserError, one_line
 
+    if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
+        from dltrain.help import render_help
+
+        print(render_help())
+        return
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ[_USER_FULL_ERROR] = "1" if full_error else "0"
     os.environ["HYDRA_FULL_ERROR"] = "1"

@@ -39,6 +39,8 @@ def test_help_lists_every_group_and_option(tmp_path):
         "optimizer: adadelta, adagrad, adam, adamw, rmsprop, sgd",
         "scheduler: cosine, none, onecycle, plateau, step",
         "trainer: cpu, default",
+        "data: arrays, breast_cancer, cifar10, csv, diabetes, digits, fashion_mnist, image_folder, iris, linear, "
+        "mnist, parquet, sine, wine",
     ]:
         assert line in proc.stdout
     assert "optimizer.lr" in proc.stdout and "dltrain -m" in proc.stdout
@@ -74,3 +76,16 @@ def test_hydra_full_error_shows_the_traceback(tmp_path):
     proc = dltrain_command("optimizer.lr=-1", cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
     assert proc.returncode == 1
     assert "Traceback" in proc.stderr and "ConfigError: optimizer.lr=-1" in proc.stderr
+
+
+def test_help_lists_the_groups_and_options_hydra_itself_sees():
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from dltrain.help import config_groups
+    from dltrain.paths import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        hydra_groups = {g: sorted(loader.get_group_options(g)) for g in loader.list_groups("") if g != "hydra"}
+    assert config_groups() == hydra_groups
