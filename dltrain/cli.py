@@ -9,11 +9,13 @@ import logging
 import os
 import sys
 import traceback
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from dltrain.paths import config_dir
+from dltrain.resume import register_resolvers
 
 EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 1, 2
 _USER_FULL_ERROR = "DLTRAIN_USER_FULL_ERROR"  # remembers the user's own HYDRA_FULL_ERROR for the job
@@ -28,10 +30,15 @@ def _train_job(cfg: DictConfig) -> float | None:
     from dltrain.errors import UserError, one_line
 
     try:
+        run_dir = HydraConfig.get().runtime.output_dir
+        if cfg.resume:
+            from dltrain.resume import resumed_config
+
+            cfg = resumed_config(Path(run_dir), list(HydraConfig.get().overrides.task))
         check_config(cfg)  # before the heavy imports, so a config error answers at once
         from dltrain.train import train
 
-        return train(cfg, HydraConfig.get().runtime.output_dir)["best_val"]
+        return train(cfg, run_dir, resume=bool(cfg.resume))["best_val"]
     except UserError as exc:
         if HydraConfig.get().mode == RunMode.MULTIRUN or os.environ.get(_USER_FULL_ERROR) == "1":
             raise
@@ -45,8 +52,9 @@ def main() -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from dltrain.errors import UserError, one_line
+    from dltrain.errors import RunInterrupted, UserError, one_line
 
+    register_resolvers()
     if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
         from dltrain.help import render_help
 
@@ -62,8 +70,12 @@ def main() -> None:
             raise
         print(f"dltrain: error: {one_line(exc)}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    except RunInterrupted as exc:
+        print(f"dltrain: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        raise
+        print("dltrain: interrupted before training started", file=sys.stderr)
+        sys.exit(130)
     except Exception:
         traceback.print_exc()
         print("dltrain: internal error (a bug, not your input): please report it with the traceback above.", file=sys.stderr)

@@ -26,14 +26,19 @@ def show_start(cfg: DictConfig, run_dir: Path, datamodule, summary, trainer) -> 
     log.info(f"model: {choices}, {summary.total_parameters:,} parameters ({summary.trainable_parameters:,} trainable)")
 
 
-def show_results(results: dict[str, Any], run_dir: Path) -> None:
-    """A table of the test metrics, then where the run's files are."""
-    table = Table(title="test metrics of the best checkpoint", min_width=44)
+def show_metrics(metrics: dict[str, float], title: str) -> None:
+    """A two-column table of metric values."""
+    table = Table(title=title, min_width=44)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for name, value in results["test"].items():
+    for name, value in metrics.items():
         table.add_row(name, f"{value:.4f}")
     _console.print(table)
+
+
+def show_results(results: dict[str, Any], run_dir: Path) -> None:
+    """A table of the test metrics, then where the run's files are."""
+    show_metrics(results["test"], "test metrics of the best checkpoint")
     stopped = ", stopped early" if results["early_stopped"] else ""
     log.info(f"{results['epochs_run']} epochs{stopped} in {results['wall_time_s']:.1f}s; best {results['monitor']} {results['best_val']:.4f}")
     log.info(f"best checkpoint: {run_dir / results['best_checkpoint']}")

@@ -15,6 +15,18 @@ class DataError(UserError):
     """A data file or data set that cannot be used as asked."""
 
 
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class RunInterrupted(Exception):
+    """Ctrl-C or SIGTERM stopped a run after its checkpoint and partial results were written."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def one_line(exc: BaseException) -> str:
     """Fold an exception's message (and its direct cause's first line) into one line."""
     lines = [line.strip() for line in str(exc).split("Config search path:")[0].splitlines() if line.strip()]

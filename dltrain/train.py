@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import os
+import signal
 import sys
 import time
 import warnings
@@ -16,8 +19,10 @@ from pytorch_lightning.utilities.model_summary import ModelSummary
 
 from dltrain import console
 from dltrain.callbacks import EpochMetricsCSV
+from dltrain.checkpoints import AtomicCheckpointIO, InterruptCheckpoint, RngState, load_module, read_checkpoint
 from dltrain.config_check import check_config
 from dltrain.data.datamodule import build_datamodule
+from dltrain.errors import RunInterrupted, TrainingDiverged
 from dltrain.instantiate import build
 from dltrain.module import TrainingModule
 from dltrain.run_files import write_atomic, write_json
@@ -57,14 +62,18 @@ def skip_nvml_probe_without_gpus(trainer: pl.Trainer) -> None:
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
-    """Configured callbacks (a null entry is off), checkpoints into run_dir/checkpoints, and metrics.csv."""
+    """Configured callbacks (a null entry is off), checkpoints into run_dir/checkpoints, and dltrain's own."""
     callbacks: list[pl.Callback] = []
     for name, cb_cfg in cfg.callbacks.items():
         if cb_cfg is None:
             continue
         extra = {"dirpath": str(run_dir / "checkpoints")} if name == "model_checkpoint" else {}
         callbacks.append(build(cb_cfg, f"callbacks.{name}", **extra))
-    callbacks.append(EpochMetricsCSV(run_dir / "metrics.csv"))
+    callbacks += [
+        EpochMetricsCSV(run_dir / "metrics.csv"),
+        RngState(),
+        InterruptCheckpoint(run_dir / "checkpoints" / "interrupted.ckpt"),
+    ]
     return callbacks
 
 
@@ -77,11 +86,15 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], run_dir: Path) 
         default_root_dir=str(run_dir),
         enable_progress_bar=sys.stdout.isatty(),
         enable_model_summary=False,
+        plugins=[AtomicCheckpointIO()],
     )
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Train, test the best checkpoint, and write config, metrics, checkpoints and results into run_dir."""
+def train(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+    """Train, test the best checkpoint, and write config, metrics, checkpoints and results into run_dir.
+
+    resume=True continues run_dir from its last epoch-end checkpoint, appending to metrics.csv.
+    """
     started = time.perf_counter()
     check_config(cfg)
     quiet_libraries()
@@ -89,31 +102,67 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)
     write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(config))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if resume:  # refuse an unsafe or corrupt checkpoint before anything else
+        resumed = read_checkpoint(last)
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(config["data"], cfg.seed)
     module = TrainingModule(config, datamodule.spec.to_dict())
+    if resume:  # refuse a checkpoint of another model or data shape in one line, then continue its metrics
+        load_module(resumed, config, datamodule.spec.to_dict())
+        epochs_done = resumed["epoch"] + 1
+        _drop_metrics_from(run_dir / "metrics.csv", epochs_done)
     summary = ModelSummary(module, max_depth=3)
     write_atomic(run_dir / "model_summary.txt", f"{summary}\n")
 
     trainer = build_trainer(cfg, build_callbacks(cfg, run_dir), run_dir)
     skip_nvml_probe_without_gpus(trainer)
     console.show_start(cfg, run_dir, datamodule, summary, trainer)
-    trainer.fit(module, datamodule=datamodule)
-    checkpoint = trainer.checkpoint_callback
-    tested = trainer.test(module, datamodule=datamodule, ckpt_path="best" if checkpoint else None, verbose=False)
+    if resume:
+        log.info(f"resuming from {last} ({epochs_done} epoch(s) done)")
+    interrupt = next(cb for cb in trainer.callbacks if isinstance(cb, InterruptCheckpoint))
 
-    stopper = trainer.early_stopping_callback
+    def results(status: str, **extra: Any) -> dict[str, Any]:
+        return _results(cfg, config, trainer, datamodule, summary, run_dir, started, status, **extra)
+
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None, weights_only=True)
+    except FloatingPointError as exc:
+        write_json(run_dir / "results.json", results("diverged", error=str(exc)))
+        kept = f"the last good checkpoint is {last}" if last.exists() else "no epoch finished, so no checkpoint"
+        raise TrainingDiverged(f"{exc}; {kept} (try a lower optimizer.lr or trainer.gradient_clip_val)") from None
+    except BaseException:
+        if interrupt.signal_name is None:
+            raise
+        code = 128 + getattr(signal, interrupt.signal_name)
+        write_json(run_dir / "results.json", results("interrupted", signal=interrupt.signal_name))
+        then = (f"continue with: dltrain resume={run_dir}" if last.exists()
+                else "no epoch had finished, so a resume has nothing to continue: start the run again")
+        raise RunInterrupted(f"interrupted by {interrupt.signal_name}: saved {interrupt.path}; {then}", code) from None
+
+    checkpoint = trainer.checkpoint_callback
+    tested = trainer.test(module, datamodule=datamodule, ckpt_path="best" if checkpoint else None,
+                          verbose=False, weights_only=True)
+    final = results("completed", test={k: float(v) for k, v in sorted(tested[0].items())})
+    write_json(run_dir / "results.json", final)
+    console.show_results(final, run_dir)
+    return final
+
+
+def _results(cfg, config, trainer, datamodule, summary, run_dir: Path, started: float, status: str, **extra) -> dict:
+    """results.json: what the run was, how it went, and where its checkpoints are."""
+    checkpoint, stopper = trainer.checkpoint_callback, trainer.early_stopping_callback
     best = checkpoint.best_model_score if checkpoint else None
     results = {
-        "status": "completed",
+        "status": status,
         "model": config["model"]["name"],
         "data": datamodule.spec.name,
         "task": datamodule.spec.task,
         "monitor": cfg.monitor,
         "mode": cfg.mode,
         "best_val": float(best) if best is not None else None,
-        "test": {k: float(v) for k, v in sorted(tested[0].items())},
+        "test": {},
         "epochs_run": trainer.current_epoch,
         "max_epochs": cfg.trainer.max_epochs,
         "early_stopped": bool(stopper is not None and stopper.stopped_epoch > 0),
@@ -124,9 +173,21 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "last_checkpoint": _relative(checkpoint.last_model_path, run_dir) if checkpoint else None,
         "seed": cfg.seed,
     }
-    write_json(run_dir / "results.json", results)
-    console.show_results(results, run_dir)
-    return results
+    return results | extra
+
+
+def _drop_metrics_from(path: Path, epoch: int) -> None:
+    """Keep metrics.csv rows of epochs before `epoch`: a resumed run writes the later ones again."""
+    if not path.exists():
+        return
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields, rows = reader.fieldnames or [], [row for row in reader if int(row["epoch"]) < epoch]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue())
 
 
 def _relative(path: str, run_dir: Path) -> str | None:

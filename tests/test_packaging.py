@@ -44,3 +44,27 @@ def test_ci_runs_the_readme_quick_start_commands():
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     for command in quick_start:
         assert command in ci
+
+
+def test_every_third_party_import_is_a_declared_dependency():
+    """The wheel's dependency list covers what the package imports (a missing one breaks only fresh installs)."""
+    import ast
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[<>=!\[ ;]", spec)[0].lower() for spec in project["dependencies"]}
+    declared |= {re.split(r"[<>=!\[ ;]", spec)[0].lower()
+                 for specs in project.get("optional-dependencies", {}).values() for spec in specs}
+    imported = set()
+    for source in (ROOT / "dltrain").rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"dltrain", "__future__"}
+    distributions = packages_distributions()
+    undeclared = {name for name in third_party
+                  if not {d.lower() for d in distributions.get(name, [name])} & declared}
+    assert not undeclared, f"imported but not declared in pyproject.toml: {sorted(undeclared)}"

@@ -14,23 +14,15 @@ from dltrain.errors import ConfigError
 
 def build_augmentation(options: dict[str, Any] | None, kind: str, input_shape: tuple[int, ...]) -> Callable | None:
     """A function from a batch to an augmented batch, or None when every option is off."""
-    from torchvision.transforms import v2
-
     options = options or {}
-    steps = []
-    if options.get("crop_padding"):
-        steps.append(v2.RandomCrop(list(input_shape[1:]), padding=int(options["crop_padding"])))
-    if options.get("hflip"):
-        steps.append(v2.RandomHorizontalFlip())
-    if options.get("rotation"):
-        steps.append(v2.RandomRotation(float(options["rotation"])))
-    if steps and kind != IMAGE:
+    noise = float(options.get("noise") or 0.0)
+    wanted = any(options.get(key) for key in ("crop_padding", "hflip", "rotation"))
+    image_transform = _image_transform(options, input_shape) if wanted else None
+    if image_transform is not None and kind != IMAGE:
         raise ConfigError(f"data.augment crop, flip and rotation apply to images, but the data is a {kind}; "
                           "only data.augment.noise applies to it")
-    noise = float(options.get("noise") or 0.0)
-    if not steps and not noise:
+    if image_transform is None and not noise:
         return None
-    image_transform = v2.Compose(steps) if steps else None
 
     def augment(batch: Tensor) -> Tensor:
         if image_transform is not None:
@@ -41,3 +33,17 @@ def build_augmentation(options: dict[str, Any] | None, kind: str, input_shape: t
         return batch
 
     return augment
+
+
+def _image_transform(options: dict[str, Any], input_shape: tuple[int, ...]) -> Callable:
+    """The torchvision v2 pipeline of the image options that are on."""
+    from torchvision.transforms import v2  # imported only when used: it costs startup time
+
+    steps = []
+    if options.get("crop_padding"):
+        steps.append(v2.RandomCrop(list(input_shape[1:]), padding=int(options["crop_padding"])))
+    if options.get("hflip"):
+        steps.append(v2.RandomHorizontalFlip())
+    if options.get("rotation"):
+        steps.append(v2.RandomRotation(float(options["rotation"])))
+    return v2.Compose(steps)

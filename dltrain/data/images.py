@@ -18,31 +18,47 @@ VISION_SETS = {
 }
 
 
-def image_folder(path: str, image_size: list[int] = (32, 32), channels: int = 3) -> ArrayData:
-    """One sub-folder per class; every image resized to `image_size` and scaled to [0, 1], all held in memory."""
-    from PIL import UnidentifiedImageError
-    from torchvision import datasets, transforms
+def image_transform(image_size: list[int], channels: int):
+    """Resize to `image_size`, to 1 (grayscale) or 3 (RGB) channels, and scale to [0, 1]."""
+    from torchvision import transforms
 
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise DataError(f"data.path: no such folder {root} (expected one sub-folder of images per class)")
     steps = [transforms.Resize(tuple(image_size))]
     if channels == 1:
         steps.append(transforms.Grayscale(1))
     elif channels != 3:
         raise DataError(f"data.channels={channels} is not valid: expected 1 (grayscale) or 3 (RGB)")
+    return transforms.Compose(steps + [transforms.ToTensor()])
+
+
+def load_images(files: list[str], transform, channels: int, image_size: list[int]) -> np.ndarray:
+    """The images of `files` as one (N, C, H, W) float32 array; an unreadable file is named."""
+    from PIL import UnidentifiedImageError
+    from torchvision.datasets.folder import default_loader
+
+    images = np.empty((len(files), channels, *image_size), dtype=np.float32)
+    for i, file in enumerate(files):
+        try:
+            images[i] = transform(default_loader(file)).numpy()
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"{file}: not a readable image ({type(exc).__name__}); remove or replace it") from None
+    return images
+
+
+def image_folder(path: str, image_size: list[int] = (32, 32), channels: int = 3) -> ArrayData:
+    """One sub-folder per class; every image resized to `image_size` and scaled to [0, 1], all held in memory."""
+    from torchvision import datasets
+
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data.path: no such folder {root} (expected one sub-folder of images per class)")
+    transform = image_transform(image_size, channels)
     try:
-        folder = datasets.ImageFolder(str(root), transform=transforms.Compose(steps + [transforms.ToTensor()]))
+        folder = datasets.ImageFolder(str(root))
     except (FileNotFoundError, RuntimeError) as exc:
         raise DataError(f"{root}: {exc} (expected one sub-folder of images per class)") from None
     if len(folder.classes) < 2:
         raise DataError(f"{root}: found {len(folder.classes)} class folder(s); classification needs at least 2")
-    images = np.empty((len(folder), channels, *image_size), dtype=np.float32)
-    for i, (file, _) in enumerate(folder.samples):
-        try:
-            images[i] = folder[i][0].numpy()
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"{file}: not a readable image ({type(exc).__name__}); remove or replace it") from None
+    images = load_images([file for file, _ in folder.samples], transform, channels, image_size)
     targets = np.asarray(folder.targets, dtype=np.int64)
     task = BINARY if len(folder.classes) == 2 else MULTICLASS
     return ArrayData(root.name, images, targets, task, IMAGE, class_names=list(folder.classes))

@@ -1,0 +1,100 @@
+"""`dltrain-predict ckpt_path=<checkpoint or run dir> input=<table, image folder or array file>`.
+
+New inputs get exactly the preprocessing of training (the table encoding and image size stored in the
+checkpoint); the predictions (class and probabilities, or value) go to a CSV, one row per input row or file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dltrain.tools import parse_keys, run_tool
+
+KEYS = {"ckpt_path": None, "input": None, "output": None, "batch_size": "1024"}
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
+
+
+def read_inputs(source: Path, spec) -> tuple[np.ndarray, dict[str, list]]:
+    """Model-ready features of `source` and the columns that identify each row (row number or file)."""
+    from dltrain.data.encoding import TableEncoder
+    from dltrain.data.images import image_transform, load_images
+    from dltrain.data.tables import read_frame
+    from dltrain.errors import DataError
+
+    if source.is_dir():
+        if spec.kind != "image":
+            raise DataError(f"input={source} is a folder of images, but the checkpoint was trained on a {spec.kind}")
+        from torchvision.datasets.folder import IMG_EXTENSIONS
+
+        files = sorted(str(p) for p in source.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
+        if not files:
+            raise DataError(f"input={source}: no image files found")
+        channels, *size = spec.input_shape
+        return load_images(files, image_transform(size, channels), channels, size), {"file": files}
+    if source.suffix.lower() in TABLE_SUFFIXES:
+        if spec.encoder is None:
+            raise DataError(f"input={source} is a table, but the checkpoint was trained on a {spec.kind}")
+        frame = read_frame(source, "input")
+        try:
+            features = TableEncoder.from_dict(spec.encoder).transform(frame)
+        except KeyError as exc:
+            raise DataError(f"input={source}: {exc.args[0]} (the model was trained on those columns)") from None
+        return features, {"row": list(range(1, len(frame) + 1))}
+    if source.suffix.lower() in (".npy", ".npz"):
+        if not source.is_file():
+            raise DataError(f"input: no such file {source}")
+        loaded = np.load(source, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):  # the features are its first array
+            with loaded:
+                loaded = loaded[loaded.files[0]]
+        features = np.asarray(loaded, dtype=np.float32)
+        if tuple(features.shape[1:]) != tuple(spec.input_shape):
+            raise DataError(f"input={source} has rows of shape {tuple(features.shape[1:])}, but the checkpoint "
+                            f"was trained on {tuple(spec.input_shape)}")
+        if spec.encoder is not None:  # a table given as an array: standardize as training did
+            import pandas as pd
+
+            names = [c["name"] for c in spec.encoder["columns"]]
+            features = TableEncoder.from_dict(spec.encoder).transform(pd.DataFrame(features, columns=names))
+        return features, {"row": list(range(1, len(features) + 1))}
+    raise DataError(f"input={source}: expected a table (.csv, .parquet), an image folder, or a .npy/.npz array")
+
+
+def predict(ckpt_path: str, input: str, output: str | None = None, batch_size: str = "1024") -> Path:
+    """Write one prediction per input row or file to a CSV; returns its path."""
+    import pandas as pd
+    import torch
+
+    from dltrain.checkpoints import checkpoint_and_run_dir, load_module, read_checkpoint
+    from dltrain.run_files import write_atomic
+    from dltrain.tasks import BINARY, MULTICLASS
+
+    path, run_dir = checkpoint_and_run_dir(ckpt_path)
+    module = load_module(read_checkpoint(path)).eval()
+    spec, source = module.spec, Path(input).expanduser()
+    features, ids = read_inputs(source, spec)
+    with torch.no_grad():
+        outputs = torch.cat([module(batch) for batch in torch.from_numpy(features).split(int(batch_size))])
+    table = pd.DataFrame(ids)
+    names = spec.class_names or [str(i) for i in range(max(spec.num_classes, 2))]
+    if spec.task == MULTICLASS:
+        probabilities = torch.softmax(outputs, dim=1).numpy()
+    elif spec.task == BINARY:
+        positive = torch.sigmoid(outputs[:, 0]).numpy()
+        probabilities = np.stack([1 - positive, positive], axis=1)
+    else:
+        table["prediction"] = (outputs[:, 0] * spec.target_std + spec.target_mean).numpy()
+    if spec.task in (MULTICLASS, BINARY):
+        table["prediction"] = [names[i] for i in probabilities.argmax(axis=1)]
+        for i, name in enumerate(names):
+            table[f"prob_{name}"] = probabilities[:, i]
+    target = Path(output) if output else run_dir / f"predictions_{source.stem}.csv"
+    write_atomic(target, table.to_csv(index=False))
+    print(f"{len(table)} predictions written to {target}")
+    return target
+
+
+def main() -> None:
+    run_tool("dltrain-predict", lambda argv: predict(**parse_keys(argv, KEYS, ("ckpt_path", "input"))))

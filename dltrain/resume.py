@@ -1,0 +1,56 @@
+"""Continuing a run: which directory `resume=` names, and the config it continues with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from dltrain.errors import ConfigError
+
+RUNS = Path("outputs") / "runs"
+
+
+def find_run_dir(resume: str) -> Path:
+    """The run directory of `resume`: a path, or "last" for the newest run under outputs/runs."""
+    if resume == "last":
+        candidates = sorted(RUNS.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise ConfigError(f"resume=last: no run with a checkpoint under {RUNS.resolve()}")
+        return candidates[-1].parent.parent.resolve()
+    run_dir = Path(resume).expanduser().resolve()
+    if not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        raise ConfigError(f"resume={resume}: {run_dir} is not a run directory with checkpoints/last.ckpt")
+    return run_dir
+
+
+def run_dir_resolver(resume: str | None, stamp: str) -> str:
+    """hydra.run.dir: the resumed run's own directory, or a new one under outputs/runs."""
+    return str(find_run_dir(resume)) if resume else str(RUNS / stamp)
+
+
+def hydra_subdir_resolver(resume: str | None) -> str | None:
+    """hydra.output_subdir: none when resuming, so the run keeps the .hydra files of its first start."""
+    return None if resume else ".hydra"
+
+
+def register_resolvers() -> None:
+    for name, function in (("dltrain_run_dir", run_dir_resolver), ("dltrain_hydra_subdir", hydra_subdir_resolver)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, function)
+
+
+def resumed_config(run_dir: Path, overrides: list[str]) -> DictConfig:
+    """The run's stored config with this command's key=value overrides on top (e.g. trainer.max_epochs=50)."""
+    changes = [o for o in overrides if not o.startswith("resume=")]
+    groups = [o for o in changes if "." not in o.split("=", 1)[0]]
+    if groups:
+        raise ConfigError(
+            f"resume continues the run's stored config; {groups[0]} would change a whole group: "
+            "start a new run for that, or change single keys (e.g. trainer.max_epochs=50)"
+        )
+    stored = OmegaConf.load(run_dir / "config.yaml")
+    OmegaConf.set_struct(stored, True)
+    merged = OmegaConf.merge(stored, OmegaConf.from_dotlist(changes))
+    merged.resume = str(run_dir)
+    return merged

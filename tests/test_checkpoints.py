@@ -1,0 +1,199 @@
+"""Evaluate, predict and resume; interruption, SIGKILL, NaN, and checkpoints that cannot run code."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import dltrain_command, only_run_dir, read_metrics, read_results
+from datafiles import write_image_folder, write_table
+
+# Epochs of about half a second: long enough to interrupt a run in the middle.
+SLOW_EPOCHS = ["trainer=cpu", "data=linear", "data.n_samples=16000", "model=mlp", "data.batch_size=32",
+               "callbacks.early_stopping=null"]
+
+
+def tool(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    script = Path(sys.executable).with_name(name)
+    return subprocess.run([str(script), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_eval_recomputes_the_test_metrics_of_a_checkpoint_or_run_dir(run, tmp_path):
+    run_dir, results = run(["model=mlp", "trainer.max_epochs=3"])
+    proc = tool("dltrain-eval", f"ckpt_path={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    saved = json.loads((run_dir / "eval_best.json").read_text())
+    assert saved["metrics"] == pytest.approx(results["test"], rel=1e-5)
+    out = tmp_path / "val.json"
+    proc = tool("dltrain-eval", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "split=val", f"output={out}",
+                cwd=tmp_path)
+    assert proc.returncode == 0 and set(json.loads(out.read_text())["metrics"]) == {"val_loss", "val_acc", "val_f1"}
+
+
+def test_predict_applies_the_training_encoding_to_new_rows(run, tmp_path):
+    table = tmp_path / "table.csv"
+    write_table(table)
+    run_dir, _ = run(["data=csv", f"data.path={table}", "data.target=label", "model=mlp", "trainer.max_epochs=5"])
+    proc = tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={table}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    full = pd.read_csv(run_dir / "predictions_table.csv")
+    assert len(full) == 300 and list(full.columns) == ["row", "prediction", "prob_big", "prob_small"]
+    assert np.allclose(full.prob_big + full.prob_small, 1)
+    assert (full.prediction == np.where(full.prob_big > 0.5, "big", "small")).all()
+    # Three rows alone, with a category unseen in training: encoded with the training statistics,
+    # they get exactly the probabilities they got among all 300 rows.
+    few = pd.read_csv(table).iloc[[0, 1, 2]].drop(columns="label")
+    few.loc[2, "colour"] = "purple"
+    few.to_csv(tmp_path / "few.csv", index=False)
+    out = tmp_path / "few_predictions.csv"
+    assert tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={tmp_path / 'few.csv'}", f"output={out}",
+                cwd=tmp_path).returncode == 0
+    three = pd.read_csv(out)
+    assert np.allclose(three.prob_big[:2], full.prob_big[:2], atol=1e-6)
+    assert not np.isclose(three.prob_big[2], full.prob_big[2])  # purple is encoded as no known colour
+
+
+def test_predict_reads_image_folders_and_arrays(run, tmp_path):
+    write_image_folder(tmp_path / "images")
+    run_dir, _ = run(["data=image_folder", f"data.path={tmp_path / 'images'}", "data.image_size=[8,8]", "model=cnn",
+                      "data.val_fraction=0.25", "data.test_fraction=0.25"])
+    proc = tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={tmp_path / 'images' / 'dark'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    predictions = pd.read_csv(run_dir / "predictions_dark.csv")
+    assert len(predictions) == 12 and predictions.file.str.endswith(".png").all()
+
+    run_dir, _ = run(["model=mlp"])
+    np.save(tmp_path / "digits.npy", np.zeros((4, 1, 8, 8), dtype=np.float32))
+    assert tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={tmp_path / 'digits.npy'}", cwd=tmp_path).returncode == 0
+    assert len(pd.read_csv(run_dir / "predictions_digits.csv")) == 4
+    np.save(tmp_path / "wrong.npy", np.zeros((4, 5), dtype=np.float32))
+    proc = tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={tmp_path / 'wrong.npy'}", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().endswith("has rows of shape (5,), but the checkpoint was trained on (1, 8, 8)")
+
+
+def wait_for(condition, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def start(tmp_path: Path, *args: str) -> subprocess.Popen:
+    script = Path(sys.executable).with_name("dltrain")
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.Popen([str(script), *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_a_sigkilled_run_resumes_to_the_same_final_metrics(tmp_path):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    whole.mkdir(), killed.mkdir()
+    args = [*SLOW_EPOCHS, "trainer.max_epochs=3"]
+    assert dltrain_command(*args, cwd=whole).returncode == 0
+    process = start(killed, *args)
+    wait_for(lambda: list(killed.glob("outputs/runs/*/checkpoints/last.ckpt")) and len(
+        read_metrics(only_run_dir(killed))) >= 1)
+    process.kill()
+    process.wait()
+    run_dir = only_run_dir(killed)
+    assert not (run_dir / "results.json").exists()
+    assert not list(run_dir.glob("checkpoints/.*.tmp"))  # no half-written checkpoint
+    proc = dltrain_command(f"resume={run_dir}", cwd=killed)
+    assert proc.returncode == 0, proc.stderr
+    resumed, uninterrupted = read_results(run_dir), read_results(only_run_dir(whole))
+    assert resumed["test"] == uninterrupted["test"] and resumed["best_val"] == uninterrupted["best_val"]
+    assert [r["epoch"] for r in read_metrics(run_dir)] == [0, 1, 2]
+    assert [r["val_loss"] for r in read_metrics(run_dir)] == [r["val_loss"] for r in read_metrics(only_run_dir(whole))]
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupt_saves_a_checkpoint_and_partial_results_then_resume_finishes(tmp_path, sig, code):
+    process = start(tmp_path, *SLOW_EPOCHS, "trainer.max_epochs=30")
+    wait_for(lambda: list(tmp_path.glob("outputs/runs/*/checkpoints/last.ckpt")))
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr
+    run_dir = only_run_dir(tmp_path)
+    assert (f"interrupted by {sig.name}: saved {run_dir / 'checkpoints' / 'interrupted.ckpt'}; "
+            f"continue with: dltrain resume={run_dir}") in stderr
+    partial = read_results(run_dir)
+    assert partial["status"] == "interrupted" and partial["signal"] == sig.name and partial["epochs_run"] < 30
+    assert torch.load(run_dir / "checkpoints" / "interrupted.ckpt", weights_only=True)["state_dict"]
+    proc = dltrain_command("resume=last", "trainer.max_epochs=2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert read_results(run_dir)["status"] == "completed" and len(list((tmp_path / "outputs" / "runs").iterdir())) == 1
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {_Payload.marker}",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    _Payload.marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"config": _Payload()}}, evil)
+    proc = tool("dltrain-eval", f"ckpt_path={evil}", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "could run code when loaded; refused" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not _Payload.marker.exists()
+
+
+def test_a_truncated_checkpoint_is_named(run, tmp_path):
+    run_dir, _ = run(["model=mlp"])
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes((run_dir / "checkpoints" / "best.ckpt").read_bytes()[:5000])
+    proc = tool("dltrain-eval", f"ckpt_path={broken}", cwd=tmp_path)
+    assert proc.returncode == 1 and f"{broken} is not a readable checkpoint" in proc.stderr
+
+
+def test_a_checkpoint_of_another_shape_says_what_it_was_trained_for(run):
+    from omegaconf import OmegaConf
+
+    from dltrain.checkpoints import CheckpointError, load_module, read_checkpoint
+    from dltrain.config import load_config
+
+    run_dir, _ = run(["model=mlp"])
+    checkpoint = read_checkpoint(run_dir / "checkpoints" / "best.ckpt")
+    asked = OmegaConf.to_container(load_config(["model=mlp", "model.hidden_sizes=[32]"]), resolve=True)
+    with pytest.raises(CheckpointError, match=r"trained for model=mlp \(17,226 parameters\) on data=digits "
+                                              r"\(multiclass, input \(1, 8, 8\), 10 output\(s\)\), but model=mlp "
+                                              r"\(2,410 parameters\) .* was asked"):
+        load_module(checkpoint, asked, checkpoint["hyper_parameters"]["data_spec"])
+
+
+def test_a_failed_checkpoint_write_leaves_nothing_half_written(tmp_path, monkeypatch):
+    from dltrain.checkpoints import AtomicCheckpointIO
+
+    target = tmp_path / "last.ckpt"
+    target.write_bytes(b"previous")
+
+    def broken_save(obj, handle):
+        handle.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        AtomicCheckpointIO().save_checkpoint({"x": 1}, target)
+    assert target.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_a_nan_loss_stops_the_run_naming_epoch_and_step(tmp_path):
+    proc = dltrain_command("trainer=cpu", "data=linear", "model=linear", "optimizer=sgd", "optimizer.lr=1e6",
+                           "optimizer.momentum=0", cwd=tmp_path)
+    assert proc.returncode == 1
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("dltrain: error: loss became") and "at epoch 0, step" in line
+    results = read_results(only_run_dir(tmp_path))
+    assert results["status"] == "diverged" and "loss became" in results["error"]
