@@ -18,33 +18,59 @@ from dltrain.paths import config_dir
 from dltrain.resume import register_resolvers
 
 EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 1, 2
+register_resolvers()  # at import, so that sweep jobs in worker processes (joblib) resolve the run dir too
 _USER_FULL_ERROR = "DLTRAIN_USER_FULL_ERROR"  # remembers the user's own HYDRA_FULL_ERROR for the job
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
-def _train_job(cfg: DictConfig) -> float | None:
+def _train_job(cfg: DictConfig) -> dict | None:
+    """One job: a single run, or one job of a sweep. A sweep's failed job is recorded and the sweep goes on."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     from dltrain.config_check import check_config
-    from dltrain.errors import UserError, one_line
+    from dltrain.errors import RunInterrupted, UserError, one_line
 
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        run_dir = HydraConfig.get().runtime.output_dir
         if cfg.resume:
             from dltrain.resume import resumed_config
 
-            cfg = resumed_config(Path(run_dir), list(HydraConfig.get().overrides.task))
+            cfg = resumed_config(run_dir, list(hydra_cfg.overrides.task))
         check_config(cfg)  # before the heavy imports, so a config error answers at once
+        from dltrain.sweeps.pruning import trial_pruning
         from dltrain.train import train
 
-        return train(cfg, run_dir, resume=bool(cfg.resume))["best_val"]
-    except UserError as exc:
-        if HydraConfig.get().mode == RunMode.MULTIRUN or os.environ.get(_USER_FULL_ERROR) == "1":
+        return train(cfg, run_dir, resume=bool(cfg.resume), callbacks=trial_pruning(hydra_cfg, cfg))
+    except RunInterrupted:
+        raise
+    except Exception as exc:
+        if not in_sweep and (not isinstance(exc, UserError) or os.environ.get(_USER_FULL_ERROR) == "1"):
             raise
+        from dltrain.run_files import record_failure
+
         # Reported here, inside the job, so the line also reaches the run's log file.
-        logging.getLogger("dltrain").error(f"dltrain: error: {one_line(exc)}")
+        log = logging.getLogger("dltrain")
+        log.error(f"dltrain: error: {one_line(exc)}", exc_info=not isinstance(exc, UserError))
+        if in_sweep:
+            return record_failure(run_dir, one_line(exc))
         sys.exit(EXIT_USER_ERROR)
+
+
+def _fail_if_sweep_jobs_failed() -> None:
+    """After a sweep ran all its jobs: a non-zero exit when any failed, naming the first."""
+    from dltrain.errors import UserError
+    from dltrain.sweeps import summary
+
+    outcome = summary.last_outcome
+    if outcome is not None and outcome.error:
+        raise RuntimeError(f"the summary of {outcome.sweep_dir} could not be written: {outcome.error}")
+    if outcome is not None and outcome.failed:
+        first = outcome.failed[0]
+        raise UserError(f"{len(outcome.failed)} of {outcome.jobs} sweep jobs did not complete "
+                        f"(job {first['job']}: {first['error'] or first['status']}); see {outcome.sweep_dir / 'summary.md'}")
 
 
 def main() -> None:
@@ -54,7 +80,6 @@ def main() -> None:
 
     from dltrain.errors import RunInterrupted, UserError, one_line
 
-    register_resolvers()
     if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
         from dltrain.help import render_help
 
@@ -65,6 +90,7 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         _train_job()
+        _fail_if_sweep_jobs_failed()
     except (UserError, HydraException, OmegaConfBaseException) as exc:
         if full_error:
             raise

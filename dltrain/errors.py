@@ -27,6 +27,14 @@ class RunInterrupted(Exception):
         self.exit_code = exit_code
 
 
+class RunStopped(Exception):
+    """A callback ended the run on purpose before its epochs were done (a pruned search trial)."""
+
+    def __init__(self, message: str, status: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def one_line(exc: BaseException) -> str:
     """Fold an exception's message (and its direct cause's first line) into one line."""
     lines = [line.strip() for line in str(exc).split("Config search path:")[0].splitlines() if line.strip()]

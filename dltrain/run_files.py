@@ -37,3 +37,13 @@ def write_atomic(path: Path, text: str) -> None:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def record_failure(run_dir: Path, error: str) -> dict[str, Any]:
+    """Mark a sweep job failed in its results.json (keeping what a diverged run wrote there), and return it."""
+    path = Path(run_dir) / "results.json"
+    written = json.loads(path.read_text()) if path.exists() else {}
+    status = written.get("status") if written.get("status") not in (None, "completed") else "failed"
+    record = written | {"status": status, "error": error}
+    write_json(path, record)
+    return record

@@ -22,7 +22,7 @@ from dltrain.callbacks import EpochMetricsCSV
 from dltrain.checkpoints import AtomicCheckpointIO, InterruptCheckpoint, RngState, load_module, read_checkpoint
 from dltrain.config_check import check_config
 from dltrain.data.datamodule import build_datamodule
-from dltrain.errors import RunInterrupted, TrainingDiverged
+from dltrain.errors import RunInterrupted, RunStopped, TrainingDiverged
 from dltrain.instantiate import build
 from dltrain.module import TrainingModule
 from dltrain.run_files import write_atomic, write_json
@@ -61,7 +61,7 @@ def skip_nvml_probe_without_gpus(trainer: pl.Trainer) -> None:
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
 
 
-def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
+def build_callbacks(cfg: DictConfig, run_dir: Path, added: list[pl.Callback]) -> list[pl.Callback]:
     """Configured callbacks (a null entry is off), checkpoints into run_dir/checkpoints, and dltrain's own."""
     callbacks: list[pl.Callback] = []
     for name, cb_cfg in cfg.callbacks.items():
@@ -73,6 +73,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
         EpochMetricsCSV(run_dir / "metrics.csv"),
         RngState(),
         InterruptCheckpoint(run_dir / "checkpoints" / "interrupted.ckpt"),
+        *added,
     ]
     return callbacks
 
@@ -90,10 +91,11 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], run_dir: Path) 
     )
 
 
-def train(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple[pl.Callback, ...] = ()) -> dict[str, Any]:
     """Train, test the best checkpoint, and write config, metrics, checkpoints and results into run_dir.
 
     resume=True continues run_dir from its last epoch-end checkpoint, appending to metrics.csv.
+    `callbacks` join the configured ones (a search trial's pruning); one may end the run with RunStopped.
     """
     started = time.perf_counter()
     check_config(cfg)
@@ -116,7 +118,7 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict[str, Any
     summary = ModelSummary(module, max_depth=3)
     write_atomic(run_dir / "model_summary.txt", f"{summary}\n")
 
-    trainer = build_trainer(cfg, build_callbacks(cfg, run_dir), run_dir)
+    trainer = build_trainer(cfg, build_callbacks(cfg, run_dir, list(callbacks)), run_dir)
     skip_nvml_probe_without_gpus(trainer)
     console.show_start(cfg, run_dir, datamodule, summary, trainer)
     if resume:
@@ -128,6 +130,11 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict[str, Any
 
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None, weights_only=True)
+    except RunStopped as exc:
+        stopped = results(exc.status, val=_val_metrics(trainer), reason=str(exc))
+        write_json(run_dir / "results.json", stopped)
+        log.info(f"run stopped: {exc}")
+        return stopped
     except FloatingPointError as exc:
         write_json(run_dir / "results.json", results("diverged", error=str(exc)))
         kept = f"the last good checkpoint is {last}" if last.exists() else "no epoch finished, so no checkpoint"
@@ -141,10 +148,11 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict[str, Any
                 else "no epoch had finished, so a resume has nothing to continue: start the run again")
         raise RunInterrupted(f"interrupted by {interrupt.signal_name}: saved {interrupt.path}; {then}", code) from None
 
+    val = _val_metrics(trainer)
     checkpoint = trainer.checkpoint_callback
     tested = trainer.test(module, datamodule=datamodule, ckpt_path="best" if checkpoint else None,
                           verbose=False, weights_only=True)
-    final = results("completed", test={k: float(v) for k, v in sorted(tested[0].items())})
+    final = results("completed", val=val, test={k: float(v) for k, v in sorted(tested[0].items())})
     write_json(run_dir / "results.json", final)
     console.show_results(final, run_dir)
     return final
@@ -162,6 +170,7 @@ def _results(cfg, config, trainer, datamodule, summary, run_dir: Path, started: 
         "monitor": cfg.monitor,
         "mode": cfg.mode,
         "best_val": float(best) if best is not None else None,
+        "val": {},
         "test": {},
         "epochs_run": trainer.current_epoch,
         "max_epochs": cfg.trainer.max_epochs,
@@ -174,6 +183,11 @@ def _results(cfg, config, trainer, datamodule, summary, run_dir: Path, started: 
         "seed": cfg.seed,
     }
     return results | extra
+
+
+def _val_metrics(trainer: pl.Trainer) -> dict[str, float]:
+    """The validation metrics of the last epoch."""
+    return {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("val_")}
 
 
 def _drop_metrics_from(path: Path, epoch: int) -> None:

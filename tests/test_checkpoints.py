@@ -92,8 +92,11 @@ def wait_for(condition, timeout: float = 120) -> None:
 def start(tmp_path: Path, *args: str) -> subprocess.Popen:
     script = Path(sys.executable).with_name("dltrain")
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    # As from a terminal: a CI runner may start tests with SIGINT ignored (background jobs), which the
+    # child would inherit and rightly respect; Ctrl-C at a terminal has the default disposition.
     return subprocess.Popen([str(script), *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_a_sigkilled_run_resumes_to_the_same_final_metrics(tmp_path):

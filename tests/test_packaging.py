@@ -6,6 +6,7 @@ import re
 import site
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,6 +16,10 @@ def test_a_built_wheel_runs_from_an_unrelated_directory(tmp_path):
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)], check=True)
     (wheel,) = wheels.glob("dltrain-*.whl")
+    with zipfile.ZipFile(wheel) as archive:  # the configs and Hydra's plugin (the Optuna sweeper) ship inside
+        names = set(archive.namelist())
+    assert {"dltrain/conf/train.yaml", "dltrain/conf/hydra/sweeper/optuna.yaml", "dltrain/conf/experiment/cnn_digits.yaml",
+            "hydra_plugins/dltrain_optuna_sweeper/optuna_sweeper.py"} <= names
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
@@ -63,6 +68,8 @@ def test_every_third_party_import_is_a_declared_dependency():
                 imported |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 imported.add(node.module.split(".")[0])
+            elif isinstance(node, ast.keyword) and node.arg == "engine" and isinstance(node.value, ast.Constant):
+                imported.add(node.value.value)  # pandas imports its engine (pyarrow) by name
     third_party = imported - set(sys.stdlib_module_names) - {"dltrain", "__future__"}
     distributions = packages_distributions()
     undeclared = {name for name in third_party

@@ -1,0 +1,46 @@
+"""Pruning inside a search trial: report the monitored metric each epoch and stop a clearly bad trial."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+
+from dltrain.errors import RunStopped
+
+OPTUNA_SWEEPER = "hydra_plugins.dltrain_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+
+
+def trial_pruning(hydra_cfg: Any, cfg: DictConfig) -> list[pl.Callback]:
+    """The pruning callback when this job is a trial of dltrain's Optuna sweeper, else nothing."""
+    sweeper = hydra_cfg.sweeper
+    if sweeper.get("_target_") != OPTUNA_SWEEPER or not sweeper.get("storage"):
+        return []
+    return [TrialPruning(sweeper.storage, sweeper.study_name, int(hydra_cfg.job.num), cfg.monitor)]
+
+
+class TrialPruning(pl.Callback):
+    """Reports `monitor` to the trial after each validation and ends the run when the pruner says so.
+
+    Written here rather than taken from optuna-integration: its callback is built on the `lightning`
+    package, and dltrain's Trainer is `pytorch_lightning`'s, which it does not accept.
+    """
+
+    def __init__(self, storage: str, study_name: str, trial_number: int, monitor: str) -> None:
+        import optuna
+
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        trial_id = next(t._trial_id for t in study.get_trials(deepcopy=False) if t.number == trial_number)
+        self.trial = optuna.trial.Trial(study, trial_id)
+        self.monitor = monitor
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or value is None:
+            return
+        epoch = trainer.current_epoch
+        self.trial.report(float(value), step=epoch)
+        if self.trial.should_prune():
+            raise RunStopped(f"trial {self.trial.number} pruned after epoch {epoch} "
+                             f"({self.monitor} {float(value):.4f} is worse than the pruner allows)", status="pruned")

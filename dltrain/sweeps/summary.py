@@ -1,0 +1,93 @@
+"""The summary of a sweep: one row per job, sorted by the monitored metric, as CSV, Markdown and a plot.
+
+A Hydra callback writes it when a multirun ends, from what each job left in its own directory, so it
+works whatever launcher ran the jobs (in this process or in joblib workers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("dltrain")
+
+
+@dataclass
+class SweepOutcome:
+    """What the `dltrain` command needs after a sweep: where its summary is and which jobs failed."""
+
+    sweep_dir: Path
+    jobs: int
+    failed: list[dict[str, Any]]
+    error: str | None = None  # why the summary itself could not be written
+
+
+last_outcome: SweepOutcome | None = None  # set in the main process by the callback below, read by dltrain.cli
+
+
+class SweepSummary(Callback):
+    """Hydra callback: at the end of a multirun, summarise its jobs into the sweep directory."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global last_outcome
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:  # Hydra turns a callback's exception into a warning: keep it for the exit code instead
+            last_outcome = write_summary(sweep_dir, config.monitor, config.mode)
+        except Exception as exc:
+            log.exception("the sweep summary could not be written")
+            last_outcome = SweepOutcome(sweep_dir, 0, [], error=f"{type(exc).__name__}: {exc}")
+
+
+def job_rows(sweep_dir: Path, monitor: str) -> list[dict[str, Any]]:
+    """One row per job directory: its overrides, status, monitored value, final val and test metrics."""
+    rows = []
+    for job_dir in sorted((d for d in sweep_dir.iterdir() if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name)):
+        overrides_file = job_dir / ".hydra" / "overrides.yaml"
+        overrides = OmegaConf.to_container(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
+        results_file = job_dir / "results.json"
+        results = json.loads(results_file.read_text()) if results_file.exists() else {}
+        row = {"job": int(job_dir.name), "overrides": " ".join(overrides),
+               "status": results.get("status", "did not finish"), f"best_{monitor}": results.get("best_val")}
+        row |= {f"val/{k.removeprefix('val_')}": v for k, v in results.get("val", {}).items()}
+        row |= {f"test/{k.removeprefix('test_')}": v for k, v in results.get("test", {}).items()}
+        row |= {"epochs": results.get("epochs_run"), "wall_time_s": results.get("wall_time_s"),
+                "error": results.get("error", ""), "run_dir": str(job_dir)}
+        rows.append(row)
+    return rows
+
+
+def sort_rows(rows: list[dict[str, Any]], monitor: str, mode: str) -> list[dict[str, Any]]:
+    """Best first by the monitored metric; jobs without a finite value last, in job order."""
+    def key(row: dict[str, Any]) -> tuple:
+        value = row[f"best_{monitor}"]
+        if row["status"] != "completed" or value is None or not math.isfinite(value):
+            return (1, 0.0, row["job"])
+        return (0, value if mode == "min" else -value, row["job"])
+
+    return sorted(rows, key=key)
+
+
+def write_summary(sweep_dir: Path, monitor: str, mode: str) -> SweepOutcome:
+    """Write summary.csv, summary.md and summary.png into the sweep directory and show the table."""
+    import pandas as pd
+
+    from dltrain.console import show_sweep
+    from dltrain.plots import plot_sweep
+    from dltrain.run_files import write_atomic
+
+    rows = sort_rows(job_rows(sweep_dir, monitor), monitor, mode)
+    table = pd.DataFrame(rows).convert_dtypes()  # integer columns stay integers beside a failed job's gaps
+    write_atomic(sweep_dir / "summary.csv", table.to_csv(index=False))
+    shown = table.drop(columns=["run_dir"]).astype(object).where(table.notna(), None)
+    write_atomic(sweep_dir / "summary.md", f"# Sweep {sweep_dir}\n\nBest first by {monitor} ({mode}).\n\n"
+                                           + shown.to_markdown(index=False, missingval="") + "\n")
+    plot_sweep(rows, monitor, sweep_dir / "summary.png")
+    show_sweep(rows, monitor, sweep_dir)
+    return SweepOutcome(sweep_dir, len(rows), [r for r in rows if r["status"] not in ("completed", "pruned")])

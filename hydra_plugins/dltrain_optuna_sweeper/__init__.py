@@ -1,0 +1,1 @@
+"""dltrain's Optuna sweeper, a Hydra plugin (Hydra loads sweepers only from the hydra_plugins package)."""

@@ -1,0 +1,149 @@
+"""Sweeps through the real `dltrain -m` command: per-job directories, the summary, failures, Optuna, presets."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from conftest import dltrain_command, read_results
+from datafiles import write_mnist
+
+ROOT = Path(__file__).resolve().parents[1]
+SHORT = ["trainer=cpu", "trainer.max_epochs=2", "model=mlp", "model.hidden_sizes=[16]"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def only_sweep_dir(cwd: Path) -> Path:
+    (sweep_dir,) = (cwd / "outputs" / "multirun").iterdir()
+    return sweep_dir
+
+
+def summary_rows(sweep_dir: Path) -> list[dict[str, str]]:
+    with (sweep_dir / "summary.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_sweep_runs_every_job_and_summarises_them_best_first(tmp_path):
+    proc = dltrain_command("-m", "optimizer=adam,sgd", "model.dropout=0.0,0.3", *SHORT, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    sweep_dir = only_sweep_dir(tmp_path)
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
+    rows = summary_rows(sweep_dir)
+    assert len(rows) == 4
+    for row in rows:  # each row is its job's own results.json and overrides
+        job_dir = sweep_dir / row["job"]
+        results = read_results(job_dir)
+        assert row["status"] == results["status"] == "completed"
+        assert float(row["best_val_loss"]) == pytest.approx(results["best_val"])
+        assert float(row["test/acc"]) == pytest.approx(results["test"]["test_acc"])
+        assert float(row["val/loss"]) == pytest.approx(results["val"]["val_loss"])
+        assert int(row["epochs"]) == results["epochs_run"] == 2
+        assert row["overrides"].split() == yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
+    values = [float(row["best_val_loss"]) for row in rows]
+    assert values == sorted(values)
+    assert {row["overrides"].split()[0] for row in rows} == {"optimizer=adam", "optimizer=sgd"}
+    markdown = (sweep_dir / "summary.md").read_text()
+    assert markdown.count("| completed |") == 4
+    assert (sweep_dir / "summary.png").read_bytes().startswith(PNG_MAGIC)
+    assert f"best job: #{rows[0]['job']}" in proc.stderr
+
+
+def test_a_failing_job_is_reported_and_the_others_still_run(tmp_path):
+    # lr=-1 is refused by the config check, lr=1e30 makes the loss infinite: both fail, lr=0.05 trains.
+    proc = dltrain_command("-m", "optimizer=sgd", "optimizer.lr=-1,1e30,0.05", *SHORT, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "2 of 3 sweep jobs did not complete" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    sweep_dir = only_sweep_dir(tmp_path)
+    rows = {row["job"]: row for row in summary_rows(sweep_dir)}
+    assert rows["2"]["status"] == "completed" and read_results(sweep_dir / "2")["status"] == "completed"
+    assert rows["0"]["status"] == "failed" and "optimizer.lr=-1" in rows["0"]["error"]
+    assert rows["1"]["status"] == "diverged" and "epoch" in rows["1"]["error"]
+    assert list(summary_rows(sweep_dir))[0]["job"] == "2"  # the completed job first
+
+
+def search(tmp_path: Path, storage: str, n_trials: int) -> tuple:
+    proc = dltrain_command("-m", "hparams_search=mlp_digits", "trainer.max_epochs=3", "model.hidden_sizes=[16]",
+                           f"hydra.sweeper.storage={storage}", f"hydra.sweeper.n_trials={n_trials}",
+                           "hydra.sweeper.params={optimizer.lr: 'tag(log, interval(1e-3, 1e-1))'}",
+                           cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    sweep_dir = max((tmp_path / "outputs" / "multirun").iterdir())
+    return proc, sweep_dir, yaml.safe_load((sweep_dir / "search_results.yaml").read_text())
+
+
+def test_an_optuna_search_finds_the_best_trial_and_a_second_invocation_continues_it(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'search.db'}"
+    proc, sweep_dir, found = search(tmp_path, storage, n_trials=2)
+    study = optuna.load_study(study_name="mlp_digits", storage=storage)
+    values = {t.number: t.value for t in study.trials}
+    assert sorted(values) == [0, 1] and study.direction.name == "MAXIMIZE"  # the preset monitors val_acc
+    for number, value in values.items():  # the value told to Optuna is each job's monitored metric
+        assert read_results(sweep_dir / str(number))["best_val"] == pytest.approx(value)
+    assert found["best_value"] == pytest.approx(max(values.values()))
+    assert found["best_params"]["optimizer.lr"] == pytest.approx(study.best_params["optimizer.lr"])
+    assert found["command"].startswith("dltrain hparams_search=mlp_digits ") and "optimizer.lr=" in found["command"]
+    assert found["command"] in proc.stderr
+
+    study.ask()  # a trial an interrupted search left running: it is run again, not counted as done
+    _, sweep_dir, found = search(tmp_path, storage, n_trials=3)
+    study = optuna.load_study(study_name="mlp_digits", storage=storage)
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["3"]  # only the missing trial ran
+    assert found["trials"]["complete"] == 3
+    assert found["best_value"] == pytest.approx(max(t.value for t in study.trials if t.value is not None))
+
+
+def test_the_search_space_takes_choices_ranges_and_log_intervals():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from dltrain.errors import ConfigError
+    from dltrain.sweeps.search import search_space
+
+    parse = OverridesParser.create().parse_overrides
+    fixed, space = search_space(parse(["data=wine", "optimizer=adam,sgd", "data.batch_size=range(16,65,16)",
+                                       "optimizer.lr=tag(log, interval(1e-4, 1e-1))", "model.dropout=interval(0,0.5)"]))
+    assert fixed == ["data=wine"]
+    assert space["optimizer"].choices == ("adam", "sgd")
+    assert (space["data.batch_size"].low, space["data.batch_size"].high, space["data.batch_size"].step) == (16, 64, 16)
+    assert space["optimizer.lr"].log and space["optimizer.lr"].low == pytest.approx(1e-4)
+    assert not space["model.dropout"].log and space["model.dropout"].high == 0.5
+    with pytest.raises(ConfigError, match="nothing to search"):
+        search_space(parse(["data=wine"]))
+    with pytest.raises(ConfigError, match="Glob sweep"):
+        search_space(parse(["model=glob(*)"]))
+
+
+def test_jobs_run_in_parallel_with_the_joblib_launcher_each_in_its_own_directory(tmp_path):
+    proc = dltrain_command("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2", *SHORT, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    sweep_dir = only_sweep_dir(tmp_path)
+    rows = summary_rows(sweep_dir)
+    assert sorted(row["job"] for row in rows) == ["0", "1"]
+    for job in ("0", "1"):
+        results = read_results(sweep_dir / job)
+        assert results["status"] == "completed" and results["seed"] == int(job) + 1
+        assert (sweep_dir / job / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_every_experiment_preset_runs_one_short_epoch(tmp_path):
+    write_mnist(tmp_path / "data")
+    presets = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+    assert {"linear_regression", "logistic_regression", "softmax_regression", "mlp_digits", "cnn_digits",
+            "cnn_mnist", "lstm_sine"} <= set(presets)
+    proc = dltrain_command("-m", "experiment=glob(*)", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                           "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+                           cwd=tmp_path, env={"DLTRAIN_DATA": str(tmp_path / "data")})
+    assert proc.returncode == 0, proc.stderr
+    rows = summary_rows(only_sweep_dir(tmp_path))
+    assert sorted(row["overrides"].split()[0].removeprefix("experiment=") for row in rows) == presets
+    assert all(row["status"] == "completed" and math.isfinite(float(row["test/loss"])) for row in rows)
+    models = {json.loads((tmp_path / row["run_dir"] / "results.json").read_text())["model"] for row in rows}
+    assert models == {"linear", "logistic", "softmax", "mlp", "cnn", "lstm"}
