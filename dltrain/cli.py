@@ -40,10 +40,12 @@ def _train_job(cfg: DictConfig) -> dict | None:
 
             cfg = resumed_config(run_dir, list(hydra_cfg.overrides.task))
         check_config(cfg)  # before the heavy imports, so a config error answers at once
+        from dltrain.distributed import ddp_job
         from dltrain.sweeps.pruning import trial_pruning
         from dltrain.train import train
 
-        return train(cfg, run_dir, resume=bool(cfg.resume), callbacks=trial_pruning(hydra_cfg, cfg))
+        with ddp_job(hydra_cfg):
+            return train(cfg, run_dir, resume=bool(cfg.resume), callbacks=trial_pruning(hydra_cfg, cfg))
     except RunInterrupted:
         raise
     except Exception as exc:
@@ -73,6 +75,14 @@ def _fail_if_sweep_jobs_failed() -> None:
                         f"(job {first['job']}: {first['error'] or first['status']}); see {outcome.sweep_dir / 'summary.md'}")
 
 
+def _raised_by_hydra(exc: BaseException) -> bool:
+    """Whether an exception comes from Hydra's own argument handling (e.g. -m with --cfg), a user mistake."""
+    frame = exc.__traceback__
+    while frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame.tb_frame.f_globals.get("__name__", "").startswith("hydra.")
+
+
 def main() -> None:
     """Console entry point. Hydra is told to raise errors so that they are reported here in one line."""
     from hydra.errors import HydraException
@@ -91,7 +101,9 @@ def main() -> None:
     try:
         _train_job()
         _fail_if_sweep_jobs_failed()
-    except (UserError, HydraException, OmegaConfBaseException) as exc:
+    except (UserError, HydraException, OmegaConfBaseException, ValueError) as exc:
+        if isinstance(exc, ValueError) and not _raised_by_hydra(exc):
+            _internal_error()
         if full_error:
             raise
         print(f"dltrain: error: {one_line(exc)}", file=sys.stderr)
@@ -103,6 +115,11 @@ def main() -> None:
         print("dltrain: interrupted before training started", file=sys.stderr)
         sys.exit(130)
     except Exception:
-        traceback.print_exc()
-        print("dltrain: internal error (a bug, not your input): please report it with the traceback above.", file=sys.stderr)
-        sys.exit(EXIT_INTERNAL_ERROR)
+        _internal_error()
+
+
+def _internal_error() -> None:
+    """Report the exception being handled as a bug: its traceback, and exit code 2."""
+    traceback.print_exc()
+    print("dltrain: internal error (a bug, not your input): please report it with the traceback above.", file=sys.stderr)
+    sys.exit(EXIT_INTERNAL_ERROR)

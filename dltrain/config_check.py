@@ -28,6 +28,8 @@ def _sizes(x: Any) -> bool:
     return isinstance(x, list) and all(_integer(v) and v > 0 for v in x)
 
 
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "64-true", "16-true", "bf16-true", "32", "16", "bf16", "64")
+
 # key -> (test, what a right value looks like)
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
@@ -57,6 +59,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.augment.noise": (lambda v: _number(v) and v >= 0, "a number >= 0"),
     "trainer.max_epochs": (lambda v: _integer(v) and v > 0, "an integer > 0"),
     "trainer.gradient_clip_val": (lambda v: v is None or (_number(v) and v >= 0), "a number >= 0 or null"),
+    "trainer.num_nodes": (lambda v: _integer(v) and v > 0, "an integer > 0"),
+    "trainer.precision": (lambda v: str(v) in PRECISIONS, " | ".join(PRECISIONS)),
     "trainer.deterministic": (lambda v: isinstance(v, bool) or v == "warn", "true, false or warn"),
     "callbacks.early_stopping.patience": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
     "callbacks.early_stopping.min_delta": (lambda v: _number(v) and v >= 0, "a number >= 0"),

@@ -62,7 +62,9 @@ class TrainingModule(pl.LightningModule):
         outputs = shape_outputs(self.spec, self(x))
         loss = self.loss_fn(outputs, y)
         mean_loss, metrics = self._stage(stage)
-        mean_loss.update(loss.detach(), weight=len(y))
+        # The batch's mean counted once per sample, so the epoch value is the mean over samples whatever the
+        # batch sizes (torchmetrics 1.9's MeanMetric ignores `weight` when nan_strategy="disable").
+        mean_loss.update(loss.detach().expand(len(y)))
         metrics.update(*metric_inputs(self.spec, outputs.detach(), y))
         return loss
 

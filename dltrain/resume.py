@@ -6,6 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from dltrain.distributed import launcher_rank, scratch_run_dir
 from dltrain.errors import ConfigError
 
 RUNS = Path("outputs") / "runs"
@@ -25,13 +26,18 @@ def find_run_dir(resume: str) -> Path:
 
 
 def run_dir_resolver(resume: str | None, stamp: str) -> str:
-    """hydra.run.dir: the resumed run's own directory, or a new one under outputs/runs."""
-    return str(find_run_dir(resume)) if resume else str(RUNS / stamp)
+    """hydra.run.dir: the resumed run's own directory, or a new one under outputs/runs.
+
+    A rank other than zero of an external launcher (torchrun, SLURM) gets a scratch directory instead.
+    """
+    if resume:
+        return str(find_run_dir(resume))
+    return scratch_run_dir(stamp) if launcher_rank() > 0 else str(RUNS / stamp)
 
 
 def hydra_subdir_resolver(resume: str | None) -> str | None:
-    """hydra.output_subdir: none when resuming, so the run keeps the .hydra files of its first start."""
-    return None if resume else ".hydra"
+    """hydra.output_subdir: none when resuming (the run keeps the .hydra files of its first start) or on rank > 0."""
+    return None if resume or launcher_rank() > 0 else ".hydra"
 
 
 def register_resolvers() -> None:

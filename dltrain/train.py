@@ -22,6 +22,7 @@ from dltrain.callbacks import EpochMetricsCSV
 from dltrain.checkpoints import AtomicCheckpointIO, InterruptCheckpoint, RngState, load_module, read_checkpoint
 from dltrain.config_check import check_config
 from dltrain.data.datamodule import build_datamodule
+from dltrain.distributed import is_rank_zero
 from dltrain.errors import RunInterrupted, RunStopped, TrainingDiverged
 from dltrain.instantiate import build
 from dltrain.module import TrainingModule
@@ -36,6 +37,8 @@ _UNHELPFUL_WARNINGS = (
     r".*The number of training batches .* is smaller than the logging interval.*",
     r".*Checkpoint directory .* exists and is not empty.*",
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # Lightning's own use of a torch API
+    r".*when logging on epoch level in distributed setting.*",  # values come reduced by torchmetrics
+    r".*overridden `on_after_batch_transfer` in `LightningModule`.*",  # on purpose: augmentation lives there
 )
 
 
@@ -100,10 +103,14 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple
     started = time.perf_counter()
     check_config(cfg)
     quiet_libraries()
+    rank_zero = is_rank_zero()  # under DDP only rank zero writes files and talks; the others train
+    if not rank_zero:
+        log.setLevel(logging.WARNING)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)
-    write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(config))
+    if rank_zero:
+        write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(config))
     last = run_dir / "checkpoints" / "last.ckpt"
     if resume:  # refuse an unsafe or corrupt checkpoint before anything else
         resumed = read_checkpoint(last)
@@ -114,9 +121,11 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple
     if resume:  # refuse a checkpoint of another model or data shape in one line, then continue its metrics
         load_module(resumed, config, datamodule.spec.to_dict())
         epochs_done = resumed["epoch"] + 1
-        _drop_metrics_from(run_dir / "metrics.csv", epochs_done)
+        if rank_zero:
+            _drop_metrics_from(run_dir / "metrics.csv", epochs_done)
     summary = ModelSummary(module, max_depth=3)
-    write_atomic(run_dir / "model_summary.txt", f"{summary}\n")
+    if rank_zero:
+        write_atomic(run_dir / "model_summary.txt", f"{summary}\n")
 
     trainer = build_trainer(cfg, build_callbacks(cfg, run_dir, list(callbacks)), run_dir)
     skip_nvml_probe_without_gpus(trainer)
@@ -126,24 +135,28 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple
     interrupt = next(cb for cb in trainer.callbacks if isinstance(cb, InterruptCheckpoint))
 
     def results(status: str, **extra: Any) -> dict[str, Any]:
-        return _results(cfg, config, trainer, datamodule, summary, run_dir, started, status, **extra)
+        """The run's results.json record, written by rank zero (the other ranks only say how they ended)."""
+        if not rank_zero:
+            return {"status": status}
+        record = _results(cfg, config, trainer, datamodule, summary, run_dir, started, status, **extra)
+        write_json(run_dir / "results.json", record)
+        return record
 
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None, weights_only=True)
     except RunStopped as exc:
         stopped = results(exc.status, val=_val_metrics(trainer), reason=str(exc))
-        write_json(run_dir / "results.json", stopped)
         log.info(f"run stopped: {exc}")
         return stopped
     except FloatingPointError as exc:
-        write_json(run_dir / "results.json", results("diverged", error=str(exc)))
+        results("diverged", error=str(exc))
         kept = f"the last good checkpoint is {last}" if last.exists() else "no epoch finished, so no checkpoint"
         raise TrainingDiverged(f"{exc}; {kept} (try a lower optimizer.lr or trainer.gradient_clip_val)") from None
     except BaseException:
         if interrupt.signal_name is None:
             raise
         code = 128 + getattr(signal, interrupt.signal_name)
-        write_json(run_dir / "results.json", results("interrupted", signal=interrupt.signal_name))
+        results("interrupted", signal=interrupt.signal_name)
         then = (f"continue with: dltrain resume={run_dir}" if last.exists()
                 else "no epoch had finished, so a resume has nothing to continue: start the run again")
         raise RunInterrupted(f"interrupted by {interrupt.signal_name}: saved {interrupt.path}; {then}", code) from None
@@ -153,8 +166,8 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple
     tested = trainer.test(module, datamodule=datamodule, ckpt_path="best" if checkpoint else None,
                           verbose=False, weights_only=True)
     final = results("completed", val=val, test={k: float(v) for k, v in sorted(tested[0].items())})
-    write_json(run_dir / "results.json", final)
-    console.show_results(final, run_dir)
+    if rank_zero:
+        console.show_results(final, run_dir)
     return final
 
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from dltrain.paths import config_dir
 from conftest import dltrain_command, only_run_dir, read_metrics
 
 
@@ -38,11 +39,14 @@ def test_help_lists_every_group_and_option(tmp_path):
         "model: cnn, gru, linear, logistic, lstm, mlp, rnn, softmax",
         "optimizer: adadelta, adagrad, adam, adamw, rmsprop, sgd",
         "scheduler: cosine, none, onecycle, plateau, step",
-        "trainer: cpu, default",
+        "trainer: cpu, ddp, ddp_cpu, default, gpu",
         "data: arrays, breast_cancer, cifar10, csv, diabetes, digits, fashion_mnist, image_folder, iris, linear, "
         "mnist, parquet, sine, wine",
     ]:
         assert line in proc.stdout
+    for group in (p for p in config_dir().iterdir() if p.is_dir() and p.name != "hydra"):  # every option
+        options = ", ".join(sorted(f.stem for f in group.glob("*.yaml")))
+        assert f"{group.name}: {options}\n" in proc.stdout
     assert "optimizer.lr" in proc.stdout and "dltrain -m" in proc.stdout
     assert not (tmp_path / "outputs").exists()
 
@@ -61,10 +65,13 @@ def test_help_lists_every_group_and_option(tmp_path):
         ("trainer.max_epochs=1.5", "trainer.max_epochs=1.5 is not valid: expected an integer > 0"),
         ("model.activation=swish", "model.activation='swish' is not valid: expected relu | leaky_relu | tanh | sigmoid | gelu"),
         ("model=linear", "model=linear fits regression data, but data=digits is a multiclass task"),
+        ("trainer.num_nodes=0", "trainer.num_nodes=0 is not valid: expected an integer > 0"),
+        ("trainer.precision=8", "trainer.precision=8 is not valid: expected 32-true | 16-mixed | bf16-mixed"),
+        ("-m --cfg job", "Only one of --run, --multirun, --cfg, --info and --shell_completion can be specified"),
     ],
 )
 def test_config_errors_give_one_line_and_exit_code_1(tmp_path, override, message):
-    proc = dltrain_command(override, cwd=tmp_path)
+    proc = dltrain_command(*override.split(), cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr

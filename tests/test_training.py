@@ -147,3 +147,20 @@ def test_regression_metrics_are_in_the_targets_own_units(run):
     # Diabetes targets range over ~25..346: an untrained-ish model's MSE is in the thousands, not ~1.
     _, results = run(["data=diabetes", "model=linear", "trainer.max_epochs=1"])
     assert results["test"]["test_mse"] > 100
+
+
+def test_the_epoch_loss_is_the_mean_over_samples_whatever_the_batch_sizes(run):
+    """360 test rows in batches of 64 leave a last batch of 40: it must weigh 40 rows, not one batch."""
+    import torch
+
+    from dltrain.checkpoints import load_module, read_checkpoint
+    from dltrain.data.datamodule import build_datamodule
+
+    run_dir, results = run(["model=softmax", "trainer.max_epochs=1"])
+    module = load_module(read_checkpoint(run_dir / results["best_checkpoint"])).eval()
+    config = module.hparams.config
+    test_set = build_datamodule(config["data"], config["seed"]).test_set
+    assert len(test_set) % config["data"]["batch_size"] != 0
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(module(test_set.features), test_set.targets).item()
+    assert results["test"]["test_loss"] == pytest.approx(expected, rel=1e-5)

@@ -8,6 +8,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from sklearn.model_selection import train_test_split
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from dltrain.data.arrays import TABLE, TEST, TRAIN, VAL, ArrayData, TensorBatchDataset, keep_batch
@@ -66,10 +67,16 @@ class ArrayDataModule(pl.LightningDataModule):
         return TensorBatchDataset(x, y)
 
     def _loader(self, dataset: TensorBatchDataset, shuffle: bool) -> DataLoader:
+        sampler, trainer = None, self.trainer
+        if not shuffle and trainer is not None and trainer.world_size > 1:
+            # Evaluation over several processes: each row exactly once (Lightning's default sampler pads the
+            # shards with repeated rows), so validation and test metrics are those of the whole split.
+            sampler = UnrepeatedDistributedSampler(dataset, trainer.world_size, trainer.global_rank, shuffle=False)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             collate_fn=keep_batch,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

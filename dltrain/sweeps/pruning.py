@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytorch_lightning as pl
@@ -9,6 +10,7 @@ from omegaconf import DictConfig
 
 from dltrain.errors import RunStopped
 
+log = logging.getLogger("dltrain")
 OPTUNA_SWEEPER = "hydra_plugins.dltrain_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 
 
@@ -16,6 +18,10 @@ def trial_pruning(hydra_cfg: Any, cfg: DictConfig) -> list[pl.Callback]:
     """The pruning callback when this job is a trial of dltrain's Optuna sweeper, else nothing."""
     sweeper = hydra_cfg.sweeper
     if sweeper.get("_target_") != OPTUNA_SWEEPER or not sweeper.get("storage"):
+        return []
+    if cfg.trainer.get("strategy") not in (None, "auto") or cfg.trainer.get("num_nodes", 1) != 1:
+        # The other ranks of a DDP trial run outside the sweep and could not stop with rank zero.
+        log.warning("pruning is off for trials that train in several processes; each trial runs to its end")
         return []
     return [TrialPruning(sweeper.storage, sweeper.study_name, int(hydra_cfg.job.num), cfg.monitor)]
 
