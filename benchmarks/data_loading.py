@@ -1,9 +1,9 @@
 """Data benchmarks, each printed as a ratio against a baseline measured in the same command.
 
-1. Epoch time of an in-memory table through dltrain (DataModule + Lightning) against a plain PyTorch
-   loop over the same tensors, same MLP, same batch size.
-2. Batch serving alone: dltrain's whole-tensor batches against torch's TensorDataset with per-sample collate.
-3. Loading a generated 1,000,000 x 20 CSV: dltrain's table reader and encoder against
+(Training throughput against a plain loop: performance.py.)
+
+1. Batch serving alone: dltrain's whole-tensor batches against torch's TensorDataset with per-sample collate.
+2. Loading a generated 1,000,000 x 20 CSV: dltrain's table reader and encoder against
    pandas.read_csv(engine="pyarrow"), and peak memory against the size of the float32 data.
 
 Run: python benchmarks/data_loading.py [--rows 1000000]
@@ -14,52 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-
-def epoch_times(rows: int, features: int, epochs: int = 3, batch_size: int = 256) -> tuple[float, float]:
-    """Median epoch seconds of dltrain and of a hand-written loop, same data, model and batch size."""
-    import numpy as np
-    import torch
-    from torch import nn
-
-    from dltrain.config import load_config
-    from dltrain.train import train
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(rows, features)).astype(np.float32)
-    y = (x[:, :3].sum(axis=1) > 0).astype(np.int64)
-    with tempfile.TemporaryDirectory() as tmp:
-        np.savez(Path(tmp) / "table.npz", x=x, y=y)
-        cfg = load_config(["data=arrays", f"data.path={tmp}/table.npz", "model=mlp", "trainer=cpu",
-                           f"trainer.max_epochs={epochs}", f"data.batch_size={batch_size}",
-                           "callbacks.early_stopping=null"])
-        train(cfg, Path(tmp) / "run")
-        import csv
-
-        with (Path(tmp) / "run" / "metrics.csv").open() as handle:
-            ours = statistics.median(float(r["epoch_time_s"]) for r in csv.DictReader(handle))
-
-    train_rows = int(rows * 0.7)
-    xt, yt = torch.from_numpy(x[:train_rows]), torch.from_numpy(y[:train_rows]).float()
-    model = nn.Sequential(nn.Linear(features, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 1))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = nn.BCEWithLogitsLoss()
-    times = []
-    for _ in range(epochs):
-        started = time.perf_counter()
-        for batch in torch.randperm(train_rows).split(batch_size):
-            optimizer.zero_grad()
-            loss = loss_fn(model(xt[batch]).squeeze(-1), yt[batch])
-            loss.backward()
-            optimizer.step()
-        times.append(time.perf_counter() - started)
-    return ours, statistics.median(times)
 
 
 def serving_times(rows: int, features: int, batch_size: int = 256) -> tuple[float, float]:
@@ -106,12 +65,9 @@ print(json.dumps({{"seconds": seconds, "peak_mb": (peak - base) / 1024}}))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the generated CSV")
-    parser.add_argument("--train-rows", type=int, default=200_000, help="rows of the in-memory training table")
+    parser.add_argument("--train-rows", type=int, default=200_000, help="rows of the served table")
     args = parser.parse_args()
 
-    ours, theirs = epoch_times(args.train_rows, 20)
-    print(f"epoch time, {args.train_rows:,} x 20 table, MLP: dltrain {ours:.3f}s  plain loop {theirs:.3f}s  "
-          f"ratio {ours / theirs:.2f} (throughput {theirs / ours:.2f} of the plain loop)")
     ours, theirs = serving_times(args.train_rows, 20)
     print(f"serving one epoch of batches: dltrain {ours:.3f}s  TensorDataset+collate {theirs:.3f}s  "
           f"ratio {ours / theirs:.2f}")

@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from dltrain.paths import config_dir
 from dltrain.resume import register_resolvers
@@ -41,10 +41,15 @@ def _train_job(cfg: DictConfig) -> dict | None:
             cfg = resumed_config(run_dir, list(hydra_cfg.overrides.task))
         check_config(cfg)  # before the heavy imports, so a config error answers at once
         from dltrain.distributed import ddp_job
-        from dltrain.sweeps.pruning import trial_pruning
-        from dltrain.train import train
 
         with ddp_job(hydra_cfg):
+            if OmegaConf.select(cfg, "cv.folds", default=0):
+                from dltrain.cross_validation import cross_validate
+
+                return cross_validate(cfg, run_dir, resume=bool(cfg.resume))
+            from dltrain.sweeps.pruning import trial_pruning
+            from dltrain.train import train
+
             return train(cfg, run_dir, resume=bool(cfg.resume), callbacks=trial_pruning(hydra_cfg, cfg))
     except RunInterrupted:
         raise

@@ -5,6 +5,7 @@ Hydra already refuses unknown groups, options and keys; OmegaConf has no ranges,
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -62,9 +63,40 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.num_nodes": (lambda v: _integer(v) and v > 0, "an integer > 0"),
     "trainer.precision": (lambda v: str(v) in PRECISIONS, " | ".join(PRECISIONS)),
     "trainer.deterministic": (lambda v: isinstance(v, bool) or v == "warn", "true, false or warn"),
+    "cv.folds": (lambda v: _integer(v) and (v == 0 or v >= 2), "0 (off) or an integer >= 2"),
+    "cv.all_data": (lambda v: isinstance(v, bool), "true or false"),
+    "loss.label_smoothing": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "loss.smoothing": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "loss.delta": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "data.class_weights": (lambda v: v is None or v == "balanced" or (isinstance(v, list) and len(v) >= 2
+                           and all(_number(w) and w > 0 for w in v)), "balanced, or a list of positive numbers, one per class"),
     "callbacks.early_stopping.patience": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
     "callbacks.early_stopping.min_delta": (lambda v: _number(v) and v >= 0, "a number >= 0"),
 }
+
+# logger class -> (modules any one of which it can write with, the dltrain extra that installs one)
+LOGGER_PACKAGES = {
+    "TensorBoardLogger": (("tensorboard", "tensorboardX"), "tensorboard"),
+    "MLFlowLogger": (("mlflow",), "mlflow"),
+}
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _check_logger(cfg: DictConfig) -> None:
+    """A chosen logger whose package is missing is named before training, not at its first write."""
+    target = OmegaConf.select(cfg, "logger._target_", default=None)
+    if not target:
+        return
+    modules, extra = LOGGER_PACKAGES.get(target.rsplit(".", 1)[-1], ((), ""))
+    if modules and not any(_installed(m) for m in modules):
+        raise ConfigError(f"logger={extra} needs the {modules[0]} package, which is not installed: "
+                          f'pip install "dltrain[{extra}]" (or choose logger=null)')
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -85,3 +117,6 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"data.val_fraction + data.test_fraction = {fractions:g} leaves no training rows: keep their sum below 1"
         )
+    if OmegaConf.select(cfg, "cv.all_data", default=False) and not OmegaConf.select(cfg, "cv.folds", default=0):
+        raise ConfigError("cv.all_data=true needs cross-validation: set cv.folds to 2 or more")
+    _check_logger(cfg)

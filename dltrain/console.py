@@ -8,14 +8,43 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 log = logging.getLogger("dltrain")
 _console = Console(highlight=False)
 
 
-def show_start(cfg: DictConfig, run_dir: Path, datamodule, summary, trainer) -> None:
-    """Run directory, device, data sizes and model size, as log lines (they go to the run's log too)."""
+def show_config(cfg: DictConfig) -> None:
+    """The composed config as a tree: a branch per group (with the class it builds), a leaf per key."""
+    from rich.tree import Tree
+
+    tree = Tree("[bold]config[/]", guide_style="dim")
+    _add_branch(tree, OmegaConf.to_container(cfg, resolve=True))
+    _console.print(tree)
+
+
+def _add_branch(tree, node: dict[str, Any]) -> None:
+    for key, value in node.items():
+        if key.startswith("_"):
+            continue
+        if isinstance(value, dict):
+            target = f" [dim]({value['_target_']})[/]" if "_target_" in value else ""
+            _add_branch(tree.add(f"[bold]{key}[/]{target}"), value)
+        else:
+            shown = f"[{', '.join(map(str, value))}]" if isinstance(value, list) else value
+            tree.add(escape(f"{key}: {shown}"))
+
+
+def show_start(cfg: DictConfig, run_dir: Path, datamodule, summary, trainer, fold: str | None = None) -> None:
+    """Config tree, then run directory, device, data sizes and model size as log lines (also in the run's log).
+
+    A cross-validation fold (`fold` is "k/n") names itself instead: the config tree was shown once for all.
+    """
+    if fold is None:
+        show_config(cfg)
+    else:
+        log.info(f"cross-validation fold {fold}")
     spec = datamodule.spec
     device = trainer.strategy.root_device
     sizes = f"train {len(datamodule.train_set)} / val {len(datamodule.val_set)} / test {len(datamodule.test_set)}"
@@ -23,7 +52,8 @@ def show_start(cfg: DictConfig, run_dir: Path, datamodule, summary, trainer) -> 
     log.info(f"run directory: {run_dir}")
     log.info(f"device: {device.type}{'' if device.index is None else f':{device.index}'} ({trainer.num_devices} device(s))")
     log.info(f"data: {spec.name} ({spec.task}, input {tuple(spec.input_shape)}, outputs {spec.num_outputs}), {sizes}")
-    log.info(f"model: {choices}, {summary.total_parameters:,} parameters ({summary.trainable_parameters:,} trainable)")
+    log.info(f"model: {choices}, {summary.total_parameters:,} parameters ({summary.trainable_parameters:,} trainable)\n"
+             f"{summary}")
 
 
 def show_metrics(metrics: dict[str, float], title: str) -> None:
@@ -42,6 +72,10 @@ def show_results(results: dict[str, Any], run_dir: Path) -> None:
     stopped = ", stopped early" if results["early_stopped"] else ""
     log.info(f"{results['epochs_run']} epochs{stopped} in {results['wall_time_s']:.1f}s; best {results['monitor']} {results['best_val']:.4f}")
     log.info(f"best checkpoint: {run_dir / results['best_checkpoint']}")
+    if results.get("plots"):
+        log.info(f"plots: {', '.join(str(run_dir / p) for p in results['plots'])}")
+    for name, where in results.get("loggers", {}).items():
+        log.info(f"{name}: {where}")
     log.info(f"run directory: {run_dir}")
 
 
@@ -67,3 +101,19 @@ def varying_overrides(rows: list[dict[str, Any]]) -> list[str]:
     """Each job's overrides without those every job shares: what tells the jobs apart."""
     shared = set.intersection(*(set(row["overrides"].split()) for row in rows)) if rows else set()
     return [" ".join(o for o in row["overrides"].split() if o not in shared) for row in rows]
+
+
+def show_cross_validation(results: dict[str, Any], run_dir: Path) -> None:
+    """Each fold's metrics in a row, then their mean and standard deviation."""
+    cv = results["cv"]
+    names = list(cv["mean"])
+    table = Table(title=f"{len(cv['folds'])}-fold cross-validation ({cv['tested_on']})")
+    for column in ("fold", *names):
+        table.add_column(column, justify="right")
+    for fold in cv["folds"]:
+        table.add_row(str(fold["fold"]), *(f"{fold['metrics'][n]:.4f}" for n in names))
+    table.add_row("mean", *(f"{cv['mean'][n]:.4f}" for n in names), style="bold")
+    table.add_row("std", *(f"{cv['std'][n]:.4f}" for n in names))
+    _console.print(table)
+    log.info(f"{len(cv['folds'])} folds in {results['wall_time_s']:.1f}s; folds in {run_dir}/fold_<k>/")
+    log.info(f"run directory: {run_dir}")

@@ -12,7 +12,8 @@ from torch import Tensor
 
 from dltrain.data.augment import build_augmentation
 from dltrain.models.build import build_model
-from dltrain.tasks import DataSpec, make_loss, make_metrics, metric_inputs, shape_outputs
+from dltrain.losses import build_loss
+from dltrain.tasks import DataSpec, make_metrics, metric_inputs, shape_outputs
 
 
 class TrainingModule(pl.LightningModule):
@@ -27,7 +28,7 @@ class TrainingModule(pl.LightningModule):
         self.save_hyperparameters()
         self.spec = DataSpec.from_dict(data_spec)
         self.model = build_model(config["model"], self.spec)
-        self.loss_fn = make_loss(self.spec.task)
+        self.loss_fn = build_loss(config.get("loss"), self.spec)
         self.l1 = float(config["regularization"]["l1"])
         self.augment = build_augmentation(config["data"].get("augment"), self.spec.kind, self.spec.input_shape)
         metrics = make_metrics(self.spec)

@@ -1,4 +1,8 @@
-"""Plots written into run and sweep directories, drawn from the CSV and JSON files there (matplotlib, no GUI)."""
+"""Plots written into run and sweep directories, drawn from the CSV and JSON files there (matplotlib, no GUI).
+
+`plot_run(run_dir)` draws a run's plots again at any time from metrics.csv, test_predictions.csv and
+results.json alone.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,81 @@ from dltrain.run_files import write_with
 def save_figure(figure: Figure, path: Path) -> None:
     """Write a figure as PNG, atomically."""
     write_with(path, lambda handle: figure.savefig(handle, format="png", dpi=110, bbox_inches="tight"))
+
+
+def plot_run(run_dir: Path) -> list[Path]:
+    """Draw curves.png, and confusion_matrix.png (classes) or predictions.png (values) from the test
+    predictions; returns their paths."""
+    run_dir = Path(run_dir)
+    written = []
+    if (run_dir / "metrics.csv").exists():
+        written.append(plot_curves(pd.read_csv(run_dir / "metrics.csv"), run_dir / "curves.png"))
+    if (run_dir / "test_predictions.csv").exists():
+        predictions = pd.read_csv(run_dir / "test_predictions.csv")
+        if any(column.startswith("prob_") for column in predictions):  # a classification's predictions
+            written.append(plot_confusion(predictions, run_dir / "confusion_matrix.png"))
+        else:
+            written.append(plot_regression(predictions, run_dir / "predictions.png"))
+    return written
+
+
+def plot_curves(metrics: pd.DataFrame, path: Path) -> Path:
+    """Training and validation loss per epoch, and beside it the main metric (accuracy, or R2)."""
+    main = next((m for m in ("acc", "r2", "mae") if f"val_{m}" in metrics or f"train_{m}" in metrics), None)
+    figure = Figure(figsize=(11 if main else 6, 4), layout="constrained")
+    axes = figure.subplots(1, 2 if main else 1, squeeze=False)[0]
+    titles = {"loss": "loss", "acc": "accuracy", "r2": "R²", "mae": "mean absolute error"}
+    for ax, name in zip(axes, ["loss", main]):
+        for split, style in (("train", "-"), ("val", "--")):
+            column = f"{split}_{name}"
+            if column in metrics and metrics[column].notna().any():
+                ax.plot(metrics["epoch"] + 1, metrics[column], style, marker="o", markersize=3,
+                        label="training" if split == "train" else "validation")
+        ax.set(xlabel="epoch", ylabel=titles[name], title=f"{titles[name]} per epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _saved(figure, path)
+
+
+def plot_confusion(predictions: pd.DataFrame, path: Path) -> Path:
+    """The test split's confusion matrix (true class by row, predicted by column), with counts."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    labels = sorted(set(predictions["true"].astype(str)) | set(predictions["prediction"].astype(str)), key=_natural)
+    size = min(4 + 0.45 * len(labels), 14)
+    figure = Figure(figsize=(size, size * 0.85), layout="constrained")
+    ax = figure.subplots()
+    ConfusionMatrixDisplay.from_predictions(predictions["true"].astype(str), predictions["prediction"].astype(str),
+                                            labels=labels, ax=ax, colorbar=False, cmap="Blues")
+    accuracy = (predictions["true"].astype(str) == predictions["prediction"].astype(str)).mean()
+    ax.set_title(f"test confusion matrix ({len(predictions)} rows, accuracy {accuracy:.3f})")
+    return _saved(figure, path)
+
+
+def plot_regression(predictions: pd.DataFrame, path: Path) -> Path:
+    """Predicted against true values on the test split, with the line of perfect predictions."""
+    figure = Figure(figsize=(5.5, 5), layout="constrained")
+    ax = figure.subplots()
+    true, predicted = predictions["true"], predictions["prediction"]
+    ax.scatter(true, predicted, s=10, alpha=0.6, label="test rows")
+    low, high = min(true.min(), predicted.min()), max(true.max(), predicted.max())
+    ax.plot([low, high], [low, high], "k--", linewidth=1, label="predicted = true")
+    r2 = 1 - ((true - predicted) ** 2).sum() / max(((true - true.mean()) ** 2).sum(), 1e-12)
+    ax.set(xlabel="true value", ylabel="predicted value", title=f"test predictions (R² {r2:.3f})")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _saved(figure, path)
+
+
+def _natural(label: str) -> tuple:
+    """Sort class labels as numbers when they are numbers."""
+    return (0, float(label), "") if label.lstrip("-").replace(".", "", 1).isdigit() else (1, 0.0, label)
+
+
+def _saved(figure: Figure, path: Path) -> Path:
+    save_figure(figure, path)
+    return path
 
 
 def plot_sweep(rows: list[dict[str, Any]], monitor: str, path: Path) -> None:

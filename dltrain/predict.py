@@ -62,23 +62,20 @@ def read_inputs(source: Path, spec) -> tuple[np.ndarray, dict[str, list]]:
     raise DataError(f"input={source}: expected a table (.csv, .parquet), an image folder, or a .npy/.npz array")
 
 
-def predict(ckpt_path: str, input: str, output: str | None = None, batch_size: str = "1024") -> Path:
-    """Write one prediction per input row or file to a CSV; returns its path."""
+def prediction_table(module, features, batch_size: int = 1024):
+    """A DataFrame of the module's predictions: the class and each class's probability, or the value."""
     import pandas as pd
     import torch
 
-    from dltrain.checkpoints import checkpoint_and_run_dir, load_module, read_checkpoint
-    from dltrain.run_files import write_atomic
     from dltrain.tasks import BINARY, MULTICLASS
 
-    path, run_dir = checkpoint_and_run_dir(ckpt_path)
-    module = load_module(read_checkpoint(path)).eval()
-    spec, source = module.spec, Path(input).expanduser()
-    features, ids = read_inputs(source, spec)
+    spec = module.spec
+    was_training = module.training
+    module.eval()
     with torch.no_grad():
-        outputs = torch.cat([module(batch) for batch in torch.from_numpy(features).split(int(batch_size))])
-    table = pd.DataFrame(ids)
-    names = spec.class_names or [str(i) for i in range(max(spec.num_classes, 2))]
+        outputs = torch.cat([module(batch.to(module.device)).float().cpu() for batch in features.split(batch_size)])
+    module.train(was_training)
+    table = pd.DataFrame(index=range(len(outputs)))
     if spec.task == MULTICLASS:
         probabilities = torch.softmax(outputs, dim=1).numpy()
     elif spec.task == BINARY:
@@ -86,10 +83,48 @@ def predict(ckpt_path: str, input: str, output: str | None = None, batch_size: s
         probabilities = np.stack([1 - positive, positive], axis=1)
     else:
         table["prediction"] = (outputs[:, 0] * spec.target_std + spec.target_mean).numpy()
-    if spec.task in (MULTICLASS, BINARY):
-        table["prediction"] = [names[i] for i in probabilities.argmax(axis=1)]
-        for i, name in enumerate(names):
-            table[f"prob_{name}"] = probabilities[:, i]
+        return table
+    names = class_names(spec)
+    table["prediction"] = [names[i] for i in probabilities.argmax(axis=1)]
+    for i, name in enumerate(names):
+        table[f"prob_{name}"] = probabilities[:, i]
+    return table
+
+
+def class_names(spec) -> list[str]:
+    """The classes' names as the data gave them, or their numbers."""
+    return spec.class_names or [str(i) for i in range(max(spec.num_classes, 2))]
+
+
+def labelled_predictions(module, dataset):
+    """Predictions on a split (features, targets) with the true class or value beside each."""
+    import pandas as pd
+
+    from dltrain.tasks import REGRESSION
+
+    spec, targets = module.spec, dataset.targets.cpu().numpy()
+    if spec.task == REGRESSION:
+        true = targets * spec.target_std + spec.target_mean
+    else:
+        names = class_names(spec)
+        true = [names[int(t)] for t in targets]
+    return pd.concat([pd.DataFrame({"true": true}), prediction_table(module, dataset.features)], axis=1)
+
+
+def predict(ckpt_path: str, input: str, output: str | None = None, batch_size: str = "1024") -> Path:
+    """Write one prediction per input row or file to a CSV; returns its path."""
+    import pandas as pd
+    import torch
+
+    from dltrain.checkpoints import checkpoint_and_run_dir, load_module, read_checkpoint
+    from dltrain.run_files import write_atomic
+
+    path, run_dir = checkpoint_and_run_dir(ckpt_path)
+    module = load_module(read_checkpoint(path)).eval()
+    source = Path(input).expanduser()
+    features, ids = read_inputs(source, module.spec)
+    table = pd.concat([pd.DataFrame(ids), prediction_table(module, torch.from_numpy(features), int(batch_size))],
+                      axis=1)
     target = Path(output) if output else run_dir / f"predictions_{source.stem}.csv"
     write_atomic(target, table.to_csv(index=False))
     print(f"{len(table)} predictions written to {target}")

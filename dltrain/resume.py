@@ -15,14 +15,21 @@ RUNS = Path("outputs") / "runs"
 def find_run_dir(resume: str) -> Path:
     """The run directory of `resume`: a path, or "last" for the newest run under outputs/runs."""
     if resume == "last":
-        candidates = sorted(RUNS.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        candidates = sorted(_last_checkpoints(RUNS, "*/"), key=lambda p: p.stat().st_mtime)
         if not candidates:
             raise ConfigError(f"resume=last: no run with a checkpoint under {RUNS.resolve()}")
-        return candidates[-1].parent.parent.resolve()
+        found = candidates[-1].parent.parent
+        return (found.parent if found.name.startswith("fold_") else found).resolve()
     run_dir = Path(resume).expanduser().resolve()
-    if not (run_dir / "checkpoints" / "last.ckpt").is_file():
-        raise ConfigError(f"resume={resume}: {run_dir} is not a run directory with checkpoints/last.ckpt")
+    if not _last_checkpoints(run_dir):
+        raise ConfigError(f"resume={resume}: {run_dir} is not a run directory with checkpoints/last.ckpt "
+                          "(or a cross-validation run with fold_<k>/checkpoints/last.ckpt)")
     return run_dir
+
+
+def _last_checkpoints(where: Path, runs: str = "") -> list[Path]:
+    """The last.ckpt files of run directories (`runs` a glob of them under `where`), and of their folds."""
+    return [*where.glob(f"{runs}checkpoints/last.ckpt"), *where.glob(f"{runs}fold_*/checkpoints/last.ckpt")]
 
 
 def run_dir_resolver(resume: str | None, stamp: str) -> str:

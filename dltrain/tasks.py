@@ -1,4 +1,4 @@
-"""What a task (multi-class, binary, regression) means for outputs, loss and metrics."""
+"""What a task (multi-class, binary, regression) means for outputs and metrics (the loss: dltrain.losses)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 import torchmetrics
-from torch import Tensor, nn
+from torch import Tensor
 
 MULTICLASS, BINARY, REGRESSION = "multiclass", "binary", "regression"
 TASKS = (MULTICLASS, BINARY, REGRESSION)
@@ -26,6 +26,7 @@ class DataSpec:
     kind: str = "table"  # table | image | sequence
     class_names: list[str] | None = None
     encoder: dict[str, Any] | None = None  # TableEncoder.to_dict() of a table
+    class_weights: list[float] | None = None  # the loss's weight of each class (data.class_weights)
 
     @property
     def num_outputs(self) -> int:
@@ -40,11 +41,6 @@ class DataSpec:
     @classmethod
     def from_dict(cls, data: dict) -> "DataSpec":
         return cls(**{**data, "input_shape": tuple(data["input_shape"])})
-
-
-def make_loss(task: str) -> nn.Module:
-    """Cross-entropy for classes, BCE with logits for binary, MSE for regression."""
-    return {MULTICLASS: nn.CrossEntropyLoss, BINARY: nn.BCEWithLogitsLoss, REGRESSION: nn.MSELoss}[task]()
 
 
 def make_metrics(spec: DataSpec) -> torchmetrics.MetricCollection:

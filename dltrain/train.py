@@ -15,16 +15,20 @@ from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.utilities.model_summary import ModelSummary
+from pytorch_lightning.callbacks import RichProgressBar
+from pytorch_lightning.loggers import Logger, MLFlowLogger
 
 from dltrain import console
 from dltrain.callbacks import EpochMetricsCSV
 from dltrain.checkpoints import AtomicCheckpointIO, InterruptCheckpoint, RngState, load_module, read_checkpoint
 from dltrain.config_check import check_config
 from dltrain.data.datamodule import build_datamodule
+from dltrain.data.folds import Fold
 from dltrain.distributed import is_rank_zero
 from dltrain.errors import RunInterrupted, RunStopped, TrainingDiverged
 from dltrain.instantiate import build
+from dltrain.losses import loss_name
+from dltrain.models.summary import network_summary
 from dltrain.module import TrainingModule
 from dltrain.run_files import write_atomic, write_json
 
@@ -46,7 +50,7 @@ def quiet_libraries() -> None:
     """Silence library chatter that does not help a dltrain user."""
     for pattern in _UNHELPFUL_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
-    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -78,15 +82,41 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, added: list[pl.Callback]) ->
         InterruptCheckpoint(run_dir / "checkpoints" / "interrupted.ckpt"),
         *added,
     ]
+    if sys.stdout.isatty():  # a live bar in a terminal; elsewhere (CI logs) one line per epoch is enough
+        callbacks.append(RichProgressBar())
     return callbacks
 
 
-def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], run_dir: Path) -> pl.Trainer:
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
+    """The configured experiment logger (TensorBoard, MLflow) writing for this run, if one is chosen."""
+    logger_cfg = cfg.get("logger")
+    if not logger_cfg:
+        return []
+    target = logger_cfg["_target_"]
+    if target.endswith("TensorBoardLogger"):
+        return [build(logger_cfg, "logger", save_dir=str(run_dir))]
+    if target.endswith("MLFlowLogger"):
+        return [build(logger_cfg, "logger", run_name=logger_cfg.get("run_name") or run_dir.name)]
+    return [build(logger_cfg, "logger")]
+
+
+def logger_locations(cfg: DictConfig, loggers: list[Logger]) -> dict[str, str]:
+    """Where each logger wrote, for results.json and the terminal."""
+    where = {}
+    for logger in loggers:
+        if isinstance(logger, MLFlowLogger):
+            where["mlflow"] = f"{cfg.logger.tracking_uri} (experiment {logger.experiment_id}, run {logger.run_id})"
+        elif logger.log_dir:
+            where[type(logger).__name__.removesuffix("Logger").lower()] = str(Path(logger.log_dir).resolve())
+    return where
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], run_dir: Path, loggers: list[Logger]) -> pl.Trainer:
     return build(
         cfg.trainer,
         "trainer",
         callbacks=callbacks,
-        logger=False,
+        logger=loggers or False,
         default_root_dir=str(run_dir),
         enable_progress_bar=sys.stdout.isatty(),
         enable_model_summary=False,
@@ -94,11 +124,13 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], run_dir: Path) 
     )
 
 
-def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple[pl.Callback, ...] = ()) -> dict[str, Any]:
+def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple[pl.Callback, ...] = (),
+          fold: Fold | None = None) -> dict[str, Any]:
     """Train, test the best checkpoint, and write config, metrics, checkpoints and results into run_dir.
 
     resume=True continues run_dir from its last epoch-end checkpoint, appending to metrics.csv.
     `callbacks` join the configured ones (a search trial's pruning); one may end the run with RunStopped.
+    `fold` trains one cross-validation fold: its data and rows instead of the config's split.
     """
     started = time.perf_counter()
     check_config(cfg)
@@ -116,20 +148,21 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple
         resumed = read_checkpoint(last)
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = build_datamodule(config["data"], cfg.seed)
+    datamodule = build_datamodule(config["data"], cfg.seed, *((fold.data, fold.rows) if fold else ()))
     module = TrainingModule(config, datamodule.spec.to_dict())
     if resume:  # refuse a checkpoint of another model or data shape in one line, then continue its metrics
         load_module(resumed, config, datamodule.spec.to_dict())
         epochs_done = resumed["epoch"] + 1
         if rank_zero:
             _drop_metrics_from(run_dir / "metrics.csv", epochs_done)
-    summary = ModelSummary(module, max_depth=3)
+    summary = network_summary(module.model, datamodule.spec.input_shape)
     if rank_zero:
         write_atomic(run_dir / "model_summary.txt", f"{summary}\n")
 
-    trainer = build_trainer(cfg, build_callbacks(cfg, run_dir, list(callbacks)), run_dir)
+    loggers = build_loggers(cfg, run_dir)
+    trainer = build_trainer(cfg, build_callbacks(cfg, run_dir, list(callbacks)), run_dir, loggers)
     skip_nvml_probe_without_gpus(trainer)
-    console.show_start(cfg, run_dir, datamodule, summary, trainer)
+    console.show_start(cfg, run_dir, datamodule, summary, trainer, fold=f"{fold.number}/{fold.of}" if fold else None)
     if resume:
         log.info(f"resuming from {last} ({epochs_done} epoch(s) done)")
     interrupt = next(cb for cb in trainer.callbacks if isinstance(cb, InterruptCheckpoint))
@@ -139,6 +172,8 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple
         if not rank_zero:
             return {"status": status}
         record = _results(cfg, config, trainer, datamodule, summary, run_dir, started, status, **extra)
+        if loggers:
+            record["loggers"] = logger_locations(cfg, loggers)
         write_json(run_dir / "results.json", record)
         return record
 
@@ -161,11 +196,13 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple
                 else "no epoch had finished, so a resume has nothing to continue: start the run again")
         raise RunInterrupted(f"interrupted by {interrupt.signal_name}: saved {interrupt.path}; {then}", code) from None
 
-    val = _val_metrics(trainer)
+    val = _best_epoch_val_metrics(run_dir / "metrics.csv", cfg.monitor, cfg.mode) if rank_zero else {}
     checkpoint = trainer.checkpoint_callback
     tested = trainer.test(module, datamodule=datamodule, ckpt_path="best" if checkpoint else None,
                           verbose=False, weights_only=True)
-    final = results("completed", val=val, test={k: float(v) for k, v in sorted(tested[0].items())})
+    plots = _predictions_and_plots(module, datamodule, run_dir) if rank_zero else []
+    final = results("completed", val=val, test={k: float(v) for k, v in sorted(tested[0].items())},
+                    plots=[_relative(str(p), run_dir) for p in plots])
     if rank_zero:
         console.show_results(final, run_dir)
     return final
@@ -194,13 +231,36 @@ def _results(cfg, config, trainer, datamodule, summary, run_dir: Path, started: 
         "best_checkpoint": _relative(checkpoint.best_model_path, run_dir) if checkpoint else None,
         "last_checkpoint": _relative(checkpoint.last_model_path, run_dir) if checkpoint else None,
         "seed": cfg.seed,
+        "loss": loss_name(config.get("loss"), datamodule.spec.task),
+        "class_weights": datamodule.spec.class_weights,
     }
     return results | extra
+
+
+def _predictions_and_plots(module: TrainingModule, datamodule, run_dir: Path) -> list[Path]:
+    """test_predictions.csv (the best checkpoint's, true beside predicted) and the plots drawn from the files."""
+    from dltrain.plots import plot_run
+    from dltrain.predict import labelled_predictions
+
+    write_atomic(run_dir / "test_predictions.csv", labelled_predictions(module, datamodule.test_set).to_csv(index=False))
+    return plot_run(run_dir)
 
 
 def _val_metrics(trainer: pl.Trainer) -> dict[str, float]:
     """The validation metrics of the last epoch."""
     return {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("val_")}
+
+
+def _best_epoch_val_metrics(path: Path, monitor: str, mode: str) -> dict[str, float]:
+    """The validation metrics of the best checkpoint's epoch, from metrics.csv (the first of equal values,
+    like ModelCheckpoint); those of the run so far, a resumed one included."""
+    with path.open(newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get(monitor)]
+    if not rows:
+        return {}
+    pick = min if mode == "min" else max
+    best = pick(rows, key=lambda row: float(row[monitor]))
+    return {k: float(v) for k, v in sorted(best.items()) if k.startswith("val_") and v != ""}
 
 
 def _drop_metrics_from(path: Path, epoch: int) -> None:

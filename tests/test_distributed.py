@@ -29,7 +29,7 @@ def test_ddp_cpu_trains_in_two_processes_into_one_run_directory(tmp_path):
     assert "device: cpu (2 device(s))" in proc.stderr and "Traceback" not in proc.stderr
     run_dir = only_run_dir(tmp_path)
     assert sorted(p.name for p in run_dir.rglob("results.json")) == ["results.json"]
-    assert sorted(p.name for p in run_dir.rglob("*.csv")) == ["metrics.csv"]
+    assert sorted(p.name for p in run_dir.rglob("*.csv")) == ["metrics.csv", "test_predictions.csv"]
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     metrics = read_metrics(run_dir)
     assert [row["epoch"] for row in metrics] == [0, 1]  # one row per epoch, not one per process

@@ -164,3 +164,15 @@ def test_the_epoch_loss_is_the_mean_over_samples_whatever_the_batch_sizes(run):
     with torch.no_grad():
         expected = torch.nn.functional.cross_entropy(module(test_set.features), test_set.targets).item()
     assert results["test"]["test_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("overrides, losses", [
+    (["model=mlp", "trainer.max_epochs=3"], [(2.238668, 2.125770), (1.948511, 1.687879), (1.387819, 1.077558)]),
+    (["model=cnn", "trainer.max_epochs=2"], [(2.278645, 2.221197), (2.131164, 1.929707)]),
+])
+def test_a_short_seeded_run_keeps_its_loss_curve(run, overrides, losses):
+    """Pinned (train, val) losses per epoch, measured before the speed work (torch 2.x on the CPU): a change
+    that makes training faster must not change what it computes."""
+    run_dir, _ = run(overrides)
+    curve = [(row["train_loss"], row["val_loss"]) for row in read_metrics(run_dir)]
+    assert curve == [pytest.approx(pair, abs=2e-4) for pair in losses]

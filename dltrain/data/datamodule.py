@@ -8,6 +8,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from sklearn.model_selection import train_test_split
+from sklearn.utils.class_weight import compute_class_weight
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
@@ -18,7 +19,8 @@ from dltrain.instantiate import build
 from dltrain.tasks import MULTICLASS, REGRESSION, DataSpec
 
 # Keys of a data config that shape the batches; every other key goes to the source (its _target_).
-LOADER_KEYS = ("batch_size", "val_fraction", "test_fraction", "num_workers", "pin_memory", "augment")
+LOADER_KEYS = ("batch_size", "val_fraction", "test_fraction", "num_workers", "pin_memory", "augment", "class_weights")
+Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # row indices of train, validation and test
 
 
 class ArrayDataModule(pl.LightningDataModule):
@@ -33,11 +35,14 @@ class ArrayDataModule(pl.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         pin_memory: bool | str = "auto",
+        class_weights: str | list[float] | None = None,
+        rows: Rows | None = None,
     ) -> None:
+        """`rows` fixes the three parts (a cross-validation fold); by default they are drawn by split_rows."""
         super().__init__()
         self.batch_size, self.num_workers = batch_size, num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
-        train, val, test = split_rows(data, val_fraction, test_fraction, seed)
+        train, val, test = rows if rows is not None else split_rows(data, val_fraction, test_fraction, seed)
         encoder = None
         if data.kind == TABLE:
             fitted = TableEncoder.fit(data.features.iloc[train])
@@ -54,6 +59,7 @@ class ArrayDataModule(pl.LightningDataModule):
         self.spec = DataSpec(
             data.name, data.task, tuple(features.shape[1:]), num_classes, target_mean, target_std,
             kind=data.kind, class_names=data.class_names, encoder=encoder,
+            class_weights=loss_class_weights(class_weights, data, y[train], max(num_classes, 2)),
         )
         self.train_set, self.val_set, self.test_set = (self._tensors(features, y, rows) for rows in (train, val, test))
 
@@ -93,6 +99,25 @@ class ArrayDataModule(pl.LightningDataModule):
         return self._loader(self.test_set, shuffle=False)
 
 
+def loss_class_weights(choice: str | list[float] | None, data: ArrayData, train_targets: np.ndarray,
+                       num_classes: int) -> list[float] | None:
+    """The loss's weight of each class: none, given, or balanced (rows / (classes * rows of the class)
+    over the training split, scikit-learn's formula)."""
+    if choice is None:
+        return None
+    if data.task == REGRESSION:
+        raise DataError(f"data.class_weights is for classes, but data={data.name} is regression: drop it")
+    if choice == "balanced":
+        counts = np.bincount(train_targets.astype(np.int64), minlength=num_classes)
+        if (counts == 0).any():
+            raise DataError(f"data.class_weights=balanced: class {int(np.argmin(counts))} has no training rows")
+        return [float(w) for w in compute_class_weight("balanced", classes=np.arange(num_classes), y=train_targets)]
+    if isinstance(choice, str) or len(choice) != num_classes:
+        raise DataError(f"data.class_weights={choice!r}: expected balanced or {num_classes} numbers, "
+                        f"one per class (e.g. [{', '.join(['1.0'] * num_classes)}])")
+    return [float(w) for w in choice]
+
+
 def split_rows(data: ArrayData, val_fraction: float, test_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
     """Row indices of train, validation and test.
 
@@ -129,8 +154,14 @@ def _draw(data: ArrayData, pool: np.ndarray, share: float, seed: int, classify: 
         raise DataError(f"data={data.name}: cannot draw the {part} split ({exc})") from None
 
 
-def build_datamodule(data_cfg: dict[str, Any], seed: int) -> ArrayDataModule:
-    """The data module of a data config: `_target_` and its keys build the source, LOADER_KEYS shape batches."""
+def load_data(data_cfg: dict[str, Any]) -> ArrayData:
+    """The whole data set from its source: `_target_` and every key but LOADER_KEYS."""
     source = {k: v for k, v in data_cfg.items() if k not in LOADER_KEYS}
+    return build(source, "data", _convert_="all")
+
+
+def build_datamodule(data_cfg: dict[str, Any], seed: int, data: ArrayData | None = None,
+                     rows: Rows | None = None) -> ArrayDataModule:
+    """The data module of a data config (of `data` already loaded, split into `rows`, when given)."""
     options = {k: v for k, v in data_cfg.items() if k in LOADER_KEYS and k != "augment"}
-    return ArrayDataModule(build(source, "data", _convert_="all"), seed=seed, **options)
+    return ArrayDataModule(data if data is not None else load_data(data_cfg), seed=seed, rows=rows, **options)

@@ -1,0 +1,192 @@
+"""dltrain against hand-written PyTorch: every figure printed with its baseline and their ratio, measured in
+this one command, on this machine (the README's performance table comes from its output).
+
+1. Training throughput: samples per second over the same epochs, same model, batch size and data, of dltrain
+   (Lightning, metrics, metrics.csv, checkpoints) against handwritten.train_epochs over the same tensors;
+   the MLP and the CNN on digits, and the MLP on a generated 200,000-row table. Target: >= 0.9.
+2. Start: seconds from launching `dltrain` to its first training step, against launching a bare interpreter
+   that imports torch and pytorch_lightning. Target: <= 1.5 s more. `dltrain --help`: target < 1 s.
+3. The default run's whole process against handwritten.py's (same data, model and epochs, keeps the best
+   epoch, tests it). Target: <= 1.3.
+4. Scaling: epoch time and peak memory of the MLP on 10k, 100k and 1M generated rows (linear growth expected).
+
+Run: python benchmarks/performance.py [--skip-scaling]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from handwritten import train_epochs  # benchmarks/ is on sys.path: the script's own folder
+
+HERE = Path(__file__).resolve().parent
+
+
+def generated_table(path: Path, rows: int, features: int = 20, seed: int = 0) -> Path:
+    """A binary classification table as arrays x, y in an .npz."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, features)).astype(np.float32)
+    np.savez(path, x=x, y=(x[:, :3].sum(axis=1) > 0).astype(np.int64))
+    return path
+
+
+def dltrain_epoch_seconds(overrides: list[str], run_dir: Path) -> list[float]:
+    """Train in this process as the command does; the epoch times dltrain itself recorded in metrics.csv."""
+    from dltrain.config import load_config
+    from dltrain.train import train
+
+    train(load_config(overrides), run_dir)
+    with (run_dir / "metrics.csv").open() as handle:
+        return [float(row["epoch_time_s"]) for row in csv.DictReader(handle)]
+
+
+def throughput(name: str, overrides: list[str], epochs: int, tmp: Path) -> dict:
+    """Samples per second of training epochs (with their validation pass), dltrain and by hand, best of two each."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from dltrain.config import load_config
+    from dltrain.data.datamodule import build_datamodule
+    from dltrain.losses import build_loss
+    from dltrain.models.build import build_model
+
+    overrides = ["trainer=cpu", f"trainer.max_epochs={epochs}", "callbacks.early_stopping=null", *overrides]
+    config = OmegaConf.to_container(load_config(overrides), resolve=True)
+    data = build_datamodule(config["data"], config["seed"])
+    train_xy = (data.train_set.features, data.train_set.targets)
+    val_xy = (data.val_set.features, data.val_set.targets)
+    theirs = []
+    for _ in range(2):
+        torch.manual_seed(config["seed"])
+        model = build_model(config["model"], data.spec)
+        theirs.append(sum(train_epochs(model, build_loss(None, data.spec), train_xy, val_xy, epochs,
+                                       config["data"]["batch_size"])))
+    ours = [sum(dltrain_epoch_seconds(overrides, tmp / f"{name}-{i}")) for i in range(2)]
+    samples = len(train_xy[1]) * epochs
+    return {"case": name, "dltrain": samples / min(ours), "handwritten": samples / min(theirs)}
+
+
+def launch_seconds(code: str, *args: str, cwd: Path) -> float:
+    """Seconds from launching `python -c code` until it prints a number (seconds since the launch) and exits."""
+    started = time.time()
+    out = subprocess.run([sys.executable, "-c", code, repr(started), *args], cwd=cwd, capture_output=True, text=True)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("SECONDS ")]
+    if not lines:
+        sys.exit(f"no time printed:\n{out.stderr[-2000:]}")
+    return float(lines[-1].split()[1])
+
+
+IMPORTS = """
+import sys, time
+import torch, pytorch_lightning
+print(f"SECONDS {time.time() - float(sys.argv[1])}")
+"""
+
+# `dltrain trainer=cpu` itself, with a callback that reports the first training step and ends the process there.
+FIRST_STEP = """
+import os, sys, time
+started = float(sys.argv[1])
+from dltrain import cli
+import dltrain.train, pytorch_lightning as pl
+class FirstStep(pl.Callback):
+    def on_train_batch_start(self, *args):
+        print(f"SECONDS {time.time() - started}", flush=True)
+        os._exit(0)
+build_callbacks = dltrain.train.build_callbacks
+dltrain.train.build_callbacks = lambda cfg, run_dir, added: build_callbacks(cfg, run_dir, added + [FirstStep()])
+sys.argv = ["dltrain", *sys.argv[2:]]
+cli.main()
+"""
+
+
+def timed(command: list[str], cwd: Path) -> float:
+    started = time.perf_counter()
+    proc = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{proc.stderr[-2000:]}")
+    return time.perf_counter() - started
+
+
+SCALING = """
+import csv, json, resource, sys, tempfile
+from pathlib import Path
+sys.path.insert(0, {here!r})
+from performance import dltrain_epoch_seconds, generated_table
+import dltrain.train
+with tempfile.TemporaryDirectory() as tmp:
+    path = generated_table(Path(tmp) / "table.npz", {rows})
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    seconds = dltrain_epoch_seconds(["trainer=cpu", "trainer.max_epochs=2", "callbacks.early_stopping=null",
+                                     "data=arrays", f"data.path={{path}}", "model=mlp", "data.batch_size=256"],
+                                    Path(tmp) / "run")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"epoch_s": min(seconds), "peak_mb": peak / 1024, "above_imports_mb": (peak - base) / 1024}}))
+"""
+
+
+def scaling(rows: int) -> dict:
+    """Epoch time and peak memory of one table size, in a process of its own (so peaks do not mix)."""
+    out = subprocess.run([sys.executable, "-c", SCALING.format(here=str(HERE), rows=rows)],
+                         capture_output=True, text=True, check=True)
+    return {"rows": rows} | json.loads(out.stdout.splitlines()[-1])
+
+
+def ratio_line(label: str, ours: float, theirs: float, unit: str, target: str, passed: bool) -> str:
+    return f"{label:34}{ours:12.2f}{theirs:14.2f}{ours / theirs:8.2f}  {unit:10}{target:>10} {'PASS' if passed else 'FAIL'}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--skip-scaling", action="store_true", help="leave out the 10k/100k/1M table runs")
+    args = parser.parse_args()
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    print(f"{'':34}{'dltrain':>12}{'hand-written':>14}{'ratio':>8}  {'unit':10}{'target':>10}")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        table = generated_table(tmp / "table200k.npz", 200_000)
+        cases = [("MLP, digits", ["model=mlp"], 20), ("CNN, digits", ["model=cnn"], 20),
+                 ("MLP, 200k x 20 table", ["data=arrays", f"data.path={table}", "model=mlp", "data.batch_size=256"], 3)]
+        for name, overrides, epochs in cases:
+            row = throughput(name, overrides, epochs, tmp)
+            print(ratio_line(f"throughput: {name}", row["dltrain"], row["handwritten"], "samples/s", ">= 0.9",
+                             row["dltrain"] >= 0.9 * row["handwritten"]))
+
+        imports = min(launch_seconds(IMPORTS, cwd=tmp) for _ in range(3))
+        first = min(launch_seconds(FIRST_STEP, "trainer=cpu", cwd=tmp) for _ in range(3))
+        print(f"{'start: launch to first step':34}{first:12.2f}{imports:14.2f}{first - imports:+8.2f}  "
+              f"{'s (diff)':10}{'<= +1.5':>10} {'PASS' if first - imports <= 1.5 else 'FAIL'}")
+        dltrain = [str(Path(sys.executable).with_name("dltrain"))]
+        help_s = min(timed(dltrain + ["--help"], tmp) for _ in range(3))
+        bare = min(timed([sys.executable, "-c", "pass"], tmp) for _ in range(3))
+        print(f"{'dltrain --help (bare python)':34}{help_s:12.2f}{bare:14.2f}{'':8}  {'s':10}{'< 1 s':>10} "
+              f"{'PASS' if help_s < 1 else 'FAIL'}")
+
+        ours = timed(dltrain + ["trainer=cpu"], tmp)
+        results = json.loads(next(tmp.glob("outputs/runs/*/results.json")).read_text())
+        theirs = min(timed([sys.executable, str(HERE / "handwritten.py"), str(results["epochs_run"])], tmp)
+                     for _ in range(2))
+        print(ratio_line(f"default run, {results['epochs_run']} epochs, whole", ours, theirs, "s", "<= 1.3",
+                         ours <= 1.3 * theirs))
+        print(f"{'default run test accuracy':34}{results['test']['test_acc']:12.4f}")
+
+    if not args.skip_scaling:
+        print(f"\n{'table rows':>12}{'epoch (s)':>12}{'s per 100k rows':>17}{'peak RSS (MB)':>15}{'above imports':>15}")
+        for rows in (10_000, 100_000, 1_000_000):
+            row = scaling(rows)
+            print(f"{rows:>12,}{row['epoch_s']:12.3f}{row['epoch_s'] / rows * 1e5:17.3f}{row['peak_mb']:15.0f}"
+                  f"{row['above_imports_mb']:15.0f}")
+
+
+if __name__ == "__main__":
+    main()
