@@ -70,8 +70,10 @@ def show_results(results: dict[str, Any], run_dir: Path) -> None:
     """A table of the test metrics, then where the run's files are."""
     show_metrics(results["test"], "test metrics of the best checkpoint")
     stopped = ", stopped early" if results["early_stopped"] else ""
-    log.info(f"{results['epochs_run']} epochs{stopped} in {results['wall_time_s']:.1f}s; best {results['monitor']} {results['best_val']:.4f}")
-    log.info(f"best checkpoint: {run_dir / results['best_checkpoint']}")
+    best = f"; best {results['monitor']} {results['best_val']:.4f}" if results["best_val"] is not None else ""
+    log.info(f"{results['epochs_run']} epochs{stopped} in {results['wall_time_s']:.1f}s{best}")
+    if results["best_checkpoint"]:
+        log.info(f"best checkpoint: {run_dir / results['best_checkpoint']}")
     if results.get("plots"):
         log.info(f"plots: {', '.join(str(run_dir / p) for p in results['plots'])}")
     for name, where in results.get("loggers", {}).items():

@@ -36,6 +36,7 @@ class TrainingModule(pl.LightningModule):
         self.train_metrics, self.train_loss = metrics.clone(prefix="train_"), torchmetrics.MeanMetric("disable")
         self.val_metrics, self.val_loss = metrics.clone(prefix="val_"), torchmetrics.MeanMetric("disable")
         self.test_metrics, self.test_loss = metrics.clone(prefix="test_"), torchmetrics.MeanMetric("disable")
+        self._pending = {stage: _Pending() for stage in ("train", "val", "test")}
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -55,22 +56,36 @@ class TrainingModule(pl.LightningModule):
         return getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_metrics")
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
-        """Loss of a batch; the stage's mean loss and metrics accumulate, logged once per epoch.
-
-        Logging every step through self.log costs as much as the step itself on small models.
-        """
+        """Loss of a batch; its detached loss, outputs and targets wait for the stage's metrics (see _Pending)."""
         x, y = batch
         outputs = shape_outputs(self.spec, self(x))
         loss = self.loss_fn(outputs, y)
-        mean_loss, metrics = self._stage(stage)
-        # The batch's mean counted once per sample, so the epoch value is the mean over samples whatever the
-        # batch sizes (torchmetrics 1.9's MeanMetric ignores `weight` when nan_strategy="disable").
-        mean_loss.update(loss.detach().expand(len(y)))
-        metrics.update(*metric_inputs(self.spec, outputs.detach(), y))
+        pending = self._pending[stage]
+        pending.add(loss.detach(), outputs.detach(), y)
+        if pending.rows >= _Pending.CHUNK_ROWS:
+            self._update_metrics(stage)
         return loss
+
+    def _update_metrics(self, stage: str) -> None:
+        """Hand the stage's waiting batches to its mean loss and metrics; a non-finite training loss stops the run."""
+        pending = self._pending[stage]
+        if not pending.rows:
+            return
+        losses = torch.stack(pending.losses)
+        if stage == "train" and not torch.isfinite(losses).all():
+            first = int((~torch.isfinite(losses)).nonzero()[0])
+            step = self.global_step - (len(losses) - 1 - first)
+            raise FloatingPointError(f"loss became {losses[first].item()} at epoch {self.current_epoch}, step {step}")
+        mean_loss, metrics = self._stage(stage)
+        # Each batch's mean counted once per sample, so the epoch value is the mean over samples whatever the
+        # batch sizes (torchmetrics 1.9's MeanMetric ignores `weight` when nan_strategy="disable").
+        mean_loss.update(losses.repeat_interleave(torch.tensor(pending.sizes, device=losses.device)))
+        metrics.update(*metric_inputs(self.spec, torch.cat(pending.outputs), torch.cat(pending.targets)))
+        pending.clear()
 
     def _log_epoch(self, stage: str) -> None:
         """Log the stage's epoch values (reduced over every process by torchmetrics), then start afresh."""
+        self._update_metrics(stage)
         mean_loss, metrics = self._stage(stage)
         self.log_dict({f"{stage}_loss": mean_loss.compute(), **metrics.compute()}, on_step=False, on_epoch=True)
         mean_loss.reset()
@@ -80,10 +95,9 @@ class TrainingModule(pl.LightningModule):
         loss = self._step(batch, "train")
         if self.l1 > 0:
             loss = loss + self.l1 * self.l1_penalty()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}")
         if self.trainer.is_last_batch:
-            # Logged here, not in on_train_epoch_end: Lightning runs callbacks (metrics.csv) before that hook.
+            # Logged here, not in on_train_epoch_end: Lightning runs callbacks (metrics.csv, checkpoints) before
+            # that hook, and a diverged epoch must stop before its weights are saved.
             self._log_epoch("train")
         return loss
 
@@ -113,3 +127,26 @@ class TrainingModule(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": sched_cfg["interval"], "monitor": sched_cfg["monitor"]},
         }
+
+
+class _Pending:
+    """A stage's batch losses, outputs and targets not yet given to torchmetrics.
+
+    A torchmetrics update costs more than a small model's whole training step, so batches are handed over
+    in chunks of CHUNK_ROWS rows and at the epoch's end: one update instead of hundreds, the same values.
+    """
+
+    CHUNK_ROWS = 32768
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.losses, self.sizes, self.outputs, self.targets, self.rows = [], [], [], [], 0
+
+    def add(self, loss: Tensor, outputs: Tensor, targets: Tensor) -> None:
+        self.losses.append(loss)
+        self.sizes.append(len(targets))
+        self.outputs.append(outputs)
+        self.targets.append(targets)
+        self.rows += len(targets)
