@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 import time
@@ -16,7 +15,7 @@ from dltrain.config_check import check_config
 from dltrain.data.datamodule import load_data
 from dltrain.data.folds import Fold, fold_rows
 from dltrain.distributed import is_rank_zero
-from dltrain.run_files import write_atomic, write_json
+from dltrain.run_files import read_results, write_atomic, write_json
 from dltrain.train import train
 
 log = logging.getLogger("dltrain")
@@ -38,7 +37,7 @@ def cross_validate(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict
     records = []
     for number, rows in enumerate(splits, 1):
         fold_dir = run_dir / f"fold_{number}"
-        earlier = _read_results(fold_dir)
+        earlier = read_results(fold_dir)
         if resume and earlier.get("status") == "completed":
             log.info(f"cross-validation fold {number}/{len(splits)} completed before: {fold_dir}")
             records.append(earlier)
@@ -82,9 +81,3 @@ def summarize(records: list[dict[str, Any]], cfg: DictConfig, wall_time_s: float
         },
     }
 
-
-def _read_results(run_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((run_dir / "results.json").read_text())
-    except (OSError, ValueError):
-        return {}

@@ -44,10 +44,16 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def read_results(run_dir: Path) -> dict[str, Any]:
+    """A run directory's results.json, or {} when the run has none (it did not finish)."""
+    path = Path(run_dir) / "results.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def record_failure(run_dir: Path, error: str) -> dict[str, Any]:
     """Mark a sweep job failed in its results.json (keeping what a diverged run wrote there), and return it."""
     path = Path(run_dir) / "results.json"
-    written = json.loads(path.read_text()) if path.exists() else {}
+    written = read_results(run_dir)
     status = written.get("status") if written.get("status") not in (None, "completed") else "failed"
     record = written | {"status": status, "error": error}
     write_json(path, record)

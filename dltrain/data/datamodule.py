@@ -59,7 +59,7 @@ class ArrayDataModule(pl.LightningDataModule):
         self.spec = DataSpec(
             data.name, data.task, tuple(features.shape[1:]), num_classes, target_mean, target_std,
             kind=data.kind, class_names=data.class_names, encoder=encoder,
-            class_weights=loss_class_weights(class_weights, data, y[train], max(num_classes, 2)),
+            class_weights=loss_class_weights(class_weights, data, y[train], num_classes),
         )
         self.train_set, self.val_set, self.test_set = (self._tensors(features, y, rows) for rows in (train, val, test))
 
@@ -137,15 +137,20 @@ def split_rows(data: ArrayData, val_fraction: float, test_fraction: float, seed:
     return pool, val, test
 
 
+def smallest_class(data: ArrayData, labels: np.ndarray) -> tuple[Any, int]:
+    """The class among `labels` with the fewest rows, by its name where the data has names, and its count."""
+    values, counts = np.unique(labels, return_counts=True)
+    name = values[counts.argmin()]
+    return (data.class_names[name] if data.class_names else name), int(counts.min())
+
+
 def _draw(data: ArrayData, pool: np.ndarray, share: float, seed: int, classify: bool, part: str):
     labels = data.targets[pool] if classify else None
     if classify:
-        values, counts = np.unique(labels, return_counts=True)
-        if counts.min() < 2:
-            name = values[counts.argmin()]
-            shown = data.class_names[name] if data.class_names else name
+        shown, count = smallest_class(data, labels)
+        if count < 2:
             raise DataError(
-                f"data={data.name}: class '{shown}' has {counts.min()} row(s) left for training; a stratified "
+                f"data={data.name}: class '{shown}' has {count} row(s) left for training; a stratified "
                 f"{part} split needs at least 2 per class (add rows or drop that class)"
             )
     try:

@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from dltrain.data.arrays import ArrayData
-from dltrain.data.datamodule import Rows, split_rows
+from dltrain.data.datamodule import Rows, smallest_class, split_rows
 from dltrain.errors import DataError
 from dltrain.tasks import REGRESSION
 
@@ -29,11 +29,9 @@ def fold_rows(data: ArrayData, folds: int, seed: int, val_fraction: float, test_
     if data.task == REGRESSION:
         splitter = KFold(folds, shuffle=True, random_state=seed)
     else:
-        values, counts = np.unique(labels, return_counts=True)
-        if counts.min() < folds:
-            name = values[counts.argmin()]
-            shown = data.class_names[name] if data.class_names else name
-            raise DataError(f"data={data.name}: class '{shown}' has {counts.min()} row(s) to cross-validate; "
+        shown, count = smallest_class(data, labels)
+        if count < folds:
+            raise DataError(f"data={data.name}: class '{shown}' has {count} row(s) to cross-validate; "
                             f"cv.folds={folds} needs at least {folds} per class (fewer folds, or cv.all_data=true)")
         splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
     return [(pool[fit], pool[held], pool[held] if test is None else test)

@@ -6,7 +6,6 @@ works whatever launcher ran the jobs (in this process or in joblib workers).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -15,6 +14,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from dltrain.run_files import read_results, write_atomic
 
 log = logging.getLogger("dltrain")
 
@@ -51,8 +52,7 @@ def job_rows(sweep_dir: Path, monitor: str) -> list[dict[str, Any]]:
     for job_dir in sorted((d for d in sweep_dir.iterdir() if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name)):
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
         overrides = OmegaConf.to_container(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
-        results_file = job_dir / "results.json"
-        results = json.loads(results_file.read_text()) if results_file.exists() else {}
+        results = read_results(job_dir)
         row = {"job": int(job_dir.name), "overrides": " ".join(overrides),
                "status": results.get("status", "did not finish"), f"best_{monitor}": results.get("best_val")}
         row |= {f"val/{k.removeprefix('val_')}": v for k, v in results.get("val", {}).items()}
@@ -80,7 +80,6 @@ def write_summary(sweep_dir: Path, monitor: str, mode: str) -> SweepOutcome:
 
     from dltrain.console import show_sweep
     from dltrain.plots import plot_sweep
-    from dltrain.run_files import write_atomic
 
     rows = sort_rows(job_rows(sweep_dir, monitor), monitor, mode)
     table = pd.DataFrame(rows).convert_dtypes()  # integer columns stay integers beside a failed job's gaps
