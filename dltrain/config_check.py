@@ -34,6 +34,7 @@ PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "64-true", "16-true", "bf16-t
 # key -> (test, what a right value looks like)
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    "batches_per_call": (lambda v: _integer(v) and v > 0, "an integer > 0"),
     "mode": (lambda v: v in ("min", "max"), "min or max"),
     "regularization.l1": (lambda v: _number(v) and v >= 0, "a number >= 0"),
     "optimizer.lr": (lambda v: _number(v) and v > 0, "a number > 0"),

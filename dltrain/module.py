@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytorch_lightning as pl
@@ -11,6 +12,7 @@ from hydra.utils import instantiate
 from torch import Tensor
 
 from dltrain.data.augment import build_augmentation
+from dltrain.errors import ConfigError
 from dltrain.models.build import build_model
 from dltrain.losses import build_loss
 from dltrain.tasks import DataSpec, make_metrics, metric_inputs, shape_outputs
@@ -21,6 +23,9 @@ class TrainingModule(pl.LightningModule):
 
     Hyperparameters are the resolved config and the data spec as plain containers, so a
     checkpoint rebuilds the module on its own and loads with weights_only.
+
+    Optimization is manual: each training_step call trains on a group of batches (see training_step),
+    so gradient clipping and learning-rate schedules are applied here rather than by the Trainer.
     """
 
     def __init__(self, config: dict[str, Any], data_spec: dict[str, Any]) -> None:
@@ -37,16 +42,13 @@ class TrainingModule(pl.LightningModule):
         self.val_metrics, self.val_loss = metrics.clone(prefix="val_"), torchmetrics.MeanMetric("disable")
         self.test_metrics, self.test_loss = metrics.clone(prefix="test_"), torchmetrics.MeanMetric("disable")
         self._pending = {stage: _Pending() for stage in ("train", "val", "test")}
+        self.automatic_optimization = False
+        self.batch_size = int(config["data"]["batch_size"])
+        self.clip_value = config["trainer"].get("gradient_clip_val")
+        self.clip_algorithm = config["trainer"].get("gradient_clip_algorithm") or "norm"
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
-
-    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
-        """Augment training batches only, on the device they were moved to."""
-        if self.augment is not None and self.trainer is not None and self.trainer.training:
-            x, y = batch
-            return self.augment(x), y
-        return batch
 
     def l1_penalty(self) -> Tensor:
         """Sum of absolute weights (biases and norms excluded)."""
@@ -91,15 +93,57 @@ class TrainingModule(pl.LightningModule):
         mean_loss.reset()
         metrics.reset()
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self._step(batch, "train")
-        if self.l1 > 0:
-            loss = loss + self.l1 * self.l1_penalty()
+    def training_step(self, group: tuple[Tensor, Tensor], call_idx: int) -> None:
+        """Train on each batch_size batch of the group in turn, one optimizer step each.
+
+        Lightning's work around a training_step call (hooks, loop bookkeeping, progress) costs more than
+        a small model's whole step on the CPU; a group of batches per call pays it once for all of them.
+        The batches, their order and the updates are those of one batch per call, and backward and the
+        optimizer step still go through Lightning (mixed-precision scaling, DDP gradient sync, global_step,
+        the per-step callback hooks).
+        """
+        optimizer = self.optimizers()
+        per_step = self._scheduler("step")
+        for x, y in zip(*(part.split(self.batch_size) for part in group)):
+            loss = self._step((x if self.augment is None else self.augment(x), y), "train")
+            if self.l1 > 0:
+                loss = loss + self.l1 * self.l1_penalty()
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+            if per_step is not None:
+                per_step.step()
         if self.trainer.is_last_batch:
             # Logged here, not in on_train_epoch_end: Lightning runs callbacks (metrics.csv, checkpoints) before
             # that hook, and a diverged epoch must stop before its weights are saved.
             self._log_epoch("train")
-        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Clip gradients (trainer.gradient_clip_val) after mixed precision has unscaled them."""
+        if self.clip_value:
+            self.clip_gradients(optimizer, self.clip_value, self.clip_algorithm)
+
+    def on_train_epoch_end(self) -> None:
+        """Step an epoch-interval learning-rate schedule: after validation, before the epoch's checkpoint."""
+        scheduler = self._scheduler("epoch")
+        if scheduler is None:
+            return
+        if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step()
+            return
+        monitor = self.hparams.config["scheduler"]["monitor"]
+        value = self.trainer.callback_metrics.get(monitor)
+        if value is None:
+            raise ConfigError(f"scheduler=plateau follows {monitor}, which epoch {self.current_epoch} did not log "
+                              "(it needs a validation pass every epoch)")
+        scheduler.step(value)
+
+    def _scheduler(self, interval: str) -> Any:
+        """The learning-rate scheduler that steps at this interval (step or epoch), if any. (Under manual
+        optimization Lightning keeps the scheduler but not its interval, so that comes from the config.)"""
+        if self.hparams.config["scheduler"].get("interval") != interval:
+            return None
+        return self.lr_schedulers()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
@@ -121,12 +165,22 @@ class TrainingModule(pl.LightningModule):
             return optimizer
         factory = dict(sched_cfg["scheduler"])
         if "total_steps" in factory and factory["total_steps"] is None:  # one-cycle: the whole run's steps
-            factory["total_steps"] = int(self.trainer.estimated_stepping_batches)
+            factory["total_steps"] = self._optimizer_steps()
         scheduler = instantiate(factory)(optimizer)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": sched_cfg["interval"], "monitor": sched_cfg["monitor"]},
         }
+
+
+    def _optimizer_steps(self) -> int:
+        """Optimizer steps of the whole run. Lightning counts training_step calls; where a call holds several
+        batches, every epoch steps once per batch of this process's share of the rows."""
+        steps = int(self.trainer.estimated_stepping_batches)
+        loader = self.trainer.train_dataloader
+        if loader.batch_size > self.batch_size:
+            steps = math.ceil(len(loader.sampler) / self.batch_size) * self.trainer.max_epochs
+        return steps
 
 
 class _Pending:

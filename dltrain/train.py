@@ -15,7 +15,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import RichProgressBar
+from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import Logger, MLFlowLogger
 
 from dltrain import console
@@ -42,7 +42,6 @@ _UNHELPFUL_WARNINGS = (
     r".*Checkpoint directory .* exists and is not empty.*",
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # Lightning's own use of a torch API
     r".*when logging on epoch level in distributed setting.*",  # values come reduced by torchmetrics
-    r".*overridden `on_after_batch_transfer` in `LightningModule`.*",  # on purpose: augmentation lives there
 )
 
 
@@ -74,7 +73,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, added: list[pl.Callback]) ->
     for name, cb_cfg in cfg.callbacks.items():
         if cb_cfg is None:
             continue
-        extra = {"dirpath": str(run_dir / "checkpoints")} if name == "model_checkpoint" else {}
+        extra = {"dirpath": str(run_dir / "checkpoints")} if name in ("model_checkpoint", "last_checkpoint") else {}
         callbacks.append(build(cb_cfg, f"callbacks.{name}", **extra))
     callbacks += [
         EpochMetricsCSV(run_dir / "metrics.csv"),
@@ -112,6 +111,7 @@ def logger_locations(cfg: DictConfig, loggers: list[Logger]) -> dict[str, str]:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], run_dir: Path, loggers: list[Logger]) -> pl.Trainer:
+    """The configured Trainer; gradient clipping is left to the module (TrainingModule optimizes manually)."""
     return build(
         cfg.trainer,
         "trainer",
@@ -121,7 +121,17 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], run_dir: Path, 
         enable_progress_bar=sys.stdout.isatty(),
         enable_model_summary=False,
         plugins=[AtomicCheckpointIO()],
+        gradient_clip_val=None,
     )
+
+
+def batches_per_call(cfg: DictConfig) -> int:
+    """cfg.batches_per_call, or 1 where the trainer counts training batches itself (limit_train_batches,
+    max_steps, val_check_interval), since it would count each call's group as one batch."""
+    trainer = cfg.trainer
+    whole = all(trainer.get(key) is None or (isinstance(trainer.get(key), float) and trainer.get(key) == 1.0)
+                for key in ("limit_train_batches", "val_check_interval"))
+    return cfg.batches_per_call if whole and trainer.get("max_steps") in (None, -1) else 1
 
 
 def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple[pl.Callback, ...] = (),
@@ -148,7 +158,8 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple
         resumed = read_checkpoint(last)
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = build_datamodule(config["data"], cfg.seed, *((fold.data, fold.rows) if fold else ()))
+    datamodule = build_datamodule(config["data"], cfg.seed, *((fold.data, fold.rows) if fold else ()),
+                                  batches_per_call=batches_per_call(cfg))
     module = TrainingModule(config, datamodule.spec.to_dict())
     if resume:  # refuse a checkpoint of another model or data shape in one line, then continue its metrics
         load_module(resumed, config, datamodule.spec.to_dict())
@@ -197,8 +208,8 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple
         raise RunInterrupted(f"interrupted by {interrupt.signal_name}: saved {interrupt.path}; {then}", code) from None
 
     val = _best_epoch_val_metrics(run_dir / "metrics.csv", cfg.monitor, cfg.mode) if rank_zero else {}
-    checkpoint = trainer.checkpoint_callback
-    tested = trainer.test(module, datamodule=datamodule, ckpt_path="best" if checkpoint else None,
+    checkpoint = best_checkpoint(trainer)
+    tested = trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path if checkpoint else None,
                           verbose=False, weights_only=True)
     plots = _predictions_and_plots(module, datamodule, run_dir) if rank_zero else []
     final = results("completed", val=val, test={k: float(v) for k, v in sorted(tested[0].items())},
@@ -208,9 +219,14 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple
     return final
 
 
+def best_checkpoint(trainer: pl.Trainer) -> ModelCheckpoint | None:
+    """The checkpoint callback that keeps the best epoch (the one that follows a metric), if there is one."""
+    return next((cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor), None)
+
+
 def _results(cfg, config, trainer, datamodule, summary, run_dir: Path, started: float, status: str, **extra) -> dict:
     """results.json: what the run was, how it went, and where its checkpoints are."""
-    checkpoint, stopper = trainer.checkpoint_callback, trainer.early_stopping_callback
+    checkpoint, stopper = best_checkpoint(trainer), trainer.early_stopping_callback
     best = checkpoint.best_model_score if checkpoint else None
     results = {
         "status": status,
@@ -229,7 +245,7 @@ def _results(cfg, config, trainer, datamodule, summary, run_dir: Path, started: 
         "num_parameters": summary.total_parameters,
         "trainable_parameters": summary.trainable_parameters,
         "best_checkpoint": _relative(checkpoint.best_model_path, run_dir) if checkpoint else None,
-        "last_checkpoint": _relative(checkpoint.last_model_path, run_dir) if checkpoint else None,
+        "last_checkpoint": "checkpoints/last.ckpt" if (run_dir / "checkpoints" / "last.ckpt").exists() else None,
         "seed": cfg.seed,
         "loss": loss_name(config.get("loss"), datamodule.spec.task),
         "class_weights": datamodule.spec.class_weights,

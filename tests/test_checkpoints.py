@@ -15,7 +15,9 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import dltrain_command, only_run_dir, read_metrics, read_results
+from conftest import FAST, dltrain_command, only_run_dir, read_metrics, read_results
+from dltrain.config import load_config
+from dltrain.train import train
 from datafiles import write_image_folder, write_table
 
 # Epochs of about half a second: long enough to interrupt a run in the middle.
@@ -118,6 +120,30 @@ def test_a_sigkilled_run_resumes_to_the_same_final_metrics(tmp_path):
     assert resumed["test"] == uninterrupted["test"] and resumed["best_val"] == uninterrupted["best_val"]
     assert [r["epoch"] for r in read_metrics(run_dir)] == [0, 1, 2]
     assert [r["val_loss"] for r in read_metrics(run_dir)] == [r["val_loss"] for r in read_metrics(only_run_dir(whole))]
+
+
+def test_last_ckpt_is_the_last_epoch_and_best_ckpt_the_best(run):
+    """mode=max on a falling val_loss makes the first epoch the best: best.ckpt stays there, last.ckpt moves on
+    (Lightning 2.6's save_last writes only when the best improves)."""
+    run_dir, results = run(["model=mlp", "trainer.max_epochs=3", "mode=max"])
+    assert [row["val_loss"] for row in read_metrics(run_dir)] == sorted(r["val_loss"] for r in read_metrics(run_dir))[::-1]
+    assert torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)["epoch"] == 0
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
+    assert (results["best_checkpoint"], results["last_checkpoint"]) == ("checkpoints/best.ckpt", "checkpoints/last.ckpt")
+
+
+@pytest.mark.parametrize("scheduler", [
+    ["scheduler=step", "scheduler.scheduler.step_size=1", "scheduler.scheduler.gamma=0.5"],
+    ["scheduler=plateau", "scheduler.scheduler.patience=0", "scheduler.scheduler.factor=0.5", "mode=max"],
+])
+def test_a_resumed_run_continues_its_schedule_as_if_never_stopped(tmp_path, scheduler):
+    common = [*FAST[:1], "model=mlp", "callbacks.early_stopping=null", *scheduler]
+    train(load_config([*common, "trainer.max_epochs=3"]), tmp_path / "whole")
+    train(load_config([*common, "trainer.max_epochs=2"]), tmp_path / "resumed")
+    train(load_config([*common, "trainer.max_epochs=3"]), tmp_path / "resumed", resume=True)
+    whole, resumed = read_metrics(tmp_path / "whole"), read_metrics(tmp_path / "resumed")
+    keys = ("epoch", "step", "lr", "train_loss", "val_loss")
+    assert [[row[k] for k in keys] for row in resumed] == [pytest.approx([row[k] for k in keys]) for row in whole]
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

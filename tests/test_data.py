@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import dltrain_command
+from conftest import dltrain_command, read_metrics
 from datafiles import write_cifar10, write_image_folder, write_mnist, write_table
 from dltrain.data.arrays import TensorBatchDataset
 from dltrain.data.datamodule import build_datamodule, split_rows
@@ -172,16 +172,18 @@ def test_augmentation_changes_training_batches_only(run):
     with pytest.raises(Exception, match="apply to images"):
         build_augmentation({"hflip": True}, "table", (4,))
 
-    from dltrain.config import load_config
-    from dltrain.module import TrainingModule
-    from omegaconf import OmegaConf
+    # Training sees noisy batches (its loss differs from a clean run's), the test split the clean rows (its
+    # loss is the best checkpoint's on the plain test tensors).
+    from dltrain.checkpoints import load_module, read_checkpoint
 
-    config = OmegaConf.to_container(load_config(["data.augment.noise=0.5"]), resolve=True)
-    module = TrainingModule(config, datamodule().spec.to_dict())
-    module.trainer = type("T", (), {"training": False})()
-    assert torch.equal(module.on_after_batch_transfer((batch, None), 0)[0], batch)
-    module.trainer.training = True
-    assert not torch.equal(module.on_after_batch_transfer((batch, None), 0)[0], batch)
+    noisy_dir, noisy = run(["model=mlp", "data.augment.noise=0.5"])
+    clean_dir, _ = run(["model=mlp"])
+    assert read_metrics(noisy_dir)[0]["train_loss"] != pytest.approx(read_metrics(clean_dir)[0]["train_loss"], abs=1e-3)
+    module = load_module(read_checkpoint(noisy_dir / noisy["best_checkpoint"])).eval()
+    test_set = datamodule().test_set
+    with torch.no_grad():
+        clean_loss = torch.nn.functional.cross_entropy(module(test_set.features), test_set.targets).item()
+    assert noisy["test"]["test_loss"] == pytest.approx(clean_loss, rel=1e-5)
     _, results = run(["data.augment.hflip=true", "data.augment.rotation=10", "data.augment.crop_padding=1"])
     assert results["status"] == "completed"
 

@@ -84,9 +84,31 @@ def test_l2_and_l1_shrink_the_weights(run, penalty):
     assert weight_l1(shrunk_dir) < 0.9 * weight_l1(plain_dir)
 
 
-def test_gradient_clipping_is_a_key(run):
-    _, results = run(["model=mlp", "trainer.gradient_clip_val=0.5"])
-    assert results["status"] == "completed"
+def test_gradient_clipping_bounds_every_update(run):
+    """SGD moves the weights by at most lr / (1 - momentum) times the clipped gradient norm a step: with a tiny
+    norm the loss stays where it started, while the unclipped run learns."""
+    sgd = ["model=mlp", "optimizer=sgd", "optimizer.lr=0.1", "optimizer.momentum=0.9", *NO_EARLY_STOP]
+    clipped_dir, _ = run([*sgd, "trainer.gradient_clip_val=1e-6"])
+    plain_dir, _ = run(sgd)
+    clipped = [row["train_loss"] for row in read_metrics(clipped_dir)]
+    assert abs(clipped[1] - clipped[0]) < 1e-3
+    assert read_metrics(plain_dir)[1]["train_loss"] < clipped[1] - 0.5
+
+
+@pytest.mark.parametrize("overrides", [
+    ["model=mlp", "scheduler=onecycle", "trainer.gradient_clip_val=0.5", "regularization.l1=1e-4"],
+    ["model=cnn", "scheduler=step", "scheduler.scheduler.step_size=1", "data.augment.noise=0.1"],
+])
+def test_batches_per_call_changes_the_speed_not_the_training(run, overrides):
+    """A group of batches per training_step call trains exactly as one batch per call: same batches, same
+    updates, same per-step schedule (one-cycle raises if its step count were short), same clipping."""
+    common = [*overrides, "data.batch_size=32", *NO_EARLY_STOP]
+    one_dir, one = run([*common, "batches_per_call=1"])
+    grouped_dir, grouped = run([*common, "batches_per_call=7"])
+    keys = ("step", "lr", "train_loss", "val_loss")
+    assert [[row[k] for k in keys] for row in read_metrics(grouped_dir)] == [
+        pytest.approx([row[k] for k in keys], rel=1e-5) for row in read_metrics(one_dir)]
+    assert grouped["test"] == pytest.approx(one["test"], rel=1e-5)
 
 
 def test_the_run_directory_holds_every_file_with_the_right_content(run):

@@ -24,7 +24,12 @@ Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # row indices of train, valida
 
 
 class ArrayDataModule(pl.LightningDataModule):
-    """Train, validation and test splits of an ArrayData, as whole tensors sliced into batches."""
+    """Train, validation and test splits of an ArrayData, as whole tensors sliced into batches.
+
+    The loaders serve `batches_per_call` batches at once: the training step splits them into batch_size
+    batches again (TrainingModule.training_step), and evaluation, where the batch size changes nothing
+    but the speed, takes them whole.
+    """
 
     def __init__(
         self,
@@ -37,10 +42,11 @@ class ArrayDataModule(pl.LightningDataModule):
         pin_memory: bool | str = "auto",
         class_weights: str | list[float] | None = None,
         rows: Rows | None = None,
+        batches_per_call: int = 1,
     ) -> None:
         """`rows` fixes the three parts (a cross-validation fold); by default they are drawn by split_rows."""
         super().__init__()
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_size, self.num_workers, self.batches_per_call = batch_size, num_workers, batches_per_call
         self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
         train, val, test = rows if rows is not None else split_rows(data, val_fraction, test_fraction, seed)
         encoder = None
@@ -80,7 +86,7 @@ class ArrayDataModule(pl.LightningDataModule):
             sampler = UnrepeatedDistributedSampler(dataset, trainer.world_size, trainer.global_rank, shuffle=False)
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=self.batch_size * self.batches_per_call,
             shuffle=shuffle,
             sampler=sampler,
             collate_fn=keep_batch,
@@ -166,7 +172,8 @@ def load_data(data_cfg: dict[str, Any]) -> ArrayData:
 
 
 def build_datamodule(data_cfg: dict[str, Any], seed: int, data: ArrayData | None = None,
-                     rows: Rows | None = None) -> ArrayDataModule:
+                     rows: Rows | None = None, batches_per_call: int = 1) -> ArrayDataModule:
     """The data module of a data config (of `data` already loaded, split into `rows`, when given)."""
     options = {k: v for k, v in data_cfg.items() if k in LOADER_KEYS and k != "augment"}
-    return ArrayDataModule(data if data is not None else load_data(data_cfg), seed=seed, rows=rows, **options)
+    return ArrayDataModule(data if data is not None else load_data(data_cfg), seed=seed, rows=rows,
+                           batches_per_call=batches_per_call, **options)
