@@ -9,7 +9,7 @@ import torch
 
 from conftest import dltrain_command, read_metrics
 from datafiles import write_cifar10, write_image_folder, write_mnist, write_table
-from dltrain.data.arrays import TensorBatchDataset
+from dltrain.data.arrays import TensorBatchDataset, TensorBatchSampler
 from dltrain.data.datamodule import build_datamodule, split_rows
 from dltrain.errors import DataError
 
@@ -61,6 +61,27 @@ def test_batches_are_slices_of_whole_tensors():
     loader = torch.utils.data.DataLoader(dataset, batch_size=4, collate_fn=lambda b: b)
     x, y = next(iter(loader))
     assert torch.equal(y, torch.arange(4)) and x.shape == (4, 1)
+
+
+@pytest.mark.parametrize("make_sampler", [
+    lambda rows: torch.utils.data.RandomSampler(rows),
+    lambda rows: torch.utils.data.SequentialSampler(rows),
+    lambda rows: torch.utils.data.DistributedSampler(rows, num_replicas=3, rank=1, shuffle=True, seed=5),
+])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_tensor_batches_are_those_of_torchs_batch_sampler(make_sampler, drop_last):
+    """Same batches in the same order as torch's BatchSampler over the same sampler (a random order from the
+    same draw of the global generator, which is left where BatchSampler leaves it), as tensors."""
+    rows = range(103)
+    torch.manual_seed(0)
+    expected = [torch.tensor(batch) for batch in torch.utils.data.BatchSampler(make_sampler(rows), 10, drop_last)]
+    expected_next = torch.rand(1)
+    torch.manual_seed(0)
+    sampler = TensorBatchSampler(make_sampler(rows), 10, drop_last)
+    batches = list(sampler)
+    assert torch.rand(1) == expected_next
+    assert len(batches) == len(expected) == len(sampler)
+    assert all(torch.equal(got, want) for got, want in zip(batches, expected))
 
 
 @pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])

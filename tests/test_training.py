@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import read_metrics, read_results
+from conftest import FAST, read_metrics, read_results
 
 # (model, data) pairs where the model fits the task; sequence models read digits row by row.
 PRESET_DATA = {
@@ -109,6 +109,34 @@ def test_batches_per_call_changes_the_speed_not_the_training(run, overrides):
     assert [[row[k] for k in keys] for row in read_metrics(grouped_dir)] == [
         pytest.approx([row[k] for k in keys], rel=1e-5) for row in read_metrics(one_dir)]
     assert grouped["test"] == pytest.approx(one["test"], rel=1e-5)
+
+
+def test_updates_train_alike_with_and_without_lightnings_per_step_hooks(tmp_path):
+    """With no callback listening to the per-step hooks, updates skip Lightning's per-step layers; with one
+    listening (here to on_after_backward), they go through them and it is called at every update. Same
+    training, same step count either way."""
+    import pytorch_lightning as pl
+
+    from dltrain.config import load_config
+    from dltrain.train import train
+
+    class Listener(pl.Callback):
+        calls = 0
+
+        def on_after_backward(self, trainer, pl_module):
+            self.calls += 1
+
+    overrides = [*FAST, "model=mlp", "scheduler=onecycle", "trainer.gradient_clip_val=0.5", "data.batch_size=32",
+                 *NO_EARLY_STOP]
+    direct = train(load_config(overrides), tmp_path / "direct")
+    listener = Listener()
+    hooked = train(load_config(overrides), tmp_path / "hooked", callbacks=(listener,))
+    keys = ("step", "lr", "train_loss", "val_loss")
+    direct_rows, hooked_rows = read_metrics(tmp_path / "direct"), read_metrics(tmp_path / "hooked")
+    assert [[row[k] for k in keys] for row in direct_rows] == [
+        pytest.approx([row[k] for k in keys], rel=1e-6) for row in hooked_rows]
+    assert direct["test"] == pytest.approx(hooked["test"], rel=1e-6)
+    assert listener.calls == direct_rows[-1]["step"] == 2 * 40  # 2 epochs of 1257 training rows of digits in 32s
 
 
 def test_the_run_directory_holds_every_file_with_the_right_content(run):

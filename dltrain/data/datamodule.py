@@ -10,9 +10,9 @@ import torch
 from sklearn.model_selection import train_test_split
 from sklearn.utils.class_weight import compute_class_weight
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
-from dltrain.data.arrays import TABLE, TEST, TRAIN, VAL, ArrayData, TensorBatchDataset, keep_batch
+from dltrain.data.arrays import TABLE, TEST, TRAIN, VAL, ArrayData, TensorBatchDataset, TensorBatchSampler, keep_batch
 from dltrain.data.encoding import TableEncoder
 from dltrain.errors import DataError
 from dltrain.instantiate import build
@@ -79,16 +79,18 @@ class ArrayDataModule(pl.LightningDataModule):
         return TensorBatchDataset(x, y)
 
     def _loader(self, dataset: TensorBatchDataset, shuffle: bool) -> DataLoader:
-        sampler, trainer = None, self.trainer
-        if not shuffle and trainer is not None and trainer.world_size > 1:
+        trainer = self.trainer
+        if shuffle:
+            sampler = RandomSampler(dataset)
+        elif trainer is not None and trainer.world_size > 1:
             # Evaluation over several processes: each row exactly once (Lightning's default sampler pads the
             # shards with repeated rows), so validation and test metrics are those of the whole split.
             sampler = UnrepeatedDistributedSampler(dataset, trainer.world_size, trainer.global_rank, shuffle=False)
+        else:
+            sampler = SequentialSampler(dataset)
         return DataLoader(
             dataset,
-            batch_size=self.batch_size * self.batches_per_call,
-            shuffle=shuffle,
-            sampler=sampler,
+            batch_sampler=TensorBatchSampler(sampler, self.batch_size * self.batches_per_call),
             collate_fn=keep_batch,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
