@@ -103,8 +103,9 @@ class TrainingModule(pl.LightningModule):
         Lightning's work around a training_step call (hooks, loop bookkeeping, progress) costs more than
         a small model's whole step on the CPU; a group of batches per call pays it once for all of them.
         The batches, their order and the updates are those of one batch per call, and backward and the
-        optimizer step still go through Lightning (mixed-precision scaling, DDP gradient sync, global_step,
-        the per-step callback hooks).
+        optimizer step go through Lightning (mixed-precision scaling, DDP gradient sync, global_step, the
+        per-step callback hooks), or straight to torch where those layers would do nothing but count the
+        step (see _direct_updates_fit).
         """
         optimizer = self.optimizers()
         per_step = self._scheduler("step")
