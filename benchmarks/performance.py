@@ -11,7 +11,10 @@ this one command, on this machine (the README's performance table comes from its
    Lightning against torch and scikit-learn), the floor under that ratio.
 4. Scaling: epoch time and peak memory of the MLP on 10k, 100k and 1M generated rows (linear growth expected).
 
-Run: python benchmarks/performance.py [--skip-scaling]
+5. With --compile: the CNN on digits with compile.enabled=true (torch.compile, inductor), once, its compiling
+   included, against the same hand-written loop: whether torch.compile pays off on this machine.
+
+Run: python benchmarks/performance.py [--skip-scaling] [--compile]
 """
 
 from __future__ import annotations
@@ -173,6 +176,7 @@ def ratio_line(label: str, ours: float, theirs: float, unit: str, target: str, p
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-scaling", action="store_true", help="leave out the 10k/100k/1M table runs")
+    parser.add_argument("--compile", action="store_true", help="add the CNN with torch.compile (a minute or more)")
     args = parser.parse_args()
     import torch
 
@@ -184,8 +188,10 @@ def main() -> None:
         cases = [("MLP, digits", ["model=mlp"], 20), ("MLP, digits, 1 batch a call", ["model=mlp", "batches_per_call=1"], 20),
                  ("CNN, digits", ["model=cnn"], 20),
                  ("MLP, 200k x 20 table", ["data=arrays", f"data.path={table}", "model=mlp", "data.batch_size=256"], 3)]
+        if args.compile:
+            cases.append(("CNN, digits, compiled", ["model=cnn", "compile.enabled=true"], 20))
         for name, overrides, epochs in cases:
-            row = throughput(name, overrides, epochs, tmp)
+            row = throughput(name, overrides, epochs, tmp, tries=1 if "compiled" in name else 3)
             print(ratio_line(f"throughput: {name}", row["dltrain"], row["handwritten"], "samples/s", ">= 0.9",
                              row["dltrain"] >= 0.9 * row["handwritten"]))
 

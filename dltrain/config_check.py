@@ -31,11 +31,16 @@ def _sizes(x: Any) -> bool:
 
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "64-true", "16-true", "bf16-true", "32", "16", "bf16", "64")
 
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 # key -> (test, what a right value looks like)
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
     "batches_per_call": (lambda v: _integer(v) and v > 0, "an integer > 0"),
     "mode": (lambda v: v in ("min", "max"), "min or max"),
+    "compile.enabled": (lambda v: isinstance(v, bool), "true or false"),
+    "compile.backend": (lambda v: isinstance(v, str) and v != "", "a torch.compile backend, e.g. inductor"),
+    "compile.mode": (lambda v: v in COMPILE_MODES, "null | " + " | ".join(COMPILE_MODES[1:])),
     "regularization.l1": (lambda v: _number(v) and v >= 0, "a number >= 0"),
     "optimizer.lr": (lambda v: _number(v) and v > 0, "a number > 0"),
     "optimizer.weight_decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),

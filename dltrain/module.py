@@ -126,6 +126,17 @@ class TrainingModule(pl.LightningModule):
             # that hook, and a diverged epoch must stop before its weights are saved.
             self._log_epoch("train")
 
+    def on_fit_start(self) -> None:
+        """torch.compile the model where compile.enabled: in place (nn.Module.compile), so the state_dict keeps
+        its keys and checkpoints load into a model that is not compiled."""
+        options = self.hparams.config.get("compile") or {}
+        if not options.get("enabled"):
+            return
+        if options["backend"] not in torch.compiler.list_backends(exclude_tags=()):
+            raise ConfigError(f"compile.backend={options['backend']} is not a torch.compile backend here; "
+                              f"one of {', '.join(torch.compiler.list_backends())}")
+        self.model.compile(backend=options["backend"], mode=options.get("mode"))
+
     def on_train_start(self) -> None:
         self._direct = self._direct_updates_fit()
 

@@ -139,6 +139,26 @@ def test_updates_train_alike_with_and_without_lightnings_per_step_hooks(tmp_path
     assert listener.calls == direct_rows[-1]["step"] == 2 * 40  # 2 epochs of 1257 training rows of digits in 32s
 
 
+def test_a_compiled_model_trains_alike_and_keeps_its_checkpoint_keys(run):
+    """compile.enabled traces the model with torch.compile (the quick eager backend here): same training,
+    same state_dict keys in the checkpoints; an unknown backend is refused naming the known ones."""
+    from torch._dynamo.utils import counters
+
+    from dltrain.errors import ConfigError
+
+    common = ["model=mlp", *NO_EARLY_STOP]
+    plain_dir, plain = run(common)
+    counters.clear()
+    compiled_dir, compiled = run([*common, "compile.enabled=true", "compile.backend=eager"])
+    assert counters["stats"]["unique_graphs"] > 0
+    assert compiled["test"] == pytest.approx(plain["test"], rel=1e-5)
+    keys = [list(torch.load(d / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"])
+            for d in (plain_dir, compiled_dir)]
+    assert keys[0] == keys[1] and not any("_orig_mod" in key for key in keys[1])
+    with pytest.raises(ConfigError, match="compile.backend=nope is not a torch.compile backend here; one of .*inductor"):
+        run([*common, "compile.enabled=true", "compile.backend=nope"])
+
+
 def test_the_run_directory_holds_every_file_with_the_right_content(run):
     run_dir, results = run(["trainer.max_epochs=3", *NO_EARLY_STOP])
     names = {p.name for p in run_dir.iterdir()}
