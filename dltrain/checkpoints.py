@@ -52,6 +52,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+def last_checkpoint_file(run_dir: str | Path) -> Path:
+    """A run directory's epoch-end checkpoint, the one a resume continues from."""
+    return Path(run_dir) / "checkpoints" / "last.ckpt"
+
+
 def checkpoint_and_run_dir(path: str | Path) -> tuple[Path, Path]:
     """(checkpoint file, its run directory) for a checkpoint file or a run directory (its best checkpoint)."""
     path = Path(path).expanduser()

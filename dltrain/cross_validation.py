@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dltrain import console
+from dltrain.checkpoints import last_checkpoint_file
 from dltrain.config_check import check_config
 from dltrain.data.datamodule import load_data
 from dltrain.data.folds import Fold, fold_rows
@@ -42,7 +43,7 @@ def cross_validate(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict
             log.info(f"cross-validation fold {number}/{len(splits)} completed before: {fold_dir}")
             records.append(earlier)
             continue
-        again = resume and (fold_dir / "checkpoints" / "last.ckpt").is_file()
+        again = resume and last_checkpoint_file(fold_dir).is_file()
         records.append(train(cfg, fold_dir, resume=again, fold=Fold(data, rows, number, len(splits))))
     if not is_rank_zero():
         return {"status": "completed"}

@@ -21,7 +21,7 @@ from dltrain.run_files import write_with
 def save_figure(figure: Figure, path: Path) -> None:
     """Write a figure as PNG, atomically, cropped to what it shows.
 
-    Figures are laid out by fixed margins (subplots_adjust) and cropped by bbox_inches="tight" rather than
+    Figures keep matplotlib's default spacing and are cropped by bbox_inches="tight" rather than laid out
     by layout="constrained", which draws every text once more to place it (about half a second a run).
     """
     write_with(path, lambda handle: figure.savefig(handle, format="png", dpi=110, bbox_inches="tight"))

@@ -20,7 +20,8 @@ from pytorch_lightning.loggers import Logger, MLFlowLogger
 
 from dltrain import console
 from dltrain.callbacks import EpochMetricsCSV
-from dltrain.checkpoints import AtomicCheckpointIO, InterruptCheckpoint, RngState, load_module, read_checkpoint
+from dltrain.checkpoints import (AtomicCheckpointIO, InterruptCheckpoint, RngState, last_checkpoint_file, load_module,
+                                 read_checkpoint)
 from dltrain.config_check import check_config
 from dltrain.data.datamodule import build_datamodule
 from dltrain.data.folds import Fold
@@ -153,7 +154,7 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple
     config = OmegaConf.to_container(cfg, resolve=True)
     if rank_zero:
         write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(config))
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = last_checkpoint_file(run_dir)
     if resume:  # refuse an unsafe or corrupt checkpoint before anything else
         resumed = read_checkpoint(last)
 
@@ -227,6 +228,7 @@ def best_checkpoint(trainer: pl.Trainer) -> ModelCheckpoint | None:
 def _results(cfg, config, trainer, datamodule, summary, run_dir: Path, started: float, status: str, **extra) -> dict:
     """results.json: what the run was, how it went, and where its checkpoints are."""
     checkpoint, stopper = best_checkpoint(trainer), trainer.early_stopping_callback
+    last = last_checkpoint_file(run_dir)
     best = checkpoint.best_model_score if checkpoint else None
     results = {
         "status": status,
@@ -245,7 +247,7 @@ def _results(cfg, config, trainer, datamodule, summary, run_dir: Path, started: 
         "num_parameters": summary.total_parameters,
         "trainable_parameters": summary.trainable_parameters,
         "best_checkpoint": _relative(checkpoint.best_model_path, run_dir) if checkpoint else None,
-        "last_checkpoint": "checkpoints/last.ckpt" if (run_dir / "checkpoints" / "last.ckpt").exists() else None,
+        "last_checkpoint": _relative(last, run_dir) if last.exists() else None,
         "seed": cfg.seed,
         "loss": loss_name(config.get("loss"), datamodule.spec.task),
         "class_weights": datamodule.spec.class_weights,

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from torch.utils.data import BatchSampler, Dataset, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import BatchSampler, Dataset, RandomSampler, SequentialSampler
 
 from dltrain.errors import DataError
 
@@ -113,9 +113,6 @@ class TensorBatchSampler(BatchSampler):
     generator), so runs do not change; any other sampler (Lightning's DistributedSampler, which Lightning
     puts in through the `sampler` argument under DDP) is read into one array.
     """
-
-    def __init__(self, sampler: Sampler[int], batch_size: int, drop_last: bool = False) -> None:
-        super().__init__(sampler, batch_size, drop_last)
 
     def __iter__(self):
         order = self._order()

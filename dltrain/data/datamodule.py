@@ -90,7 +90,7 @@ class ArrayDataModule(pl.LightningDataModule):
             sampler = SequentialSampler(dataset)
         return DataLoader(
             dataset,
-            batch_sampler=TensorBatchSampler(sampler, self.batch_size * self.batches_per_call),
+            batch_sampler=TensorBatchSampler(sampler, self.batch_size * self.batches_per_call, drop_last=False),
             collate_fn=keep_batch,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
