@@ -112,7 +112,11 @@ def logger_locations(cfg: DictConfig, loggers: list[Logger]) -> dict[str, str]:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], run_dir: Path, loggers: list[Logger]) -> pl.Trainer:
-    """The configured Trainer; gradient clipping is left to the module (TrainingModule optimizes manually)."""
+    """The configured Trainer; gradient clipping is left to the module (TrainingModule optimizes manually).
+
+    Checkpointing is on only where a checkpoint callback is configured: with both set to null Lightning would
+    otherwise add its own, writing checkpoints/epoch=N-step=M.ckpt that results.json knows nothing of.
+    """
     return build(
         cfg.trainer,
         "trainer",
@@ -121,6 +125,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], run_dir: Path, 
         default_root_dir=str(run_dir),
         enable_progress_bar=sys.stdout.isatty(),
         enable_model_summary=False,
+        enable_checkpointing=any(isinstance(callback, ModelCheckpoint) for callback in callbacks),
         plugins=[AtomicCheckpointIO()],
         gradient_clip_val=None,
     )

@@ -132,6 +132,18 @@ def test_last_ckpt_is_the_last_epoch_and_best_ckpt_the_best(run):
     assert (results["best_checkpoint"], results["last_checkpoint"]) == ("checkpoints/best.ckpt", "checkpoints/last.ckpt")
 
 
+def test_checkpoint_callbacks_set_to_null_write_no_checkpoint(run):
+    """With neither checkpoint callback, no file appears in checkpoints/ (Lightning adds none of its own) and the
+    test split is scored with the last epoch's weights; with the best one alone there is best.ckpt and no last."""
+    run_dir, results = run(["model=mlp", "callbacks.model_checkpoint=null", "callbacks.last_checkpoint=null"])
+    assert not list(run_dir.glob("**/*.ckpt"))
+    assert (results["status"], results["best_checkpoint"], results["last_checkpoint"]) == ("completed", None, None)
+    assert set(results["test"]) == {"test_loss", "test_acc", "test_f1"}
+    run_dir, results = run(["model=mlp", "callbacks.last_checkpoint=null"])
+    assert sorted(p.name for p in run_dir.glob("**/*.ckpt")) == ["best.ckpt"]
+    assert (results["best_checkpoint"], results["last_checkpoint"]) == ("checkpoints/best.ckpt", None)
+
+
 @pytest.mark.parametrize("scheduler", [
     ["scheduler=step", "scheduler.scheduler.step_size=1", "scheduler.scheduler.gamma=0.5"],
     ["scheduler=plateau", "scheduler.scheduler.patience=0", "scheduler.scheduler.factor=0.5", "mode=max"],
