@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning_utilities.core.apply_func import apply_to_collection
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from dltrain.errors import UserError
@@ -26,10 +29,45 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     Not synced to disk: two saves an epoch would pay an fsync each, and after a power cut a checkpoint that
     did not reach the disk is refused as truncated when loaded, never used half-written.
+
+    Files are written at most every `min_interval_s` seconds. A save due sooner, of a file already on disk,
+    is held in memory as a copy (the newest for each file) and written with the next one that is due, or at
+    teardown: the end of fit or test, an interrupt, a failure. Writing a checkpoint costs milliseconds, as
+    much as a small model's whole epoch; holding it costs a copy. A killed process loses at most
+    `min_interval_s` of training, and a resume goes on from the last.ckpt on disk. Under DDP every save is
+    written at once: the other processes load the best checkpoint for the test straight after fit, and only
+    a save's own barrier makes them wait for it.
     """
 
+    def __init__(self, min_interval_s: float = 0.0) -> None:
+        super().__init__()
+        self.min_interval_s = min_interval_s
+        self._held: dict[Path, dict[str, Any]] = {}
+        self._written_at = -math.inf
+
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        write_with(Path(path), lambda handle: torch.save(checkpoint, handle), sync=False)
+        path = Path(path)
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if distributed or not path.exists() or time.monotonic() - self._written_at >= self.min_interval_s:
+            self._held[path] = checkpoint
+            self.flush()
+            return
+        # a copy as of now: training goes on changing the weights and optimizer state in place
+        self._held[path] = apply_to_collection(checkpoint, torch.Tensor, lambda t: t.detach().clone())
+
+    def flush(self) -> None:
+        """Write every checkpoint held (in the order they were first saved)."""
+        held, self._held = self._held, {}
+        for path, checkpoint in held.items():
+            write_with(path, lambda handle: torch.save(checkpoint, handle), sync=False)
+        self._written_at = time.monotonic()
+
+    def remove_checkpoint(self, path: str | Path) -> None:
+        self._held.pop(Path(path), None)
+        super().remove_checkpoint(path)
+
+    def teardown(self) -> None:
+        self.flush()
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

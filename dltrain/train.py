@@ -126,7 +126,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], run_dir: Path, 
         enable_progress_bar=sys.stdout.isatty(),
         enable_model_summary=False,
         enable_checkpointing=any(isinstance(callback, ModelCheckpoint) for callback in callbacks),
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(cfg.checkpoint_interval_s)],
         gradient_clip_val=None,
     )
 

@@ -230,6 +230,30 @@ def test_a_failed_checkpoint_write_leaves_nothing_half_written(tmp_path, monkeyp
     assert target.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
+def test_saves_due_before_the_interval_are_held_and_the_newest_written_at_teardown(tmp_path):
+    from dltrain.checkpoints import AtomicCheckpointIO
+
+    checkpoints = AtomicCheckpointIO(min_interval_s=3600)
+    weights = torch.zeros(3)
+    last, best, dropped = tmp_path / "last.ckpt", tmp_path / "best.ckpt", tmp_path / "dropped.ckpt"
+    for path in (last, best):  # a file not on disk yet is written at once
+        checkpoints.save_checkpoint({"epoch": 0, "w": weights}, path)
+    for epoch in (1, 2):
+        weights += 1  # training changes the tensors in place after each save
+        checkpoints.save_checkpoint({"epoch": epoch, "w": weights}, last)
+        checkpoints.save_checkpoint({"epoch": epoch, "w": weights}, best)
+    dropped.write_bytes(b"an older checkpoint")
+    checkpoints.save_checkpoint({"epoch": 2}, dropped)
+    checkpoints.remove_checkpoint(dropped)
+    weights += 1
+    assert [torch.load(path, weights_only=True)["epoch"] for path in (last, best)] == [0, 0]
+    checkpoints.teardown()
+    for path in (last, best):
+        saved = torch.load(path, weights_only=True)
+        assert saved["epoch"] == 2 and saved["w"].tolist() == [2.0, 2.0, 2.0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
 def test_a_nan_loss_stops_the_run_naming_epoch_and_step(tmp_path):
     proc = dltrain_command("trainer=cpu", "data=linear", "model=linear", "optimizer=sgd", "optimizer.lr=1e6",
                            "optimizer.momentum=0", cwd=tmp_path)
