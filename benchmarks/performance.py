@@ -155,26 +155,17 @@ def launch_seconds(code: str, *args: str, cwd: Path) -> float:
     return float(lines[-1].split()[1])
 
 
-IMPORTS = """
-import sys, time
-import torch, pytorch_lightning
-print(f"SECONDS {time.time() - float(sys.argv[1])}")
-"""
+def importing(modules: str) -> str:
+    """Code for launch_seconds that imports `modules` and prints the seconds since its launch."""
+    return f'import sys, time\nimport {modules}\nprint(f"SECONDS {{time.time() - float(sys.argv[1])}}")\n'
 
+
+IMPORTS = importing("torch, pytorch_lightning")
 # What handwritten.py loads before its first update: torch, scikit-learn, and torch._dynamo, which torch.optim
 # imports when the first optimizer is made. The floor of the default run's baseline process.
-HAND_IMPORTS = """
-import sys, time
-import torch, sklearn.datasets, sklearn.model_selection, torch._dynamo
-print(f"SECONDS {time.time() - float(sys.argv[1])}")
-"""
-
+HAND_IMPORTS = importing("torch, sklearn.datasets, sklearn.model_selection, torch._dynamo")
 # The same for the default run's dltrain process: torch, Lightning (torchmetrics, torchvision), scikit-learn.
-RUN_IMPORTS = """
-import sys, time
-import torch, pytorch_lightning, sklearn.datasets, sklearn.model_selection
-print(f"SECONDS {time.time() - float(sys.argv[1])}")
-"""
+RUN_IMPORTS = importing("torch, pytorch_lightning, sklearn.datasets, sklearn.model_selection")
 
 # `dltrain trainer=cpu` itself, with a callback that reports the first training step and ends the process there.
 FIRST_STEP = """
