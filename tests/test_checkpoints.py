@@ -254,6 +254,44 @@ def test_saves_due_before_the_interval_are_held_and_the_newest_written_at_teardo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
+def test_a_held_checkpoint_is_the_state_as_saved_containers_and_tensors(tmp_path):
+    """A held save copies what training changes in place afterwards: weights, the optimizer's nested state,
+    a callback's dict; the written file loads back into the model strictly."""
+    from dltrain.checkpoints import AtomicCheckpointIO
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+
+    def step() -> None:
+        optimizer.zero_grad()
+        model(torch.randn(8, 4)).square().sum().backward()
+        optimizer.step()
+
+    def state(scores: dict) -> dict:
+        return {"state_dict": model.state_dict(), "optimizer_states": [optimizer.state_dict()],
+                "callbacks": {"best": {"best_k_models": scores}}}
+
+    path, scores = tmp_path / "last.ckpt", {"a.ckpt": torch.tensor(1.0)}
+    checkpoints = AtomicCheckpointIO(min_interval_s=3600)
+    checkpoints.save_checkpoint(state(scores), path)  # written: the file did not exist
+    step()
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    expected_avg = optimizer.state_dict()["state"][0]["exp_avg"].clone()
+    checkpoints.save_checkpoint(state(scores), path)  # held
+    step()
+    scores["b.ckpt"] = torch.tensor(0.5)  # changed in place after the save
+    checkpoints.teardown()
+
+    saved = torch.load(path, weights_only=True)
+    assert saved["callbacks"]["best"]["best_k_models"] == {"a.ckpt": torch.tensor(1.0)}
+    assert all(torch.equal(saved["state_dict"][k], v) for k, v in expected.items())
+    assert torch.equal(saved["optimizer_states"][0]["state"][0]["exp_avg"], expected_avg)
+    assert saved["optimizer_states"][0]["param_groups"][0]["betas"] == (0.9, 0.999)
+    assert hasattr(saved["state_dict"], "_metadata")  # module versions, which load_state_dict reads
+    model.load_state_dict(saved["state_dict"], strict=True)
+
+
 def test_a_nan_loss_stops_the_run_naming_epoch_and_step(tmp_path):
     proc = dltrain_command("trainer=cpu", "data=linear", "model=linear", "optimizer=sgd", "optimizer.lr=1e6",
                            "optimizer.momentum=0", cwd=tmp_path)
