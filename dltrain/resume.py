@@ -8,6 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dltrain.distributed import launcher_rank, scratch_run_dir
 from dltrain.errors import ConfigError
+from dltrain.paths import config_dir
 
 RUNS = Path("outputs") / "runs"
 
@@ -53,15 +54,24 @@ def register_resolvers() -> None:
             OmegaConf.register_new_resolver(name, function)
 
 
+# Top-level keys a resume keeps: chosen when the run started, they decide what it trains on and follows.
+FIXED_KEYS = ("seed", "monitor", "mode", "cv")
+
+
 def resumed_config(run_dir: Path, overrides: list[str]) -> DictConfig:
-    """The run's stored config with this command's key=value overrides on top (e.g. trainer.max_epochs=50)."""
+    """The run's stored config with this command's key=value overrides on top (e.g. trainer.max_epochs=50).
+
+    Refused, as they make a new run: a whole config group (model=mlp), and the seed (the data split and the
+    first weights), the monitored metric and cross-validation.
+    """
     changes = [o for o in overrides if not o.startswith("resume=")]
-    groups = [o for o in changes if "." not in o.split("=", 1)[0]]
-    if groups:
-        raise ConfigError(
-            f"resume continues the run's stored config; {groups[0]} would change a whole group: "
-            "start a new run for that, or change single keys (e.g. trainer.max_epochs=50)"
-        )
+    groups = {path.name for path in config_dir().iterdir() if path.is_dir()}
+    for change in changes:
+        key = change.split("=", 1)[0].lstrip("+~")
+        if key in groups or key.split(".")[0] in FIXED_KEYS:
+            what = "a whole group" if key in groups else f"{key.split('.')[0]}, which a run keeps from its start"
+            raise ConfigError(f"resume continues the run's stored config; {change} would change {what}: start a "
+                              "new run for that, or change other keys (e.g. trainer.max_epochs=50)")
     stored = OmegaConf.load(run_dir / "config.yaml")
     OmegaConf.set_struct(stored, True)
     merged = OmegaConf.merge(stored, OmegaConf.from_dotlist(changes))

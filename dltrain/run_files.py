@@ -11,6 +11,7 @@ from typing import Any, BinaryIO
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+_UNFINISHED = ".tmp"  # the suffix of write_with's temporary files
 
 
 def write_with(path: Path, write: Callable[[BinaryIO], Any], sync: bool = True) -> None:
@@ -21,7 +22,7 @@ def write_with(path: Path, write: Callable[[BinaryIO], Any], sync: bool = True) 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_UNFINISHED)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would
         with os.fdopen(fd, "wb") as handle:
@@ -33,6 +34,15 @@ def write_with(path: Path, write: Callable[[BinaryIO], Any], sync: bool = True) 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_unfinished_writes(folder: Path) -> list[Path]:
+    """Delete the temporary files of writes a killed process left unfinished in `folder` (hidden, never under a
+    file's real name); returns them."""
+    unfinished = sorted(Path(folder).glob(f".*{_UNFINISHED}"))
+    for path in unfinished:
+        path.unlink(missing_ok=True)
+    return unfinished
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -31,7 +31,7 @@ from dltrain.instantiate import build
 from dltrain.losses import loss_name
 from dltrain.models.summary import network_summary
 from dltrain.module import TrainingModule
-from dltrain.run_files import write_atomic, write_json
+from dltrain.run_files import remove_unfinished_writes, write_atomic, write_json
 
 log = logging.getLogger("dltrain")
 
@@ -162,6 +162,9 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple
     last = last_checkpoint_file(run_dir)
     if resume:  # refuse an unsafe or corrupt checkpoint before anything else
         resumed = read_checkpoint(last)
+        if rank_zero:
+            for unfinished in (*remove_unfinished_writes(run_dir), *remove_unfinished_writes(last.parent)):
+                log.info(f"removed {unfinished}, a write the stopped run left unfinished")
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(config["data"], cfg.seed, *((fold.data, fold.rows) if fold else ()),

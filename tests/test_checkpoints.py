@@ -158,6 +158,36 @@ def test_a_resumed_run_continues_its_schedule_as_if_never_stopped(tmp_path, sche
     assert [[row[k] for k in keys] for row in resumed] == [pytest.approx([row[k] for k in keys]) for row in whole]
 
 
+def test_resume_removes_writes_a_killed_run_left_unfinished(tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = [*FAST[:1], "model=mlp", "callbacks.early_stopping=null"]
+    train(load_config([*overrides, "trainer.max_epochs=1"]), run_dir)
+    unfinished = [run_dir / ".metrics.csv.k2x9.tmp", run_dir / "checkpoints" / ".last.ckpt.8fq1.tmp"]
+    for path in unfinished:
+        path.write_bytes(b"half a file")
+    (run_dir / "notes.tmp").write_text("the user's own")
+    train(load_config([*overrides, "trainer.max_epochs=2"]), run_dir, resume=True)
+    assert not any(path.exists() for path in unfinished) and (run_dir / "notes.tmp").exists()
+    assert [row["epoch"] for row in read_metrics(run_dir)] == [0, 1]
+
+
+def test_resume_takes_key_overrides_but_not_a_group_the_seed_or_the_monitor(tmp_path):
+    from omegaconf import OmegaConf
+
+    from dltrain.errors import ConfigError
+    from dltrain.resume import resumed_config
+
+    OmegaConf.save(load_config(["model=mlp"]), tmp_path / "config.yaml")
+    merged = resumed_config(tmp_path, ["resume=last", "trainer.max_epochs=50", "checkpoint_interval_s=0",
+                                       "batches_per_call=1", "optimizer.lr=0.01"])
+    assert (merged.trainer.max_epochs, merged.checkpoint_interval_s, merged.batches_per_call) == (50, 0, 1)
+    assert (merged.optimizer.lr, merged.model.name, merged.resume) == (0.01, "mlp", str(tmp_path))
+    for change, what in [("model=cnn", "a whole group"), ("seed=3", "seed, which a run keeps from its start"),
+                         ("monitor=val_acc", "monitor, which"), ("cv.folds=3", "cv, which")]:
+        with pytest.raises(ConfigError, match=f"{change} would change {what}"):
+            resumed_config(tmp_path, ["resume=last", change])
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupt_saves_a_checkpoint_and_partial_results_then_resume_finishes(tmp_path, sig, code):
     process = start(tmp_path, *SLOW_EPOCHS, "trainer.max_epochs=30")
