@@ -1,5 +1,5 @@
 """`python -m dltrain` runs the `dltrain` command."""
 
-from dltrain.cli import main
+from dltrain.cli import console_main
 
-main()
+console_main()

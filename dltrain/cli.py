@@ -123,6 +123,16 @@ def main() -> None:
         _internal_error()
 
 
+def console_main() -> None:
+    """The `dltrain` console script: main(), then an exit that skips the final garbage collection."""
+    from dltrain.tools import skip_final_collection
+
+    try:
+        main()
+    finally:
+        skip_final_collection()
+
+
 def _internal_error() -> None:
     """Report the exception being handled as a bug: its traceback, and exit code 2."""
     traceback.print_exc()

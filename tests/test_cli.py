@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -96,3 +98,31 @@ def test_help_lists_the_groups_and_options_hydra_itself_sees():
         loader = GlobalHydra.instance().config_loader()
         hydra_groups = {g: sorted(loader.get_group_options(g)) for g in loader.list_groups("") if g != "hydra"}
     assert config_groups() == hydra_groups
+
+
+CONSOLE_SCRIPT = """
+import gc, sys
+from {module} import {function}
+sys.argv = {argv!r}
+code = 0
+try:
+    {function}()
+except SystemExit as exc:
+    code = exc.code
+print("exit", code, "frozen", gc.get_freeze_count() > 0)
+"""
+
+
+@pytest.mark.parametrize("module, function, argv, code, frozen", [
+    ("dltrain.cli", "console_main", ["dltrain", "--help"], 0, True),
+    ("dltrain.cli", "console_main", ["dltrain", "optimizer.lr=-1"], 1, True),
+    ("dltrain.evaluate", "main", ["dltrain-eval"], 1, True),
+    ("dltrain.cli", "main", ["dltrain", "--help"], 0, False),  # the in-process entry, which tests call
+])
+def test_console_scripts_leave_what_they_loaded_to_the_exit_not_the_collector(tmp_path, module, function, argv,
+                                                                              code, frozen):
+    """The console scripts end with gc.freeze(), whichever way they end, so the interpreter's exit does not spend
+    a second or two collecting torch's and Lightning's objects."""
+    script = CONSOLE_SCRIPT.format(module=module, function=function, argv=argv)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.stdout.strip().splitlines()[-1] == f"exit {code} frozen {frozen}", proc.stderr
