@@ -40,6 +40,21 @@ def test_plots_are_drawn_from_the_run_files_and_can_be_drawn_again(run, override
     assert all((run_dir / name).read_bytes().startswith(PNG_MAGIC) for name in plots)
 
 
+def test_the_confusion_matrix_shows_each_count_that_is_not_zero_in_its_cell():
+    import pandas as pd
+
+    from dltrain.plots import confusion_figure
+
+    predictions = pd.DataFrame({"true": ["cat"] * 5 + ["dog"] * 3 + ["10"] * 2 + ["9"],
+                                "prediction": ["cat"] * 4 + ["dog"] + ["dog"] * 3 + ["10", "9"] + ["9"]})
+    ax = confusion_figure(predictions).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["9", "10", "cat", "dog"]  # numbers in numeric order
+    shown = sorted((round(t.get_position()[1]), round(t.get_position()[0]), t.get_text())
+                   for t in ax.texts if t.get_visible())
+    assert shown == [(0, 0, "1"), (1, 0, "1"), (1, 1, "1"), (2, 2, "4"), (2, 3, "1"), (3, 3, "3")]
+    assert ax.get_title() == "test confusion matrix (11 rows, accuracy 0.818)"
+
+
 def test_test_predictions_hold_the_true_and_predicted_class_of_every_test_row(run):
     import pandas as pd
 
