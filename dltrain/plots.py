@@ -63,6 +63,7 @@ def plot_curves(metrics: pd.DataFrame, path: Path) -> Path:
 
 
 def plot_confusion(predictions: pd.DataFrame, path: Path) -> Path:
+    """Write confusion_figure as a PNG at path."""
     return _saved(confusion_figure(predictions), path)
 
 
