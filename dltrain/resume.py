@@ -56,22 +56,32 @@ def register_resolvers() -> None:
 
 # Top-level keys a resume keeps: chosen when the run started, they decide what it trains on and follows.
 FIXED_KEYS = ("seed", "monitor", "mode", "cv")
+# The data keys a resume may change: how batches are served and weighted, not which rows each split holds.
+OPEN_DATA_KEYS = ("batch_size", "num_workers", "pin_memory", "class_weights", "augment")
 
 
 def resumed_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     """The run's stored config with this command's key=value overrides on top (e.g. trainer.max_epochs=50).
 
-    Refused, as they make a new run: a whole config group (model=mlp), and the seed (the data split and the
-    first weights), the monitored metric and cross-validation.
+    Refused, as they make a new run: a whole config group (model=mlp), the seed (the data split and the
+    first weights), the monitored metric, cross-validation, and data keys that change the rows or the split.
     """
     changes = [o for o in overrides if not o.startswith("resume=")]
     groups = {path.name for path in config_dir().iterdir() if path.is_dir()}
     for change in changes:
         key = change.split("=", 1)[0].lstrip("+~")
-        if key in groups or key.split(".")[0] in FIXED_KEYS:
-            what = "a whole group" if key in groups else f"{key.split('.')[0]}, which a run keeps from its start"
-            raise ConfigError(f"resume continues the run's stored config; {change} would change {what}: start a "
-                              "new run for that, or change other keys (e.g. trainer.max_epochs=50)")
+        parts = key.split(".")
+        if key in groups:
+            what = "a whole group"
+        elif parts[0] in FIXED_KEYS:
+            what = f"{parts[0]}, which a run keeps from its start"
+        elif parts[0] == "data" and parts[1] not in OPEN_DATA_KEYS:
+            what = (f"the data or its split, which a run keeps from its start (data keys it may change: "
+                    f"{', '.join(OPEN_DATA_KEYS)})")
+        else:
+            continue
+        raise ConfigError(f"resume continues the run's stored config; {change} would change {what}: start a new "
+                          "run for that, or change other keys (e.g. trainer.max_epochs=50)")
     stored = OmegaConf.load(run_dir / "config.yaml")
     OmegaConf.set_struct(stored, True)
     merged = OmegaConf.merge(stored, OmegaConf.from_dotlist(changes))

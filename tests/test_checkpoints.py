@@ -171,7 +171,7 @@ def test_resume_removes_writes_a_killed_run_left_unfinished(tmp_path):
     assert [row["epoch"] for row in read_metrics(run_dir)] == [0, 1]
 
 
-def test_resume_takes_key_overrides_but_not_a_group_the_seed_or_the_monitor(tmp_path):
+def test_resume_takes_key_overrides_but_not_a_group_the_seed_the_monitor_or_the_split(tmp_path):
     from omegaconf import OmegaConf
 
     from dltrain.errors import ConfigError
@@ -179,11 +179,12 @@ def test_resume_takes_key_overrides_but_not_a_group_the_seed_or_the_monitor(tmp_
 
     OmegaConf.save(load_config(["model=mlp"]), tmp_path / "config.yaml")
     merged = resumed_config(tmp_path, ["resume=last", "trainer.max_epochs=50", "checkpoint_interval_s=0",
-                                       "batches_per_call=1", "optimizer.lr=0.01"])
+                                       "batches_per_call=1", "optimizer.lr=0.01", "data.batch_size=32"])
     assert (merged.trainer.max_epochs, merged.checkpoint_interval_s, merged.batches_per_call) == (50, 0, 1)
-    assert (merged.optimizer.lr, merged.model.name, merged.resume) == (0.01, "mlp", str(tmp_path))
+    assert (merged.optimizer.lr, merged.data.batch_size, merged.resume) == (0.01, 32, str(tmp_path))
     for change, what in [("model=cnn", "a whole group"), ("seed=3", "seed, which a run keeps from its start"),
-                         ("monitor=val_acc", "monitor, which"), ("cv.folds=3", "cv, which")]:
+                         ("monitor=val_acc", "monitor, which"), ("cv.folds=3", "cv, which"),
+                         ("data.val_fraction=0.3", "the data or its split")]:
         with pytest.raises(ConfigError, match=f"{change} would change {what}"):
             resumed_config(tmp_path, ["resume=last", change])
 
