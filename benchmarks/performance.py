@@ -7,7 +7,9 @@ this one command, on this machine (the README's performance table comes from its
    them without a target: the MLP on digits with batches_per_call=1 (Lightning's one batch a call).
    Beside each digits case, the floor: the same model, batches and updates in Lightning's loop with nothing
    else (BareModule: no metrics, logging, checkpoints or metrics.csv); what lies between the floor and
-   dltrain is the work dltrain does every epoch.
+   dltrain is the work dltrain does every epoch. And dltrain against the hand-written loop doing that work
+   itself (train_epochs with records: epoch loss, accuracy and F1 of both stages, a metrics.csv row, last
+   and best checkpoints), and that loop against the bare one: what the work costs written by hand.
 2. Start: seconds from launching `dltrain` to its first training step, against launching a bare interpreter
    that imports torch and pytorch_lightning. Target: <= 1.5 s more. `dltrain --help`: target < 1 s.
 3. The default run's whole process against handwritten.py's (same data, model and epochs, keeps the best
@@ -133,18 +135,25 @@ def throughput(name: str, overrides: list[str], epochs: int, tmp: Path, tries: i
     data = build_datamodule(config["data"], config["seed"])
     train_xy = (data.train_set.features, data.train_set.targets)
     val_xy = (data.val_set.features, data.val_set.targets)
-    theirs, ours, bare = [], [], []
-    for i in range(tries):
+
+    def by_hand(records: Path | None = None) -> float:
         torch.manual_seed(config["seed"])
         model = build_model(config["model"], data.spec)
-        theirs.append(sum(train_epochs(model, build_loss(None, data.spec), train_xy, val_xy, epochs,
-                                       config["data"]["batch_size"])))
+        return sum(train_epochs(model, build_loss(None, data.spec), train_xy, val_xy, epochs,
+                                config["data"]["batch_size"], records=records))
+
+    theirs, ours, bare, same_work = [], [], [], []
+    for i in range(tries):
+        theirs.append(by_hand())
         ours.append(dltrain_seconds(overrides, tmp / f"{name}-{i}"))
         if floor:
             bare.append(bare_seconds(config, epochs))
+            (records := tmp / f"{name}-{i}-by-hand").mkdir()
+            same_work.append(by_hand(records))
     samples = len(train_xy[1]) * epochs
     return {"case": name, "dltrain": samples / min(ours), "handwritten": samples / min(theirs),
-            "bare": samples / min(bare) if bare else None}
+            "bare": samples / min(bare) if bare else None,
+            "same_work": samples / min(same_work) if same_work else None}
 
 
 def launch_seconds(code: str, *args: str, cwd: Path) -> float:
@@ -266,6 +275,10 @@ def main() -> None:
                 print(figures_line(f"throughput: {case.name}", row["dltrain"], row["handwritten"], "samples/s"))
             if row["bare"]:
                 print(figures_line("  floor: Lightning loop, nothing else", row["bare"], row["handwritten"],
+                                   "samples/s"))
+                print(figures_line("  by hand, with dltrain's epoch work", row["same_work"], row["handwritten"],
+                                   "samples/s") + "(writing its checkpoints every epoch)")
+                print(figures_line("  dltrain vs by hand with the same work", row["dltrain"], row["same_work"],
                                    "samples/s"))
 
         imports, first = (min(pair) for pair in zip(*[
