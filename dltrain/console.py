@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from rich import box
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 
 log = logging.getLogger("dltrain")
@@ -82,27 +85,74 @@ def show_results(results: dict[str, Any], run_dir: Path) -> None:
 
 
 def show_sweep(rows: list[dict[str, Any]], monitor: str, sweep_dir: Path) -> None:
-    """The sweep's jobs as a table, best first, then the best job and where the summary is."""
-    table = Table(title=f"sweep summary (best first by {monitor})")
-    rows = [row | {"overrides": label} for row, label in zip(rows, varying_overrides(rows))]
+    """The sweep's jobs as a table, best first, a column for each swept key; then the best job (its overrides
+    in full) and where the summary is. Where the table would not fit the terminal, the headers fold and the
+    second test metric is left out (summary.md has every column); values are never cut."""
+    varying = varying_overrides(rows)
+    swept = swept_values(varying)
     tests = [k for k in (rows[0] if rows else {}) if k.startswith("test/")][:2]
-    columns = ("job", "overrides", "status", f"best_{monitor}", *tests, "epochs")
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("overrides", "status") else "right")
-    for row in rows:
-        cells = (row.get(column) for column in columns)
-        table.add_row(*("" if c is None else f"{c:.4f}" if isinstance(c, float) else str(c) for c in cells))
+    status = [] if all(row["status"] == "completed" for row in rows) else ["status"]
+    table = _sweep_table(rows, swept, monitor, [*status, f"best_{monitor}", *tests, "epochs"])
+    unbounded = _console.options.update(max_width=10**6)  # a console's own measure stops at its width
+    if Measurement.get(_console, unbounded, table).maximum > _console.width:
+        table = _sweep_table(rows, swept, monitor, [*status, f"best_{monitor}", *tests[:1], "epochs"], compact=True)
     _console.print(table)
     best = rows[0] if rows and rows[0]["status"] == "completed" else None
     if best is not None:
-        log.info(f"best job: #{best['job']} {best['overrides']} (best {monitor} {best[f'best_{monitor}']:.4f}) in {best['run_dir']}")
+        log.info(f"best job: #{best['job']} {' '.join(varying[0])} (best {monitor} {best[f'best_{monitor}']:.4f}) "
+                 f"in {best['run_dir']}")
     log.info(f"sweep summary: {sweep_dir / 'summary.md'} (and summary.csv, summary.png)")
 
 
-def varying_overrides(rows: list[dict[str, Any]]) -> list[str]:
+def _sweep_table(rows: list[dict[str, Any]], swept: list[dict[str, str]], monitor: str, figures: list[str],
+                 compact: bool = False) -> Table:
+    """The table of show_sweep: job, the swept keys, the figures; compact: each column only as wide as its
+    values (at least 6), its header folded to fit."""
+    keys = list(dict.fromkeys(key for job in swept for key in job))
+    cells = [[str(row["job"]), *(job.get(key, "") for key in keys),
+              *("" if c is None else f"{c:.4f}" if isinstance(c, float) else str(c) for c in map(row.get, figures))]
+             for row, job in zip(rows, swept)]
+    table = Table(title=f"sweep summary (best first by {monitor})", box=box.SIMPLE_HEAD, show_edge=False,
+                  collapse_padding=True)
+    for i, column in enumerate(("job", *keys, *(f.replace("_", " ", 1) if f.startswith("best_") else f
+                                                   for f in figures))):
+        numbers = i == 0 or (i > len(keys) and figures[i - len(keys) - 1] != "status")
+        width = max((len(row[i]) for row in cells), default=0)
+        table.add_column(column, justify="right" if numbers else "left", overflow="fold",
+                         min_width=min(width, 12), max_width=max(width, 6) if compact else None)
+    for row in cells:
+        table.add_row(*row)
+    return table
+
+
+def varying_overrides(rows: list[dict[str, Any]]) -> list[list[str]]:
     """Each job's overrides without those every job shares: what tells the jobs apart."""
-    shared = set.intersection(*(set(row["overrides"].split()) for row in rows)) if rows else set()
-    return [" ".join(o for o in row["overrides"].split() if o not in shared) for row in rows]
+    jobs = [split_overrides(row["overrides"]) for row in rows]
+    shared = set.intersection(*map(set, jobs)) if jobs else set()
+    return [[o for o in job if o not in shared] for job in jobs]
+
+
+def split_overrides(text: str) -> list[str]:
+    """Overrides as summary.csv joins them, with spaces, back into a list: a space starts an override only
+    where `key=` follows it, since a value may hold spaces (model.hidden_sizes=[256, 128])."""
+    return re.split(r" (?=[\w.+~@/-]+=)", text) if text else []
+
+
+def swept_values(varying: list[list[str]]) -> list[dict[str, str]]:
+    """Each job's varying overrides as {key: value} to show: a key by its last part where no other swept key
+    ends the same (lr for optimizer.lr), floats to four significant digits."""
+    keys = list(dict.fromkeys(o.partition("=")[0] for job in varying for o in job))
+    leaves = [key.rsplit(".", 1)[-1] for key in keys]
+    names = {key: leaf if leaves.count(leaf) == 1 else key for key, leaf in zip(keys, leaves)}
+    return [{names[key]: _shown(value) for key, _, value in (o.partition("=") for o in job)} for job in varying]
+
+
+def _shown(value: str) -> str:
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if value.lstrip("+-").isdigit() else f"{number:.4g}"
 
 
 def show_cross_validation(results: dict[str, Any], run_dir: Path) -> None:

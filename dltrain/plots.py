@@ -7,6 +7,7 @@ results.json alone.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from dltrain.console import varying_overrides
+from dltrain.console import swept_values, varying_overrides
 from dltrain.run_files import write_with
 
 
@@ -127,7 +128,8 @@ def plot_sweep(rows: list[dict[str, Any]], monitor: str, path: Path) -> None:
     if curves.get_legend_handles_labels()[0]:
         curves.legend(fontsize="small", ncol=2)
 
-    labels = [f"#{r['job']} {label}"[:60] for r, label in zip(rows, varying_overrides(rows))]
+    labels = [textwrap.shorten(f"#{r['job']} " + " ".join(f"{k}={v}" for k, v in job.items()), 60, placeholder=" …")
+              for r, job in zip(rows, swept_values(varying_overrides(rows)))]
     best = f"best_{monitor}"
     values = [r[best] if r[best] is not None and math.isfinite(r[best]) else 0.0 for r in rows]
     colors = ["tab:green" if i == 0 and r["status"] == "completed" else

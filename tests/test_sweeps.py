@@ -30,7 +30,8 @@ def summary_rows(sweep_dir: Path) -> list[dict[str, str]]:
 
 
 def test_a_sweep_runs_every_job_and_summarises_them_best_first(tmp_path):
-    proc = dltrain_command("-m", "optimizer=adam,sgd", "model.dropout=0.0,0.3", *SHORT, cwd=tmp_path)
+    proc = dltrain_command("-m", "optimizer=adam,sgd", "model.dropout=0.0,0.3", *SHORT, cwd=tmp_path,
+                           env={"COLUMNS": "80"})  # as wide as a CI log
     assert proc.returncode == 0, proc.stderr
     sweep_dir = only_sweep_dir(tmp_path)
     assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
@@ -52,6 +53,13 @@ def test_a_sweep_runs_every_job_and_summarises_them_best_first(tmp_path):
     assert markdown.count("| completed |") == 4
     assert (sweep_dir / "summary.png").read_bytes().startswith(PNG_MAGIC)
     assert f"best job: #{rows[0]['job']}" in proc.stderr
+    # the terminal's table: a column for each swept key (what every job shares left out), values whole
+    table = proc.stdout[proc.stdout.index("sweep summary"):].splitlines()
+    assert table[1].split() == ["job", "optimizer", "dropout", "best", "val_loss", "test/acc", "test/f1", "epochs"]
+    for line, row in zip(table[3:], rows):
+        optimizer, dropout = (o.split("=")[1] for o in row["overrides"].split()[:2])
+        assert line.split() == [row["job"], optimizer, f"{float(dropout):.4g}", f"{float(row['best_val_loss']):.4f}",
+                                f"{float(row['test/acc']):.4f}", f"{float(row['test/f1']):.4f}", "2"]
 
 
 def test_a_failing_job_is_reported_and_the_others_still_run(tmp_path):
@@ -119,6 +127,41 @@ def test_the_search_space_takes_choices_ranges_and_log_intervals():
         search_space(parse(["data=wine"]))
     with pytest.raises(ConfigError, match="Glob sweep"):
         search_space(parse(["model=glob(*)"]))
+
+
+def searched_rows() -> list[dict]:
+    """Summary rows of a search over five keys, one value holding a space, as job_rows makes them."""
+    swept = [("adamw", 0.006251373574521752, "[256, 128]", 0.4828, 0.0017123), ("sgd", 0.0002621087, "[64]", 0.3926, 6.2906e-06)]
+    return [{"job": job, "overrides": f"optimizer={opt} optimizer.lr={lr} model.hidden_sizes={sizes} "
+                                      f"model.dropout={dropout} optimizer.weight_decay={decay} trainer.max_epochs=2",
+             "status": "completed", "best_val_acc": 0.9 - job / 10, "test/acc": 0.89 - job / 10, "test/f1": 0.5,
+             "epochs": 2, "run_dir": f"outputs/multirun/x/{job}"}
+            for job, (opt, lr, sizes, dropout, decay) in enumerate(swept)]
+
+
+def test_the_swept_values_are_told_apart_by_short_keys_and_values_whole():
+    from dltrain.console import swept_values, varying_overrides
+
+    varying = varying_overrides(searched_rows())
+    assert varying[0][:3] == ["optimizer=adamw", "optimizer.lr=0.006251373574521752", "model.hidden_sizes=[256, 128]"]
+    assert all("trainer.max_epochs=2" not in job for job in varying)  # shared by every job
+    assert swept_values(varying) == [
+        {"optimizer": "adamw", "lr": "0.006251", "hidden_sizes": "[256, 128]", "dropout": "0.4828", "weight_decay": "0.001712"},
+        {"optimizer": "sgd", "lr": "0.0002621", "hidden_sizes": "[64]", "dropout": "0.3926", "weight_decay": "6.291e-06"}]
+    # two swept keys ending the same keep their full names
+    assert swept_values([["model.dropout=0", "data.dropout=1"]]) == [{"model.dropout": "0", "data.dropout": "1"}]
+
+
+def test_a_sweep_table_too_wide_for_the_terminal_folds_its_headers_never_its_values(monkeypatch, capsys, tmp_path):
+    from dltrain import console
+
+    monkeypatch.setattr(console._console, "width", 80)
+    console.show_sweep(searched_rows(), "val_acc", tmp_path)
+    lines = capsys.readouterr().out.splitlines()
+    assert max(map(len, lines)) <= 80
+    assert not any("test/f1" in line for line in lines)  # the second test metric makes room
+    assert lines[-2].split() == ["0", "adamw", "0.006251", "[256,", "128]", "0.4828", "0.001712", "0.9000", "0.8900", "2"]
+    assert lines[-1].split() == ["1", "sgd", "0.0002621", "[64]", "0.3926", "6.291e-06", "0.8000", "0.7900", "2"]
 
 
 def test_jobs_run_in_parallel_with_the_joblib_launcher_each_in_its_own_directory(tmp_path):
