@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dltrain.tools import parse_keys, run_tool
+from dltrain.tools import run_tool
 
 KEYS = {"ckpt_path": None, "output": None, "split": "test"}
 
@@ -48,4 +48,4 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None) -> 
 
 
 def main() -> None:
-    run_tool("dltrain-eval", lambda argv: evaluate(**parse_keys(argv, KEYS, ("ckpt_path",))))
+    run_tool("dltrain-eval", __doc__, KEYS, ("ckpt_path",), evaluate)

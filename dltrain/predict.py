@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dltrain.tools import parse_keys, run_tool
+from dltrain.tools import run_tool
 
 KEYS = {"ckpt_path": None, "input": None, "output": None, "batch_size": "1024"}
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
@@ -132,4 +132,4 @@ def predict(ckpt_path: str, input: str, output: str | None = None, batch_size: s
 
 
 def main() -> None:
-    run_tool("dltrain-predict", lambda argv: predict(**parse_keys(argv, KEYS, ("ckpt_path", "input"))))
+    run_tool("dltrain-predict", __doc__, KEYS, ("ckpt_path", "input"), predict)

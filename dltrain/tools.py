@@ -41,14 +41,22 @@ def skip_final_collection() -> None:
     gc.freeze()
 
 
-def run_tool(name: str, body: Callable[[list[str]], None]) -> None:
-    """Run a command's body on sys.argv; a user's mistake is one line and exit 1, a bug a traceback and exit 2."""
+def run_tool(name: str, doc: str, keys: dict[str, Any], required: tuple[str, ...], body: Callable[..., Any]) -> None:
+    """Run a command: `body(**keys)` from sys.argv's key=value arguments, or its help for -h/--help. A user's
+    mistake is one line and exit 1, a bug a traceback and exit 2."""
+    argv = sys.argv[1:]
     try:
-        body(sys.argv[1:])
+        if any(arg in ("-h", "--help") for arg in argv):
+            print(tool_help(name, doc, keys, required))
+            return
+        body(**parse_keys(argv, keys, required))
     except UserError as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"{name}: error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except BrokenPipeError:  # the reader went away (`| head`): as Python's docs advise, no more output
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(EXIT_USER_ERROR)
     except Exception:
         traceback.print_exc()
@@ -57,3 +65,14 @@ def run_tool(name: str, body: Callable[[list[str]], None]) -> None:
         sys.exit(EXIT_INTERNAL_ERROR)
     finally:
         skip_final_collection()
+
+
+def tool_help(name: str, doc: str, keys: dict[str, Any], required: tuple[str, ...]) -> str:
+    """A command's --help: its module docstring (usage line first), then each key, required or its default."""
+    first, _, about = doc.strip().partition("\n")
+    usage, _, summary = first.strip("`").partition("`")  # "`usage`: summary" or "`usage`."
+    summary = summary.lstrip(":. ")
+    lines = [f"usage: {usage}", *([summary[:1].upper() + summary[1:]] if summary else []), about.rstrip(), "", "keys:"]
+    lines += [f"  {key:12}{'required' if key in required else f'default: {default}' if default else 'optional'}"
+              for key, default in keys.items()]
+    return "\n".join(lines)

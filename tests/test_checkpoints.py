@@ -30,6 +30,20 @@ def tool(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(script), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.parametrize("name, flag, keys", [
+    ("dltrain-eval", "--help", ["ckpt_path   required", "output      optional", "split       default: test"]),
+    ("dltrain-predict", "-h", ["ckpt_path   required", "input       required", "output      optional",
+                               "batch_size  default: 1024"]),
+])
+def test_eval_and_predict_answer_help_with_their_usage_and_keys(tmp_path, name, flag, keys):
+    proc = tool(name, flag, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stderr == ""
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(f"usage: {name} ckpt_path=<checkpoint or run dir>")
+    assert lines[-len(keys) - 1:] == ["keys:", *(f"  {key}" for key in keys)]
+    assert list(tmp_path.iterdir()) == []  # nothing run, nothing written
+
+
 def test_eval_recomputes_the_test_metrics_of_a_checkpoint_or_run_dir(run, tmp_path):
     run_dir, results = run(["model=mlp", "trainer.max_epochs=3"])
     proc = tool("dltrain-eval", f"ckpt_path={run_dir}", cwd=tmp_path)
