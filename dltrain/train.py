@@ -26,7 +26,7 @@ from dltrain.config_check import check_config
 from dltrain.data.datamodule import build_datamodule
 from dltrain.data.folds import Fold
 from dltrain.distributed import is_rank_zero
-from dltrain.errors import RunInterrupted, RunStopped, TrainingDiverged
+from dltrain.errors import ConfigError, RunInterrupted, RunStopped, TrainingDiverged
 from dltrain.instantiate import build
 from dltrain.losses import loss_name
 from dltrain.models.summary import network_summary
@@ -131,6 +131,24 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], run_dir: Path, 
     )
 
 
+def check_gpus(trainer_cfg: DictConfig) -> None:
+    """Refuse a trainer asking for more GPUs than this machine has, in one line naming what would run here
+    (Lightning's own error names neither the count nor the way out)."""
+    import torch
+
+    wanted = trainer_cfg.get("devices")
+    if trainer_cfg.get("accelerator") not in ("gpu", "cuda") or not isinstance(wanted, int) or wanted < 1:
+        return
+    here = torch.cuda.device_count()
+    if wanted > here:
+        raise ConfigError(f"trainer.accelerator={trainer_cfg.accelerator} with trainer.devices={wanted} asks for "
+                          f"{wanted} GPU(s) and this machine has {here}; use trainer.devices={here} or fewer"
+                          if here else
+                          f"trainer.accelerator={trainer_cfg.accelerator} asks for a GPU and this machine has none; "
+                          "use trainer=cpu (trainer=ddp_cpu for several processes), or trainer=default, which "
+                          "takes a GPU where there is one")
+
+
 def batches_per_call(cfg: DictConfig) -> int:
     """cfg.batches_per_call, or 1 where the trainer counts training batches itself (limit_train_batches,
     max_steps, val_check_interval), since it would count each call's group as one batch."""
@@ -150,6 +168,7 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple
     """
     started = time.perf_counter()
     check_config(cfg)
+    check_gpus(cfg.trainer)
     quiet_libraries()
     rank_zero = is_rank_zero()  # under DDP only rank zero writes files and talks; the others train
     if not rank_zero:

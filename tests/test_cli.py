@@ -82,6 +82,32 @@ def test_config_errors_give_one_line_and_exit_code_1(tmp_path, override, message
     assert not list(tmp_path.glob("outputs/runs/*/results.json"))
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a machine without a GPU")
+@pytest.mark.parametrize("trainer", ["gpu", "ddp"])
+def test_a_gpu_trainer_without_a_gpu_is_refused_before_the_data_loads_naming_what_runs_here(tmp_path, trainer):
+    proc = dltrain_command(f"trainer={trainer}", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "dltrain: error: trainer.accelerator=gpu asks for a GPU and this machine has none; use trainer=cpu "
+        "(trainer=ddp_cpu for several processes), or trainer=default, which takes a GPU where there is one"]
+    assert "data: digits" not in proc.stdout + proc.stderr  # refused before the data was loaded and shown
+
+
+def test_a_gpu_trainer_asking_for_more_gpus_than_there_are_names_the_count_there(monkeypatch):
+    import torch
+    from omegaconf import OmegaConf
+
+    from dltrain.errors import ConfigError
+    from dltrain.train import check_gpus
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    check_gpus(OmegaConf.create({"accelerator": "gpu", "devices": 2}))  # as many as there are: taken
+    check_gpus(OmegaConf.create({"accelerator": "cpu", "devices": 4}))  # CPU processes: not GPUs
+    with pytest.raises(ConfigError, match=r"^trainer.accelerator=gpu with trainer.devices=4 asks for 4 GPU\(s\) "
+                                          r"and this machine has 2; use trainer.devices=2 or fewer$"):
+        check_gpus(OmegaConf.create({"accelerator": "gpu", "devices": 4}))
+
+
 def test_hydra_full_error_shows_the_traceback(tmp_path):
     proc = dltrain_command("optimizer.lr=-1", cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
     assert proc.returncode == 1
