@@ -1,4 +1,4 @@
-"""The console scripts' shared parts: key=value parsing and error reporting of the small commands beside
+"""The console scripts' shared parts: key=value parsing, --help and error reporting of the small commands beside
 `dltrain`, and a quick interpreter exit for all of them."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def run_tool(name: str, doc: str, keys: dict[str, Any], required: tuple[str, ...
     argv = sys.argv[1:]
     try:
         if any(arg in ("-h", "--help") for arg in argv):
-            print(tool_help(name, doc, keys, required))
+            print(tool_help(doc, keys, required))
             return
         body(**parse_keys(argv, keys, required))
     except UserError as exc:
@@ -67,7 +67,7 @@ def run_tool(name: str, doc: str, keys: dict[str, Any], required: tuple[str, ...
         skip_final_collection()
 
 
-def tool_help(name: str, doc: str, keys: dict[str, Any], required: tuple[str, ...]) -> str:
+def tool_help(doc: str, keys: dict[str, Any], required: tuple[str, ...]) -> str:
     """A command's --help: its module docstring (usage line first), then each key, required or its default."""
     first, _, about = doc.strip().partition("\n")
     usage, _, summary = first.strip("`").partition("`")  # "`usage`: summary" or "`usage`."
