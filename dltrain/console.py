@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -112,11 +111,13 @@ def _sweep_table(rows: list[dict[str, Any]], swept: list[dict[str, str]], monito
     cells = [[str(row["job"]), *(job.get(key, "") for key in keys),
               *("" if c is None else f"{c:.4f}" if isinstance(c, float) else str(c) for c in map(row.get, figures))]
              for row, job in zip(rows, swept)]
+    # (header, right-aligned number?) of each column; "best val_loss" may fold at its space
+    columns = [("job", True), *((key, False) for key in keys),
+               *((figure.replace("_", " ", 1) if figure.startswith("best_") else figure, figure != "status")
+                 for figure in figures)]
     table = Table(title=f"sweep summary (best first by {monitor})", box=box.SIMPLE_HEAD, show_edge=False,
                   collapse_padding=True)
-    for i, column in enumerate(("job", *keys, *(f.replace("_", " ", 1) if f.startswith("best_") else f
-                                                   for f in figures))):
-        numbers = i == 0 or (i > len(keys) and figures[i - len(keys) - 1] != "status")
+    for i, (column, numbers) in enumerate(columns):
         width = max((len(row[i]) for row in cells), default=0)
         table.add_column(column, justify="right" if numbers else "left", overflow="fold",
                          min_width=min(width, 12), max_width=max(width, 6) if compact else None)
@@ -127,15 +128,8 @@ def _sweep_table(rows: list[dict[str, Any]], swept: list[dict[str, str]], monito
 
 def varying_overrides(rows: list[dict[str, Any]]) -> list[list[str]]:
     """Each job's overrides without those every job shares: what tells the jobs apart."""
-    jobs = [split_overrides(row["overrides"]) for row in rows]
-    shared = set.intersection(*map(set, jobs)) if jobs else set()
-    return [[o for o in job if o not in shared] for job in jobs]
-
-
-def split_overrides(text: str) -> list[str]:
-    """Overrides as summary.csv joins them, with spaces, back into a list: a space starts an override only
-    where `key=` follows it, since a value may hold spaces (model.hidden_sizes=[256, 128])."""
-    return re.split(r" (?=[\w.+~@/-]+=)", text) if text else []
+    shared = set.intersection(*(set(row["overrides"]) for row in rows)) if rows else set()
+    return [[o for o in row["overrides"] if o not in shared] for row in rows]
 
 
 def swept_values(varying: list[list[str]]) -> list[dict[str, str]]:

@@ -130,10 +130,12 @@ def test_the_search_space_takes_choices_ranges_and_log_intervals():
 
 
 def searched_rows() -> list[dict]:
-    """Summary rows of a search over five keys, one value holding a space, as job_rows makes them."""
+    """Summary rows of a search over five keys, one value holding a space, as job_rows makes them (the
+    overrides as the list Hydra wrote)."""
     swept = [("adamw", 0.006251373574521752, "[256, 128]", 0.4828, 0.0017123), ("sgd", 0.0002621087, "[64]", 0.3926, 6.2906e-06)]
-    return [{"job": job, "overrides": f"optimizer={opt} optimizer.lr={lr} model.hidden_sizes={sizes} "
-                                      f"model.dropout={dropout} optimizer.weight_decay={decay} trainer.max_epochs=2",
+    return [{"job": job, "overrides": [f"optimizer={opt}", f"optimizer.lr={lr}", f"model.hidden_sizes={sizes}",
+                                       f"model.dropout={dropout}", f"optimizer.weight_decay={decay}",
+                                       "trainer.max_epochs=2"],
              "status": "completed", "best_val_acc": 0.9 - job / 10, "test/acc": 0.89 - job / 10, "test/f1": 0.5,
              "epochs": 2, "run_dir": f"outputs/multirun/x/{job}"}
             for job, (opt, lr, sizes, dropout, decay) in enumerate(swept)]

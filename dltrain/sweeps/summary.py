@@ -47,13 +47,14 @@ class SweepSummary(Callback):
 
 
 def job_rows(sweep_dir: Path, monitor: str) -> list[dict[str, Any]]:
-    """One row per job directory: its overrides, status, monitored value, final val and test metrics."""
+    """One row per job directory: its overrides (the list Hydra wrote), status, monitored value, final val and
+    test metrics."""
     rows = []
     for job_dir in sorted((d for d in sweep_dir.iterdir() if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name)):
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
         overrides = OmegaConf.to_container(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
         results = read_results(job_dir)
-        row = {"job": int(job_dir.name), "overrides": " ".join(overrides),
+        row = {"job": int(job_dir.name), "overrides": overrides,
                "status": results.get("status", "did not finish"), f"best_{monitor}": results.get("best_val")}
         row |= {f"val/{k.removeprefix('val_')}": v for k, v in results.get("val", {}).items()}
         row |= {f"test/{k.removeprefix('test_')}": v for k, v in results.get("test", {}).items()}
@@ -83,6 +84,7 @@ def write_summary(sweep_dir: Path, monitor: str, mode: str) -> SweepOutcome:
 
     rows = sort_rows(job_rows(sweep_dir, monitor), monitor, mode)
     table = pd.DataFrame(rows).convert_dtypes()  # integer columns stay integers beside a failed job's gaps
+    table["overrides"] = table["overrides"].map(" ".join)  # as typed on a command line, one cell
     write_atomic(sweep_dir / "summary.csv", table.to_csv(index=False))
     shown = table.drop(columns=["run_dir"]).astype(object).where(table.notna(), None)
     write_atomic(sweep_dir / "summary.md", f"# Sweep {sweep_dir}\n\nBest first by {monitor} ({mode}).\n\n"
