@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import pickle
 import signal
 import time
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from dltrain.errors import UserError
+from dltrain.config_check import check_config
+from dltrain.errors import ConfigError, UserError, one_line
 from dltrain.run_files import write_with
+from dltrain.tasks import TASKS, DataSpec
+from dltrain.trust import check_stored_config, walk
 
 
 class CheckpointError(UserError):
@@ -90,8 +97,10 @@ def _snapshot(value: Any) -> Any:
     return value
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's contents, loaded with weights_only: plain containers and tensors, never code."""
+def read_checkpoint(path: str | Path, trusted: Iterable[str] = (), config_dirs: Iterable[Path] = ()) -> dict[str, Any]:
+    """A checkpoint's contents, loaded with weights_only (plain containers and tensors, never code), whose
+    stored config names only callables that dltrain's presets (or the user's `config_dirs`, or `trusted`,
+    named on the command line) name: see dltrain.trust."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
@@ -103,10 +112,23 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path} holds pickled objects beyond weights and plain values, which could run code when loaded; "
             f"refused (only load checkpoints you trust) [{first[:160]}]"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt: {exc})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt: {one_line(exc)[:200]})"
+                              ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
         raise CheckpointError(f"{path} is not a dltrain checkpoint (no state_dict and hyper_parameters)")
+    stored, state = checkpoint["hyper_parameters"], checkpoint["state_dict"]
+    if not isinstance(stored, dict) or not isinstance(stored.get("config"), dict) \
+            or not isinstance(stored.get("data_spec"), dict):
+        raise CheckpointError(f"{path} is not a dltrain checkpoint (its hyper_parameters hold no config and "
+                              "data_spec mappings)")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: its state_dict is a {type(state).__name__}, not a mapping of tensors")
+    wrong = next((key for key, value in state.items() if not isinstance(value, torch.Tensor)), None)
+    if wrong is not None:
+        raise CheckpointError(f"{path}: state_dict[{wrong!r}] is a {type(state[wrong]).__name__} where a tensor "
+                              "belongs; refused")
+    check_stored_config(stored["config"], path, trusted, config_dirs)
     return checkpoint
 
 
@@ -124,6 +146,16 @@ def checkpoint_and_run_dir(path: str | Path) -> tuple[Path, Path]:
     return path, run_dir
 
 
+def open_checkpoint(ckpt_path: str | Path, trust: str | None = None):
+    """(checkpoint file, run directory, contents, rebuilt module) of a checkpoint or run directory, as the
+    commands that read checkpoints take it; `trust`: comma-separated callables the user vouches for (their own
+    code, named on the command line), which the stored config may name beside dltrain's presets."""
+    path, run_dir = checkpoint_and_run_dir(ckpt_path)
+    trusted = [name.strip() for name in (trust or "").split(",") if name.strip()]
+    checkpoint = read_checkpoint(path, trusted)
+    return path, run_dir, checkpoint, load_module(checkpoint)
+
+
 def describe(config: dict[str, Any], spec: dict[str, Any], parameters: int) -> str:
     """What a module is for, in a few words: model and size, data, input shape and outputs."""
     outputs = spec["num_classes"] if spec["task"] == "multiclass" else 1
@@ -132,22 +164,112 @@ def describe(config: dict[str, Any], spec: dict[str, Any], parameters: int) -> s
 
 
 def load_module(checkpoint: dict[str, Any], config: dict[str, Any] | None = None, spec: dict | None = None):
-    """The TrainingModule of a checkpoint, rebuilt from its stored config (or the given one) and loaded strictly."""
+    """The TrainingModule of a checkpoint (from read_checkpoint), rebuilt from its stored config (or the given
+    one) and loaded strictly.
+
+    The network is first built on the meta device, which allocates nothing, and its tensors' names, shapes
+    and dtypes compared with the file's: a crafted data spec or config asking for a huge network is refused
+    before any memory is taken, and the real module holds no more than the file's own weights.
+    """
     from dltrain.module import TrainingModule
 
     stored = checkpoint["hyper_parameters"]
+    state = checkpoint["state_dict"]
+    from_file = config is None
     config, spec = config or stored["config"], spec or stored["data_spec"]
-    module = TrainingModule(config, spec)
     try:
-        module.load_state_dict(checkpoint["state_dict"], strict=True)
-    except RuntimeError:
-        trained = sum(v.numel() for k, v in checkpoint["state_dict"].items() if k.startswith("model."))
-        asked = sum(p.numel() for p in module.model.parameters())
+        if from_file:
+            spec = _checked_spec(spec)
+            _check_sizes(config, state)
+            try:
+                check_config(OmegaConf.create(config))
+            except ConfigError as exc:
+                raise CheckpointError(f"the checkpoint's stored config is not valid: {exc}; refused") from None
+        with torch.device("meta"):
+            expected = TrainingModule(config, spec).state_dict()
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OmegaConfBaseException) as exc:
+        if not from_file:
+            raise
+        raise CheckpointError(f"the checkpoint's stored config or data spec is malformed ({type(exc).__name__}: "
+                              f"{one_line(exc)[:200]}); refused") from None
+    if set(expected) != set(state):
+        trained = sum(v.numel() for k, v in state.items() if k.startswith("model."))
+        asked = sum(v.numel() for k, v in expected.items() if k.startswith("model."))
+        if from_file:
+            raise CheckpointError(f"the checkpoint's weights do not fit the network its own config describes "
+                                  f"({describe(config, spec, asked)}); refused")
         raise CheckpointError(
             f"the checkpoint was trained for {describe(stored['config'], stored['data_spec'], trained)}, "
             f"but {describe(config, spec, asked)} was asked"
-        ) from None
+        )
+    for key, want in expected.items():
+        got = state[key]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            raise CheckpointError(
+                f"the checkpoint's {key} is a {got.dtype} tensor of shape {tuple(got.shape)}, but "
+                f"{describe(config, spec, sum(v.numel() for k, v in expected.items() if k.startswith('model.')))} "
+                f"has a {want.dtype} tensor of shape {tuple(want.shape)} there; refused")
+    module = TrainingModule(config, spec)
+    module.load_state_dict(state, strict=True)
     return module
+
+
+# A data spec read from a file: each field's type and the values it may hold.
+_KINDS = ("table", "image", "sequence")
+_MAX_INPUT_VALUES = 2**31  # values in one input row: far beyond any model dltrain builds
+
+
+def _checked_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's data spec, refused unless every field has the type and range training writes."""
+    def fail(field: str, expected: str) -> CheckpointError:
+        return CheckpointError(f"the checkpoint's data spec has {field}={spec.get(field)!r}: expected {expected}; "
+                               "refused")
+
+    fields = {f.name for f in dataclasses.fields(DataSpec)}
+    unknown = sorted(set(spec) - fields)
+    if unknown or not {"name", "task", "input_shape"} <= set(spec):
+        raise CheckpointError(f"the checkpoint's data spec has fields {sorted(spec)}: expected {sorted(fields)}; "
+                              "refused")
+    shape = spec["input_shape"]
+    if not isinstance(shape, (list, tuple)) or not 1 <= len(shape) <= 3 \
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape) \
+            or math.prod(shape) > _MAX_INPUT_VALUES:
+        raise fail("input_shape", f"1 to 3 positive sizes of at most {_MAX_INPUT_VALUES:,} values in all")
+    if spec["task"] not in TASKS:
+        raise fail("task", " | ".join(TASKS))
+    if spec.get("kind", "table") not in _KINDS:
+        raise fail("kind", " | ".join(_KINDS))
+    classes = spec.get("num_classes", 0)
+    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 0:
+        raise fail("num_classes", "an integer >= 0")
+    for field in ("target_mean", "target_std"):
+        value = spec.get(field, 0.0)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise fail(field, "a finite number")
+    names = spec.get("class_names")
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+        raise fail("class_names", "a list of strings or null")
+    weights = spec.get("class_weights")
+    if weights is not None and (not isinstance(weights, list) or len(weights) != classes
+                                or not all(isinstance(w, (int, float)) and math.isfinite(w) for w in weights)):
+        raise fail("class_weights", "null or one finite number per class")
+    if spec.get("encoder") is not None and not isinstance(spec["encoder"], dict):
+        raise fail("encoder", "a mapping or null")
+    return spec
+
+
+def _check_sizes(config: dict[str, Any], state: dict[str, torch.Tensor]) -> None:
+    """Refuse a model config asking for more than the file's weights hold: no size above their number of
+    values, no list of layer sizes longer than their number of tensors (building it would take the memory or
+    time a network that size takes, even on the meta device)."""
+    values, tensors = sum(t.numel() for t in state.values()), len(state)
+    for path, value in walk(config.get("model"), "model"):
+        if isinstance(value, int) and not isinstance(value, bool) and value > max(values, 1):
+            raise CheckpointError(f"the checkpoint's config has {path}={value}, more than the {values:,} weight "
+                                  "values it holds; refused")
+        if isinstance(value, list) and all(isinstance(v, int) for v in value) and len(value) > max(tensors, 1):
+            raise CheckpointError(f"the checkpoint's config has {len(value)} entries in {path}, more than the "
+                                  f"{tensors} weight tensors it holds; refused")
 
 
 class RngState(pl.Callback):

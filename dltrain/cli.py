@@ -38,7 +38,7 @@ def _train_job(cfg: DictConfig) -> dict | None:
         if cfg.resume:
             from dltrain.resume import resumed_config
 
-            cfg = resumed_config(run_dir, list(hydra_cfg.overrides.task))
+            cfg = resumed_config(run_dir, list(hydra_cfg.overrides.task), _config_dirs(hydra_cfg))
         check_config(cfg)  # before the heavy imports, so a config error answers at once
         from dltrain.distributed import ddp_job
 
@@ -64,6 +64,12 @@ def _train_job(cfg: DictConfig) -> dict | None:
         if in_sweep:
             return record_failure(run_dir, one_line(exc))
         sys.exit(EXIT_USER_ERROR)
+
+
+def _config_dirs(hydra_cfg: DictConfig) -> tuple[Path, ...]:
+    """The config folders of this command (the shipped one, and those the user named with --config-dir or
+    hydra.searchpath): their presets' callables are trusted."""
+    return tuple(Path(source.path) for source in hydra_cfg.runtime.config_sources if source.schema == "file")
 
 
 def _fail_if_sweep_jobs_failed() -> None:

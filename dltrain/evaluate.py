@@ -11,15 +11,18 @@ from typing import Any
 
 from dltrain.tools import run_tool
 
-KEYS = {"ckpt_path": None, "output": None, "split": "test"}
+KEYS = {"ckpt_path": None, "output": None, "split": "test", "trust": None}
 
 
-def evaluate(ckpt_path: str, split: str = "test", output: str | None = None) -> dict[str, Any]:
-    """Metrics of the checkpoint on its run's test (or val/train) split; written to `output`."""
+def evaluate(ckpt_path: str, split: str = "test", output: str | None = None, trust: str | None = None
+             ) -> dict[str, Any]:
+    """Metrics of the checkpoint on its run's test (or val/train) split; written to `output`.
+
+    The data is read as training read it, with no download: a checkpoint does not send for files."""
     import pytorch_lightning as pl
 
     from dltrain import console
-    from dltrain.checkpoints import checkpoint_and_run_dir, load_module, read_checkpoint
+    from dltrain.checkpoints import open_checkpoint
     from dltrain.data.datamodule import build_datamodule
     from dltrain.errors import ConfigError
     from dltrain.run_files import write_json
@@ -28,11 +31,10 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None) -> 
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split={split} is not a split: expected train, val or test")
     quiet_libraries()
-    path, run_dir = checkpoint_and_run_dir(ckpt_path)
-    checkpoint = read_checkpoint(path)
-    module = load_module(checkpoint)
+    path, run_dir, checkpoint, module = open_checkpoint(ckpt_path, trust)
     config = module.hparams.config
-    datamodule = build_datamodule(config["data"], config["seed"])
+    data = dict(config["data"]) | ({"download": False} if "download" in config["data"] else {})
+    datamodule = build_datamodule(data, config["seed"])
     trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False)
     loader = {"train": datamodule.train_dataloader, "val": datamodule.val_dataloader,

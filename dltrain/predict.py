@@ -12,7 +12,7 @@ import numpy as np
 
 from dltrain.tools import run_tool
 
-KEYS = {"ckpt_path": None, "input": None, "output": None, "batch_size": "1024"}
+KEYS = {"ckpt_path": None, "input": None, "output": None, "batch_size": "1024", "trust": None}
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 
 
@@ -45,10 +45,13 @@ def read_inputs(source: Path, spec) -> tuple[np.ndarray, dict[str, list]]:
     if source.suffix.lower() in (".npy", ".npz"):
         if not source.is_file():
             raise DataError(f"input: no such file {source}")
-        loaded = np.load(source, allow_pickle=False)
-        if isinstance(loaded, np.lib.npyio.NpzFile):  # the features are its first array
-            with loaded:
-                loaded = loaded[loaded.files[0]]
+        try:  # no pickles: an array of Python objects is refused, never unpickled
+            loaded = np.load(source, allow_pickle=False)
+            if isinstance(loaded, np.lib.npyio.NpzFile):  # the features are its first array
+                with loaded:
+                    loaded = loaded[loaded.files[0]]
+        except (OSError, ValueError) as exc:
+            raise DataError(f"input={source}: cannot be read as a numpy array file of numbers ({exc})") from None
         features = np.asarray(loaded, dtype=np.float32)
         if tuple(features.shape[1:]) != tuple(spec.input_shape):
             raise DataError(f"input={source} has rows of shape {tuple(features.shape[1:])}, but the checkpoint "
@@ -111,16 +114,17 @@ def labelled_predictions(module, dataset):
     return pd.concat([pd.DataFrame({"true": true}), prediction_table(module, dataset.features)], axis=1)
 
 
-def predict(ckpt_path: str, input: str, output: str | None = None, batch_size: str = "1024") -> Path:
+def predict(ckpt_path: str, input: str, output: str | None = None, batch_size: str = "1024",
+            trust: str | None = None) -> Path:
     """Write one prediction per input row or file to a CSV; returns its path."""
     import pandas as pd
     import torch
 
-    from dltrain.checkpoints import checkpoint_and_run_dir, load_module, read_checkpoint
+    from dltrain.checkpoints import open_checkpoint
     from dltrain.run_files import write_atomic
 
-    path, run_dir = checkpoint_and_run_dir(ckpt_path)
-    module = load_module(read_checkpoint(path)).eval()
+    path, run_dir, _, module = open_checkpoint(ckpt_path, trust)
+    module.eval()
     source = Path(input).expanduser()
     features, ids = read_inputs(source, module.spec)
     table = pd.concat([pd.DataFrame(ids), prediction_table(module, torch.from_numpy(features), int(batch_size))],

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from dltrain.distributed import launcher_rank, scratch_run_dir
-from dltrain.errors import ConfigError
+from dltrain.errors import ConfigError, one_line
+from dltrain.trust import check_stored_config, targets_of
 from dltrain.paths import config_dir
 
 RUNS = Path("outputs") / "runs"
@@ -57,14 +59,17 @@ def register_resolvers() -> None:
 # Top-level keys a resume keeps: chosen when the run started, they decide what it trains on and follows.
 FIXED_KEYS = ("seed", "monitor", "mode", "cv")
 # The data keys a resume may change: how batches are served and weighted, not which rows each split holds.
-OPEN_DATA_KEYS = ("batch_size", "num_workers", "pin_memory", "class_weights", "augment")
+OPEN_DATA_KEYS = ("batch_size", "num_workers", "pin_memory", "class_weights", "augment", "download")
 
 
-def resumed_config(run_dir: Path, overrides: list[str]) -> DictConfig:
+def resumed_config(run_dir: Path, overrides: list[str], config_dirs: tuple[Path, ...] = ()) -> DictConfig:
     """The run's stored config with this command's key=value overrides on top (e.g. trainer.max_epochs=50).
 
     Refused, as they make a new run: a whole config group (model=mlp), the seed (the data split and the
     first weights), the monitored metric, cross-validation, and data keys that change the rows or the split.
+    The stored config.yaml is data: it may name only callables that the presets (shipped, or in the user's
+    `config_dirs`) or this command line name (dltrain.trust), and it downloads nothing unless this command
+    says data.download=true.
     """
     changes = [o for o in overrides if not o.startswith("resume=")]
     groups = {path.name for path in config_dir().iterdir() if path.is_dir()}
@@ -82,8 +87,26 @@ def resumed_config(run_dir: Path, overrides: list[str]) -> DictConfig:
             continue
         raise ConfigError(f"resume continues the run's stored config; {change} would change {what}: start a new "
                           "run for that, or change other keys (e.g. trainer.max_epochs=50)")
-    stored = OmegaConf.load(run_dir / "config.yaml")
+    stored_file = run_dir / "config.yaml"
+    try:
+        stored = OmegaConf.load(stored_file)
+    except FileNotFoundError:
+        raise ConfigError(f"resume={run_dir}: the run has no config.yaml, so what it trained cannot be known; "
+                          "start a new run") from None
+    except (OSError, OmegaConfBaseException, ValueError) as exc:
+        raise ConfigError(f"resume={run_dir}: {stored_file} is not a readable config ({one_line(exc)[:200]})"
+                          ) from None
+    # key=value changes keys the run has; +key=value adds one (as on a first start: +callbacks.x._target_=...)
+    given = OmegaConf.from_dotlist([c for c in changes if not c.startswith("+")])
+    added = OmegaConf.from_dotlist([c.lstrip("+") for c in changes if c.startswith("+")])
+    check_stored_config(OmegaConf.to_container(stored, resolve=False), stored_file,
+                        trusted=targets_of(OmegaConf.to_container(OmegaConf.merge(given, added), resolve=False)),
+                        config_dirs=config_dirs)
+    if OmegaConf.select(stored, "data.download", default=None):
+        stored.data.download = False
     OmegaConf.set_struct(stored, True)
-    merged = OmegaConf.merge(stored, OmegaConf.from_dotlist(changes))
+    merged = OmegaConf.merge(stored, given)
+    with open_dict(merged):
+        merged.merge_with(added)
     merged.resume = str(run_dir)
     return merged

@@ -32,6 +32,7 @@ from dltrain.losses import loss_name
 from dltrain.models.summary import network_summary
 from dltrain.module import TrainingModule
 from dltrain.run_files import remove_unfinished_writes, write_atomic, write_json
+from dltrain.trust import targets_of
 
 log = logging.getLogger("dltrain")
 
@@ -176,14 +177,14 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)
-    if rank_zero:
-        write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(config))
     last = last_checkpoint_file(run_dir)
-    if resume:  # refuse an unsafe or corrupt checkpoint before anything else
-        resumed = read_checkpoint(last)
+    if resume:  # refuse an unsafe or corrupt checkpoint before anything else is built or written
+        resumed = read_checkpoint(last, trusted=targets_of(config))
         if rank_zero:
             for unfinished in (*remove_unfinished_writes(run_dir), *remove_unfinished_writes(last.parent)):
                 log.info(f"removed {unfinished}, a write the stopped run left unfinished")
+    if rank_zero:
+        write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(config))
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(config["data"], cfg.seed, *((fold.data, fold.rows) if fold else ()),

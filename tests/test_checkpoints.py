@@ -31,9 +31,10 @@ def tool(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("name, flag, keys", [
-    ("dltrain-eval", "--help", ["ckpt_path   required", "output      optional", "split       default: test"]),
+    ("dltrain-eval", "--help", ["ckpt_path   required", "output      optional", "split       default: test",
+                                 "trust       optional"]),
     ("dltrain-predict", "-h", ["ckpt_path   required", "input       required", "output      optional",
-                               "batch_size  default: 1024"]),
+                               "batch_size  default: 1024", "trust       optional"]),
 ])
 def test_eval_and_predict_answer_help_with_their_usage_and_keys(tmp_path, name, flag, keys):
     proc = tool(name, flag, cwd=tmp_path)
@@ -191,7 +192,7 @@ def test_resume_takes_key_overrides_but_not_a_group_the_seed_the_monitor_or_the_
     from dltrain.errors import ConfigError
     from dltrain.resume import resumed_config
 
-    OmegaConf.save(load_config(["model=mlp"]), tmp_path / "config.yaml")
+    OmegaConf.save(load_config(["model=mlp"]), tmp_path / "config.yaml", resolve=True)  # as a run writes it
     merged = resumed_config(tmp_path, ["resume=last", "trainer.max_epochs=50", "checkpoint_interval_s=0",
                                        "batches_per_call=1", "optimizer.lr=0.01", "data.batch_size=32"])
     assert (merged.trainer.max_epochs, merged.checkpoint_interval_s, merged.batches_per_call) == (50, 0, 1)

@@ -95,18 +95,22 @@ def test_mnist_files_are_read_by_torchvision_and_keep_their_test_split(run, tmp_
     assert results["data"] == name
 
 
-def test_cifar10_batches_are_read_by_torchvision(tmp_path, monkeypatch):
+def test_cifar10_batches_are_read_as_torchvision_reads_them_without_unpickling_code(tmp_path, monkeypatch):
     import os
 
-    from torchvision.datasets import cifar
+    from torchvision.datasets import CIFAR10, cifar
 
     write_cifar10(tmp_path)
-    # torchvision checks the official files' MD5 sums, which generated files cannot match: check only that
-    # each file exists. The reading and unpickling of the batches is torchvision's own.
-    monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: os.path.isfile(path))
     module = datamodule("data=cifar10", f"data.root={tmp_path}")
     assert module.spec.input_shape == (3, 32, 32) and len(module.test_set) == 20
     assert module.spec.class_names[0] == "class0"
+    # torchvision's own reader (which unpickles anything) sees the same images and labels; it checks the
+    # official files' MD5 sums, which generated files cannot match: here it checks only that each file exists.
+    monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: os.path.isfile(path))
+    theirs = CIFAR10(str(tmp_path), train=False)
+    expected = torch.from_numpy(theirs.data.transpose(0, 3, 1, 2) / np.float32(255))
+    assert torch.equal(module.test_set.features, expected.float())
+    assert module.test_set.targets.tolist() == theirs.targets
 
 
 def test_missing_torchvision_files_say_where_and_how(tmp_path):

@@ -81,6 +81,8 @@ def array_files(
     if len(features) != len(targets):
         raise DataError(f"{file}: {len(features)} feature rows but {len(targets)} targets; they must match")
     encoded, task, class_names = encode_targets(pd.Series(targets.reshape(len(targets))), task, str(file))
+    if not (np.issubdtype(features.dtype, np.number) or np.issubdtype(features.dtype, np.bool_)):
+        raise DataError(f"{file}: the features are of dtype {features.dtype}; expected numbers")
     features = features.astype(np.float32)
     kind = kind_of(features)
     return ArrayData(file.stem, as_frame(features) if kind == TABLE else features, encoded, task, kind,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -31,16 +34,28 @@ def image_transform(image_size: list[int], channels: int):
 
 
 def load_images(files: list[str], transform, channels: int, image_size: list[int]) -> np.ndarray:
-    """The images of `files` as one (N, C, H, W) float32 array; an unreadable file is named."""
-    from PIL import UnidentifiedImageError
+    """The images of `files` as one (N, C, H, W) float32 array; an unreadable file is named.
+
+    Read by pillow with its decompression-bomb limit on, and past it refused: an image over
+    Image.MAX_IMAGE_PIXELS (pillow only warns between one and two times the limit) would take gigabytes.
+    """
+    from PIL import Image, UnidentifiedImageError
     from torchvision.datasets.folder import default_loader
 
+    if Image.MAX_IMAGE_PIXELS is None:  # switched off by some library: back to pillow's own limit
+        Image.MAX_IMAGE_PIXELS = int(1024 * 1024 * 1024 // 4 // 3)
     images = np.empty((len(files), channels, *image_size), dtype=np.float32)
-    for i, file in enumerate(files):
-        try:
-            images[i] = transform(default_loader(file)).numpy()
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"{file}: not a readable image ({type(exc).__name__}); remove or replace it") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        for i, file in enumerate(files):
+            try:
+                images[i] = transform(default_loader(file)).numpy()
+            except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+                raise DataError(f"{file}: refused, an image larger than pillow's limit of "
+                                f"{Image.MAX_IMAGE_PIXELS:,} pixels ({exc}); shrink or remove it") from None
+            except (UnidentifiedImageError, OSError) as exc:
+                raise DataError(f"{file}: not a readable image ({type(exc).__name__}); remove or replace it"
+                                ) from None
     return images
 
 
@@ -73,7 +88,10 @@ def vision_set(name: str, root: str, download: bool = False) -> ArrayData:
     parts = []
     for train in (True, False):
         try:
-            parts.append(getattr(datasets, class_name)(str(base), train=train, download=download))
+            if name == "cifar10":
+                parts.append(_cifar10(base, train, download))
+            else:
+                parts.append(getattr(datasets, class_name)(str(base), train=train, download=download))
         except RuntimeError as exc:
             if download:
                 raise DataError(f"data={name}: download into {base} failed ({exc})") from None
@@ -90,3 +108,59 @@ def vision_set(name: str, root: str, download: bool = False) -> ArrayData:
     targets = np.concatenate([np.asarray(p.targets, dtype=np.int64) for p in parts])
     split = np.concatenate([np.full(len(parts[0].targets), TRAIN), np.full(len(parts[1].targets), TEST)])
     return ArrayData(name, features, targets, MULTICLASS, IMAGE, split=split, class_names=list(parts[0].classes))
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles containers, bytes and numpy arrays, and refuses every other global: CIFAR-10's python
+    batches are pickles, which torchvision's CIFAR10 unpickles in full (any code a crafted file names would
+    run). The restriction is the one the Python docs give ("Restricting Globals")."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+               *((package, name) for package in ("numpy.core.multiarray", "numpy._core.multiarray")
+                 for name in ("_reconstruct", "scalar")),
+               *((package, "_frombuffer") for package in ("numpy.core.numeric", "numpy._core.numeric"))}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it names {module}.{name}, which is not an array")
+
+
+def _unpickle_arrays(file: Path) -> dict:
+    """A CIFAR-10 batch file's dict of arrays and lists, read by _ArraysOnly."""
+    try:
+        with file.open("rb") as handle:
+            entry = _ArraysOnly(handle, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+        raise DataError(f"{file}: refused, not a CIFAR-10 batch of arrays ({exc}); replace it with the "
+                        "official file") from None
+    if not isinstance(entry, dict):
+        raise DataError(f"{file}: refused, not a CIFAR-10 batch (a {type(entry).__name__} where a dict belongs)")
+    return entry
+
+
+def _cifar10(base: Path, train: bool, download: bool) -> SimpleNamespace:
+    """CIFAR-10's train or test part from torchvision's layout under `base` (downloaded there with
+    torchvision's own utility when asked), as torchvision's CIFAR10 holds it: data (N, 32, 32, 3) uint8,
+    targets and classes. A missing file raises RuntimeError, as torchvision does."""
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    folder = base / CIFAR10.base_folder
+    files = [folder / name for name, _ in (CIFAR10.train_list if train else CIFAR10.test_list)]
+    meta = folder / CIFAR10.meta["filename"]
+    if download and not all(f.is_file() for f in (*files, meta)):
+        download_and_extract_archive(CIFAR10.url, str(base), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5)
+    missing = [f for f in (*files, meta) if not f.is_file()]
+    if missing:
+        raise RuntimeError(f"{missing[0]} not found")
+    data, targets = [], []
+    for file in files:
+        entry = _unpickle_arrays(file)
+        try:
+            data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            targets.extend(int(t) for t in entry.get("labels", entry.get("fine_labels", [])))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise DataError(f"{file}: not a CIFAR-10 batch ({type(exc).__name__}: {exc})") from None
+    classes = [str(c) for c in _unpickle_arrays(meta).get(CIFAR10.meta["key"], [])]
+    return SimpleNamespace(data=np.vstack(data).transpose(0, 2, 3, 1), targets=targets, classes=classes)
