@@ -214,6 +214,63 @@ def load_module(checkpoint: dict[str, Any], config: dict[str, Any] | None = None
     return module
 
 
+def check_training_state(checkpoint: dict[str, Any], module: pl.LightningModule, optimizer_factory: Any,
+                         path: Path) -> None:
+    """Refuse a checkpoint to resume from whose training state (what Lightning restores beside the weights:
+    counters, loops, callbacks, optimizer state) is not of the kinds Lightning and torch write, before
+    training starts: a crafted one would otherwise fail inside Lightning's restore or at the first step.
+
+    The optimizer's state is compared with that of a probe: the same optimizer, one step on a one-value
+    parameter, gives each parameter's state keys, and which of them are per-value tensors (the parameter's
+    shape) or scalars.
+    """
+    def fail(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: {what}; refused (resume needs a checkpoint dltrain wrote)")
+
+    for key in ("epoch", "global_step"):
+        value = checkpoint.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise fail(f"{key}={value!r} is not a count (an integer >= 0)")
+    for key, kind in (("loops", dict), ("callbacks", dict), ("optimizer_states", list), ("lr_schedulers", list)):
+        if not isinstance(checkpoint.get(key), kind):
+            raise fail(f"{key} is a {type(checkpoint.get(key)).__name__}, not a {kind.__name__}")
+    rng = checkpoint["callbacks"].get("RngState", {}).get("torch")
+    if rng is not None and not (isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8
+                                and rng.shape == torch.get_rng_state().shape):
+        raise fail("its random generator state is not a generator state of torch")
+    probe = torch.nn.Parameter(torch.zeros(1))
+    probe_optimizer = optimizer_factory([probe])
+    probe.grad = torch.zeros(1)
+    probe_optimizer.step()
+    expected = dict(probe_optimizer.state[probe])
+    shapes = [p.shape for p in module.parameters()]
+    for state in checkpoint["optimizer_states"]:
+        groups = state.get("param_groups") if isinstance(state, dict) else None
+        if not isinstance(groups, list) or not isinstance(state.get("state"), dict) or not all(
+                isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):
+            raise fail("its optimizer state is not torch's (state and param_groups)")
+        ids = [i for group in groups for i in group["params"]]
+        if sorted(ids) != list(range(len(shapes))):
+            raise fail(f"its optimizer state holds {len(ids)} parameters, the network {len(shapes)}")
+        for index, entry in state["state"].items():
+            if index not in ids or not isinstance(entry, dict) or set(entry) != set(expected):
+                raise fail(f"the optimizer state of parameter {index!r} is not that of this optimizer "
+                           f"(expected {', '.join(sorted(expected))})")
+            for key, value in entry.items():
+                if not _like_probe(value, expected[key], shapes[index]):
+                    raise fail(f"the optimizer's {key} of parameter {index} is not of the kind and shape it needs")
+
+
+def _like_probe(value: Any, probe: Any, shape: torch.Size) -> bool:
+    """Whether an optimizer state value is of the probe's kind: None, a number, a scalar tensor, or (where the
+    probe's is a one-value tensor) a tensor of its parameter's shape."""
+    if probe is None or not isinstance(probe, torch.Tensor):
+        return value is None if probe is None else isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not isinstance(value, torch.Tensor):
+        return False
+    return value.dim() == 0 if probe.dim() == 0 else value.shape == shape
+
+
 # A data spec read from a file: each field's type and the values it may hold.
 _KINDS = ("table", "image", "sequence")
 _MAX_INPUT_VALUES = 2**31  # values in one input row: far beyond any model dltrain builds

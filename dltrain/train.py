@@ -20,8 +20,8 @@ from pytorch_lightning.loggers import Logger, MLFlowLogger
 
 from dltrain import console
 from dltrain.callbacks import EpochMetricsCSV
-from dltrain.checkpoints import (AtomicCheckpointIO, InterruptCheckpoint, RngState, last_checkpoint_file, load_module,
-                                 read_checkpoint)
+from dltrain.checkpoints import (AtomicCheckpointIO, InterruptCheckpoint, RngState, check_training_state,
+                                 last_checkpoint_file, load_module, read_checkpoint)
 from dltrain.config_check import check_config
 from dltrain.data.datamodule import build_datamodule
 from dltrain.data.folds import Fold
@@ -180,10 +180,7 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple
     last = last_checkpoint_file(run_dir)
     if resume:  # refuse an unsafe or corrupt checkpoint before anything else is built or written
         resumed = read_checkpoint(last, trusted=targets_of(config))
-        if rank_zero:
-            for unfinished in (*remove_unfinished_writes(run_dir), *remove_unfinished_writes(last.parent)):
-                log.info(f"removed {unfinished}, a write the stopped run left unfinished")
-    if rank_zero:
+    if rank_zero and not resume:
         write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(config))
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -192,8 +189,12 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple
     module = TrainingModule(config, datamodule.spec.to_dict())
     if resume:  # refuse a checkpoint of another model or data shape in one line, then continue its metrics
         load_module(resumed, config, datamodule.spec.to_dict())
+        check_training_state(resumed, module, build(config["optimizer"], "optimizer"), last)
         epochs_done = resumed["epoch"] + 1
-        if rank_zero:
+        if rank_zero:  # the run's files change only once the checkpoint is known to be resumable
+            for unfinished in (*remove_unfinished_writes(run_dir), *remove_unfinished_writes(last.parent)):
+                log.info(f"removed {unfinished}, a write the stopped run left unfinished")
+            write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(config))
             _drop_metrics_from(run_dir / "metrics.csv", epochs_done)
     summary = network_summary(module.model, datamodule.spec.input_shape)
     if rank_zero:

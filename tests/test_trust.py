@@ -328,3 +328,37 @@ def test_a_normal_checkpoint_of_every_preset_evaluates_predicts_and_resumes(tmp_
     assert len(predictions.read_text().splitlines()) == 5
     resumed = train(resumed_config(run_dir, ["trainer.max_epochs=3"]), run_dir, resume=True)
     assert (resumed["status"], resumed["epochs_run"]) == ("completed", 3)
+
+
+RESUME_STATES = {
+    "counters": (lambda c: _set(c, "epoch", "one"), "epoch='one' is not a count"),
+    "loops": (lambda c: _set(c, "loops", 7), "loops is a int, not a dict"),
+    "optimizer keys": (lambda c: _set(c["optimizer_states"][0], "state", {0: {"exp_avg": 5}}),
+                       "the optimizer state of parameter 0 is not that of this optimizer"),
+    "optimizer shapes": (lambda c: _set(c["optimizer_states"][0]["state"][0], "exp_avg", torch.zeros(3)),
+                         "the optimizer's exp_avg of parameter 0 is not of the kind and shape it needs"),
+    "generator": (lambda c: _set(c["callbacks"], "RngState", {"torch": torch.zeros(3)}),
+                  "its random generator state is not a generator state of torch"),
+}
+
+
+@pytest.mark.parametrize("kind", RESUME_STATES)
+def test_resume_refuses_a_crafted_training_state_before_training(trained, tmp_path, kind):
+    edit, expected = RESUME_STATES[kind]
+    run_dir = crafted_run(trained, tmp_path)
+    edited(trained, run_dir / "checkpoints" / "last.ckpt", edit)
+    before = files(run_dir)
+    proc = dltrain_command(f"resume={run_dir}", "trainer.max_epochs=3", cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert expected in proc.stderr and "refused (resume needs a checkpoint dltrain wrote)" in proc.stderr
+    assert files(run_dir) == before
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta"])
+def test_a_normal_checkpoint_of_every_optimizer_resumes(tmp_path, optimizer):
+    from dltrain.resume import resumed_config
+
+    run_dir = tmp_path / "run"
+    train(load_config(FAST + ["model=mlp", f"optimizer={optimizer}", "trainer.max_epochs=1"]), run_dir)
+    resumed = train(resumed_config(run_dir, ["trainer.max_epochs=2"]), run_dir, resume=True)
+    assert (resumed["status"], resumed["epochs_run"]) == ("completed", 2)
