@@ -18,6 +18,8 @@ class EpochMetricsCSV(pl.Callback):
 
     Lightning's CSVLogger writes a row per logging call, so train and validation values land on
     separate rows; a table of one row per epoch is what users read and what the plots are drawn from.
+    The header holds every column the module can log (TrainingModule.epoch_columns), written with the first
+    row: an epoch without validation (trainer.check_val_every_n_epoch) leaves its cells empty.
     """
 
     def __init__(self, path: Path) -> None:
@@ -32,13 +34,16 @@ class EpochMetricsCSV(pl.Callback):
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train_", "val_"))}
-        row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
-        row |= dict(sorted(metrics.items()))
-        row["lr"] = self._epoch_lr
-        row["epoch_time_s"] = round(time.perf_counter() - self._epoch_start, 4)
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step, **metrics, "lr": self._epoch_lr,
+               "epoch_time_s": round(time.perf_counter() - self._epoch_start, 4)}
         new_file = not self.path.exists() or self.path.stat().st_size == 0
+        if new_file:
+            columns = ["epoch", "step", *pl_module.epoch_columns(), "lr", "epoch_time_s"]
+        else:  # a resumed run goes on with the header its file has
+            with self.path.open(newline="") as handle:
+                columns = next(csv.reader(handle))
         with self.path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row))
+            writer = csv.DictWriter(handle, fieldnames=columns, restval="", extrasaction="ignore")
             if new_file:
                 writer.writeheader()
             writer.writerow(row)

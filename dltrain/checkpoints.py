@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import os
 import pickle
 import signal
-import time
 from pathlib import Path
 from collections.abc import Iterable
 from typing import Any
@@ -34,67 +32,13 @@ class CheckpointError(UserError):
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Saves to a temporary file beside the target and renames it into place: never a truncated checkpoint.
 
-    Not synced to disk: two saves an epoch would pay an fsync each, and after a power cut a checkpoint that
-    did not reach the disk is refused as truncated when loaded, never used half-written.
-
-    Files are written at most every `min_interval_s` seconds. A save due sooner, of a file already on disk,
-    is held in memory as a copy (the newest for each file) and written with the next one that is due, or at
-    teardown: the end of fit or test, an interrupt, a failure. Writing a checkpoint costs milliseconds, as
-    much as a small model's whole epoch; holding it costs a copy. A killed process loses at most
-    `min_interval_s` of training, and a resume goes on from the last.ckpt on disk. Under DDP every save is
-    written at once: the other processes load the best checkpoint for the test straight after fit, and only
-    a save's own barrier makes them wait for it.
+    Every save is written when Lightning asks for it, so once an epoch has ended best.ckpt and last.ckpt on
+    disk are that epoch's. Not synced to disk: two saves an epoch would pay an fsync each, and after a power
+    cut a checkpoint that did not reach the disk is refused as truncated when loaded, never used half-written.
     """
-
-    def __init__(self, min_interval_s: float = 0.0) -> None:
-        super().__init__()
-        self.min_interval_s = min_interval_s
-        self._held: dict[Path, dict[str, Any]] = {}
-        self._written_at = -math.inf
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        path = Path(path)
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        if distributed or not path.exists() or time.monotonic() - self._written_at >= self.min_interval_s:
-            self._held[path] = checkpoint
-            self.flush()
-            return
-        # a copy as of now: training goes on changing the weights and optimizer state in place
-        self._held[path] = _snapshot(checkpoint)
-
-    def flush(self) -> None:
-        """Write every checkpoint held (in the order they were first saved)."""
-        held, self._held = self._held, {}
-        for path, checkpoint in held.items():
-            write_with(path, lambda handle: torch.save(checkpoint, handle), sync=False)
-        self._written_at = time.monotonic()
-
-    def remove_checkpoint(self, path: str | Path) -> None:
-        self._held.pop(Path(path), None)
-        super().remove_checkpoint(path)
-
-    def teardown(self) -> None:
-        self.flush()
-
-
-def _snapshot(value: Any) -> Any:
-    """A checkpoint as of now: its dicts, lists and tuples rebuilt, its tensors cloned, other values shared.
-
-    What lightning_utilities' apply_to_collection(checkpoint, Tensor, clone) makes, at a quarter of its cost
-    here (0.5 against 1.8 ms a checkpoint, a save or two every epoch): that tests every value for a
-    dataclass and a namedtuple and rebuilds each mapping through an OrderedDict.
-    """
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, dict):
-        copied = copy.copy(value)  # keeps the mapping's type and attributes (a state_dict's _metadata)
-        for key, item in value.items():
-            copied[key] = _snapshot(item)
-        return copied
-    if isinstance(value, (list, tuple)):
-        items = [_snapshot(item) for item in value]
-        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
-    return value
+        write_with(Path(path), lambda handle: torch.save(checkpoint, handle), sync=False)
 
 
 def read_checkpoint(path: str | Path, trusted: Iterable[str] = (), config_dirs: Iterable[Path] = ()) -> dict[str, Any]:

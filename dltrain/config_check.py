@@ -36,8 +36,6 @@ COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotu
 # key -> (test, what a right value looks like)
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
-    "batches_per_call": (lambda v: _integer(v) and v > 0, "an integer > 0"),
-    "checkpoint_interval_s": (lambda v: _number(v) and v >= 0, "a number of seconds >= 0"),
     "mode": (lambda v: v in ("min", "max"), "min or max"),
     "compile.enabled": (lambda v: isinstance(v, bool), "true or false"),
     "compile.backend": (lambda v: isinstance(v, str) and v != "", "a torch.compile backend, e.g. inductor"),

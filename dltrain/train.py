@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import Logger, MLFlowLogger
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from dltrain import console
 from dltrain.callbacks import EpochMetricsCSV
@@ -26,7 +27,7 @@ from dltrain.config_check import check_config
 from dltrain.data.datamodule import build_datamodule
 from dltrain.data.folds import Fold
 from dltrain.distributed import is_rank_zero
-from dltrain.errors import ConfigError, RunInterrupted, RunStopped, TrainingDiverged
+from dltrain.errors import ConfigError, RunInterrupted, RunStopped, TrainingDiverged, one_line
 from dltrain.instantiate import build
 from dltrain.losses import loss_name
 from dltrain.models.summary import network_summary
@@ -75,8 +76,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, added: list[pl.Callback]) ->
     for name, cb_cfg in cfg.callbacks.items():
         if cb_cfg is None:
             continue
-        extra = {"dirpath": str(run_dir / "checkpoints")} if name in ("model_checkpoint", "last_checkpoint") else {}
-        callbacks.append(build(cb_cfg, f"callbacks.{name}", **extra))
+        callbacks.append(build(cb_cfg, f"callbacks.{name}", **_checkpoint_dir(cb_cfg, run_dir)))
     callbacks += [
         EpochMetricsCSV(run_dir / "metrics.csv"),
         RngState(),
@@ -86,6 +86,21 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, added: list[pl.Callback]) ->
     if sys.stdout.isatty():  # a live bar in a terminal; elsewhere (CI logs) one line per epoch is enough
         callbacks.append(RichProgressBar())
     return callbacks
+
+
+def _checkpoint_dir(cb_cfg: DictConfig, run_dir: Path) -> dict[str, str]:
+    """dirpath=<run>/checkpoints for a ModelCheckpoint configured without one (Lightning would put its files
+    under the logger's version folder, or beside the run)."""
+    from hydra.utils import get_class
+
+    target = cb_cfg.get("_target_")
+    if not target or cb_cfg.get("dirpath") is not None:
+        return {}
+    try:
+        is_checkpoint = issubclass(get_class(target), ModelCheckpoint)
+    except (ImportError, ValueError, TypeError, AttributeError):  # not a class: build() names the problem
+        return {}
+    return {"dirpath": str(run_dir / "checkpoints")} if is_checkpoint else {}
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
@@ -113,7 +128,7 @@ def logger_locations(cfg: DictConfig, loggers: list[Logger]) -> dict[str, str]:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], run_dir: Path, loggers: list[Logger]) -> pl.Trainer:
-    """The configured Trainer; gradient clipping is left to the module (TrainingModule optimizes manually).
+    """The configured Trainer, every trainer.* key passed to it as Lightning documents it.
 
     Checkpointing is on only where a checkpoint callback is configured: with both set to null Lightning would
     otherwise add its own, writing checkpoints/epoch=N-step=M.ckpt that results.json knows nothing of.
@@ -127,9 +142,23 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], run_dir: Path, 
         enable_progress_bar=sys.stdout.isatty(),
         enable_model_summary=False,
         enable_checkpointing=any(isinstance(callback, ModelCheckpoint) for callback in callbacks),
-        plugins=[AtomicCheckpointIO(cfg.checkpoint_interval_s)],
-        gradient_clip_val=None,
+        plugins=[AtomicCheckpointIO()],
     )
+
+
+def check_trainer_arguments(trainer_cfg: DictConfig) -> None:
+    """Refuse, before the data loads, a trainer.* key that Lightning's Trainer does not take, naming the
+    closest argument it does take (Lightning would say only that __init__ got an unexpected keyword)."""
+    import difflib
+    import inspect
+
+    taken = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+    for key in trainer_cfg:
+        if key.startswith("_") or key in taken:
+            continue
+        close = difflib.get_close_matches(key, sorted(taken), n=1)
+        hint = f"did you mean trainer.{close[0]}?" if close else "see Lightning's Trainer documentation"
+        raise ConfigError(f"trainer.{key} is not an argument of Lightning's Trainer: {hint}")
 
 
 def check_gpus(trainer_cfg: DictConfig) -> None:
@@ -150,15 +179,6 @@ def check_gpus(trainer_cfg: DictConfig) -> None:
                           "takes a GPU where there is one")
 
 
-def batches_per_call(cfg: DictConfig) -> int:
-    """cfg.batches_per_call, or 1 where the trainer counts training batches itself (limit_train_batches,
-    max_steps, val_check_interval), since it would count each call's group as one batch."""
-    trainer = cfg.trainer
-    whole = all(trainer.get(key) is None or (isinstance(trainer.get(key), float) and trainer.get(key) == 1.0)
-                for key in ("limit_train_batches", "val_check_interval"))
-    return cfg.batches_per_call if whole and trainer.get("max_steps") in (None, -1) else 1
-
-
 def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple[pl.Callback, ...] = (),
           fold: Fold | None = None) -> dict[str, Any]:
     """Train, test the best checkpoint, and write config, metrics, checkpoints and results into run_dir.
@@ -170,6 +190,7 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple
     started = time.perf_counter()
     check_config(cfg)
     check_gpus(cfg.trainer)
+    check_trainer_arguments(cfg.trainer)
     quiet_libraries()
     rank_zero = is_rank_zero()  # under DDP only rank zero writes files and talks; the others train
     if not rank_zero:
@@ -184,8 +205,7 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple
         write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(config))
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = build_datamodule(config["data"], cfg.seed, *((fold.data, fold.rows) if fold else ()),
-                                  batches_per_call=batches_per_call(cfg))
+    datamodule = build_datamodule(config["data"], cfg.seed, *((fold.data, fold.rows) if fold else ()))
     module = TrainingModule(config, datamodule.spec.to_dict())
     if resume:  # refuse a checkpoint of another model or data shape in one line, then continue its metrics
         load_module(resumed, config, datamodule.spec.to_dict())
@@ -220,6 +240,8 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple
 
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None, weights_only=True)
+    except MisconfigurationException as exc:  # Lightning's word for a setup it refuses: the user's to change
+        raise ConfigError(f"Lightning refuses this set-up: {one_line(exc)}") from None
     except RunStopped as exc:
         stopped = results(exc.status, val=_val_metrics(trainer), reason=str(exc))
         log.info(f"run stopped: {exc}")
@@ -239,10 +261,14 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple
 
     val = _best_epoch_val_metrics(run_dir / "metrics.csv", cfg.monitor, cfg.mode) if rank_zero else {}
     checkpoint = best_checkpoint(trainer)
-    tested = trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path if checkpoint else None,
-                          verbose=False, weights_only=True)
+    best_path = checkpoint.best_model_path if checkpoint else ""
+    # No best checkpoint (a fast_dev_run writes none, or checkpoints are off): the weights training ended with.
+    tested = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False,
+                          weights_only=True)
     plots = _predictions_and_plots(module, datamodule, run_dir) if rank_zero else []
     final = results("completed", val=val, test={k: float(v) for k, v in sorted(tested[0].items())},
+                    tested="best checkpoint" if best_path else "final weights (no best checkpoint was written"
+                    + (": fast_dev_run)" if trainer.fast_dev_run else ")"),
                     plots=[_relative(str(p), run_dir) for p in plots])
     if rank_zero:
         console.show_results(final, run_dir)

@@ -95,50 +95,6 @@ def test_gradient_clipping_bounds_every_update(run):
     assert read_metrics(plain_dir)[1]["train_loss"] < clipped[1] - 0.5
 
 
-@pytest.mark.parametrize("overrides", [
-    ["model=mlp", "scheduler=onecycle", "trainer.gradient_clip_val=0.5", "regularization.l1=1e-4"],
-    ["model=cnn", "scheduler=step", "scheduler.scheduler.step_size=1", "data.augment.noise=0.1"],
-])
-def test_batches_per_call_changes_the_speed_not_the_training(run, overrides):
-    """A group of batches per training_step call trains exactly as one batch per call: same batches, same
-    updates, same per-step schedule (one-cycle raises if its step count were short), same clipping."""
-    common = [*overrides, "data.batch_size=32", *NO_EARLY_STOP]
-    one_dir, one = run([*common, "batches_per_call=1"])
-    grouped_dir, grouped = run([*common, "batches_per_call=7"])
-    keys = ("step", "lr", "train_loss", "val_loss")
-    assert [[row[k] for k in keys] for row in read_metrics(grouped_dir)] == [
-        pytest.approx([row[k] for k in keys], rel=1e-5) for row in read_metrics(one_dir)]
-    assert grouped["test"] == pytest.approx(one["test"], rel=1e-5)
-
-
-def test_updates_train_alike_with_and_without_lightnings_per_step_hooks(tmp_path):
-    """With no callback listening to the per-step hooks, updates skip Lightning's per-step layers; with one
-    listening (here to on_after_backward), they go through them and it is called at every update. Same
-    training, same step count either way."""
-    import pytorch_lightning as pl
-
-    from dltrain.config import load_config
-    from dltrain.train import train
-
-    class Listener(pl.Callback):
-        calls = 0
-
-        def on_after_backward(self, trainer, pl_module):
-            self.calls += 1
-
-    overrides = [*FAST, "model=mlp", "scheduler=onecycle", "trainer.gradient_clip_val=0.5", "data.batch_size=32",
-                 *NO_EARLY_STOP]
-    direct = train(load_config(overrides), tmp_path / "direct")
-    listener = Listener()
-    hooked = train(load_config(overrides), tmp_path / "hooked", callbacks=(listener,))
-    keys = ("step", "lr", "train_loss", "val_loss")
-    direct_rows, hooked_rows = read_metrics(tmp_path / "direct"), read_metrics(tmp_path / "hooked")
-    assert [[row[k] for k in keys] for row in direct_rows] == [
-        pytest.approx([row[k] for k in keys], rel=1e-6) for row in hooked_rows]
-    assert direct["test"] == pytest.approx(hooked["test"], rel=1e-6)
-    assert listener.calls == direct_rows[-1]["step"] == 2 * 40  # 2 epochs of 1257 training rows of digits in 32s
-
-
 def test_a_compiled_model_trains_alike_and_keeps_its_checkpoint_keys(run):
     """compile.enabled traces the model with torch.compile (the quick eager backend here): same training,
     same state_dict keys in the checkpoints; an unknown backend is refused naming the known ones."""

@@ -24,12 +24,7 @@ Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # row indices of train, valida
 
 
 class ArrayDataModule(pl.LightningDataModule):
-    """Train, validation and test splits of an ArrayData, as whole tensors sliced into batches.
-
-    The loaders serve `batches_per_call` batches at once: the training step splits them into batch_size
-    batches again (TrainingModule.training_step), and evaluation, where the batch size changes nothing
-    but the speed, takes them whole.
-    """
+    """Train, validation and test splits of an ArrayData, as whole tensors sliced into batches."""
 
     def __init__(
         self,
@@ -42,11 +37,10 @@ class ArrayDataModule(pl.LightningDataModule):
         pin_memory: bool | str = "auto",
         class_weights: str | list[float] | None = None,
         rows: Rows | None = None,
-        batches_per_call: int = 1,
     ) -> None:
         """`rows` fixes the three parts (a cross-validation fold); by default they are drawn by split_rows."""
         super().__init__()
-        self.batch_size, self.num_workers, self.batches_per_call = batch_size, num_workers, batches_per_call
+        self.batch_size, self.num_workers = batch_size, num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
         train, val, test = rows if rows is not None else split_rows(data, val_fraction, test_fraction, seed)
         encoder = None
@@ -90,7 +84,7 @@ class ArrayDataModule(pl.LightningDataModule):
             sampler = SequentialSampler(dataset)
         return DataLoader(
             dataset,
-            batch_sampler=TensorBatchSampler(sampler, self.batch_size * self.batches_per_call, drop_last=False),
+            batch_sampler=TensorBatchSampler(sampler, self.batch_size, drop_last=False),
             collate_fn=keep_batch,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
@@ -174,8 +168,7 @@ def load_data(data_cfg: dict[str, Any]) -> ArrayData:
 
 
 def build_datamodule(data_cfg: dict[str, Any], seed: int, data: ArrayData | None = None,
-                     rows: Rows | None = None, batches_per_call: int = 1) -> ArrayDataModule:
+                     rows: Rows | None = None) -> ArrayDataModule:
     """The data module of a data config (of `data` already loaded, split into `rows`, when given)."""
     options = {k: v for k, v in data_cfg.items() if k in LOADER_KEYS and k != "augment"}
-    return ArrayDataModule(data if data is not None else load_data(data_cfg), seed=seed, rows=rows,
-                           batches_per_call=batches_per_call, **options)
+    return ArrayDataModule(data if data is not None else load_data(data_cfg), seed=seed, rows=rows, **options)
