@@ -28,7 +28,7 @@ def show_config(cfg: DictConfig) -> None:
 
 def _add_branch(tree, node: dict[str, Any]) -> None:
     for key, value in node.items():
-        if key.startswith("_"):
+        if str(key).startswith("_"):
             continue
         if isinstance(value, dict):
             target = f" [dim]({value['_target_']})[/]" if "_target_" in value else ""

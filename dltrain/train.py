@@ -327,6 +327,8 @@ def _val_metrics(trainer: pl.Trainer) -> dict[str, float]:
 def _best_epoch_val_metrics(path: Path, monitor: str, mode: str) -> dict[str, float]:
     """The validation metrics of the best checkpoint's epoch, from metrics.csv (the first of equal values,
     like ModelCheckpoint); those of the run so far, a resumed one included."""
+    if not path.exists():  # no epoch ended (a Timer or max_steps stopped the first)
+        return {}
     with path.open(newline="") as handle:
         rows = [row for row in csv.DictReader(handle) if row.get(monitor)]
     if not rows:

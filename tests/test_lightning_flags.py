@@ -1,0 +1,176 @@
+"""Lightning's Trainer flags and callbacks do in dltrain what they do in Lightning.
+
+Each case runs the real `dltrain` command (the MLP on the digits: 1,257 training rows, 20 batches of 64) and
+the same flag or callback on a plain Lightning module over 20 batches, and compares optimizer steps,
+checkpoint files and learning rates.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from conftest import dltrain_command, only_run_dir, read_metrics, read_results
+
+CPU = ["trainer=cpu", "model=mlp", "callbacks.early_stopping=null"]
+BATCHES = 20  # training batches an epoch: digits' 1,257 training rows in batches of 64
+
+
+class Plain(pl.LightningModule):
+    """A plain automatic-optimization module, as Lightning's documentation writes one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(64, 10)
+        self.lrs: list[float] = []
+
+    def training_step(self, batch, batch_idx):
+        return torch.nn.functional.cross_entropy(self.net(batch[0]), batch[1])
+
+    def on_train_epoch_start(self) -> None:
+        self.lrs.append(self.trainer.optimizers[0].param_groups[0]["lr"])
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+def plain_fit(tmp_path, epochs: int, callbacks=(), **flags) -> tuple[pl.Trainer, Plain]:
+    """Fit Plain on BATCHES random batches of 64 with these Trainer flags; (trainer, module)."""
+    torch.manual_seed(0)
+    rows = TensorDataset(torch.randn(BATCHES * 64, 64), torch.randint(0, 10, (BATCHES * 64,)))
+    module = Plain()
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=str(tmp_path / "plain"),
+                         callbacks=list(callbacks), enable_checkpointing=bool(callbacks), **flags)
+    trainer.fit(module, DataLoader(rows, batch_size=64))
+    return trainer, module
+
+
+def dltrain_run(tmp_path, *args: str):
+    proc = dltrain_command(*CPU, *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    return only_run_dir(tmp_path)
+
+
+@pytest.mark.parametrize("k", [3, 4])
+def test_accumulate_grad_batches_makes_ceil_batches_over_k_updates_an_epoch(tmp_path, k):
+    run_dir = dltrain_run(tmp_path, "trainer.max_epochs=2", f"trainer.accumulate_grad_batches={k}")
+    steps = [int(row["step"]) for row in read_metrics(run_dir)]
+    plain, _ = plain_fit(tmp_path, 2, accumulate_grad_batches=k)
+    assert steps == [math.ceil(BATCHES / k), 2 * math.ceil(BATCHES / k)] and steps[-1] == plain.global_step
+
+
+def test_gradient_accumulation_scheduler_changes_the_updates_from_its_epoch(tmp_path):
+    from pytorch_lightning.callbacks import GradientAccumulationScheduler
+
+    run_dir = dltrain_run(tmp_path, "trainer.max_epochs=2",
+                          "+callbacks.accumulate._target_=pytorch_lightning.callbacks.GradientAccumulationScheduler",
+                          "+callbacks.accumulate.scheduling={0: 1, 1: 4}")
+    plain, _ = plain_fit(tmp_path, 2, callbacks=[GradientAccumulationScheduler({0: 1, 1: 4})])
+    assert [int(row["step"]) for row in read_metrics(run_dir)] == [20, 25] and plain.global_step == 25
+
+
+def test_model_checkpoint_every_n_train_steps_writes_a_file_at_exactly_those_steps(tmp_path):
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    every = ["+callbacks.steps._target_=pytorch_lightning.callbacks.ModelCheckpoint",
+             "+callbacks.steps.every_n_train_steps=7", "+callbacks.steps.save_top_k=-1",
+             "+callbacks.steps.filename='{step}'"]
+    run_dir = dltrain_run(tmp_path, "trainer.max_epochs=2", *every)
+    plain_dir = tmp_path / "plain_checkpoints"
+    plain_fit(tmp_path, 2, callbacks=[ModelCheckpoint(plain_dir, "{step}", every_n_train_steps=7, save_top_k=-1)])
+    ours = sorted(p.name for p in (run_dir / "checkpoints").glob("step=*.ckpt"))
+    assert ours == sorted(p.name for p in plain_dir.iterdir())
+    assert ours == sorted(f"step={n}.ckpt" for n in range(7, 2 * BATCHES + 1, 7))
+    assert torch.load(run_dir / "checkpoints" / "step=14.ckpt", weights_only=True)["global_step"] == 14
+
+
+def test_stochastic_weight_averaging_averages_and_its_swalr_schedule_is_the_lr_column(tmp_path):
+    from pytorch_lightning.callbacks import StochasticWeightAveraging
+
+    swa = {"swa_lrs": 0.01, "swa_epoch_start": 2, "annealing_epochs": 2}
+    run_dir = dltrain_run(tmp_path, "trainer.max_epochs=5",
+                          "+callbacks.swa._target_=pytorch_lightning.callbacks.StochasticWeightAveraging",
+                          *(f"+callbacks.swa.{key}={value}" for key, value in swa.items()))
+    plain_swa = StochasticWeightAveraging(**swa)
+    _, plain = plain_fit(tmp_path, 5, callbacks=[plain_swa])
+    assert [row["lr"] for row in read_metrics(run_dir)] == pytest.approx(plain.lrs)
+    assert plain.lrs[0] == plain.lrs[1] == 1e-3 and plain.lrs[-1] == pytest.approx(0.01)  # SWALR annealed
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
+    averaged = next(value for key, value in state.items() if key.startswith("StochasticWeightAveraging"))
+    assert averaged["n_averaged"] == plain_swa.state_dict()["n_averaged"] > 1  # the same epochs averaged
+
+
+def test_learning_rate_monitor_needs_a_logger_as_in_lightning_and_logs_to_it(tmp_path):
+    monitor = "+callbacks.lr._target_=pytorch_lightning.callbacks.LearningRateMonitor"
+    refused = dltrain_command(*CPU, "trainer.max_epochs=1", monitor, cwd=tmp_path)
+    last = refused.stderr.strip().splitlines()[-1]
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert last == ("dltrain: error: Lightning refuses this set-up: Cannot use `LearningRateMonitor` callback with "
+                    "`Trainer` that has no logger.")
+    (tmp_path / "logged").mkdir()
+    run_dir = dltrain_run(tmp_path / "logged", "trainer.max_epochs=1", "logger=tensorboard", monitor)
+    events = b"".join(p.read_bytes() for p in run_dir.rglob("events.out.tfevents.*"))
+    assert b"lr-Adam" in events
+
+
+def test_timer_stops_training_as_in_lightning(tmp_path):
+    run_dir = dltrain_run(tmp_path, "trainer.max_epochs=30",
+                          "+callbacks.timer._target_=pytorch_lightning.callbacks.Timer",
+                          "+callbacks.timer.duration='00:00:00:00'")
+    results = read_results(run_dir)
+    assert results["status"] == "completed" and results["epochs_run"] < 30
+
+
+@pytest.mark.parametrize("preset", ["fdr", "limit", "overfit", "profiler", "default"])
+def test_every_debug_preset_is_a_smoke_run_leaving_a_complete_run_directory(tmp_path, preset):
+    proc = dltrain_command(f"debug={preset}", "model=mlp", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = only_run_dir(tmp_path)
+    results = read_results(run_dir)
+    assert results["status"] == "completed" and set(results["test"]) == {"test_loss", "test_acc", "test_f1"}
+    for name in ("config.yaml", "metrics.csv", "model_summary.txt", "test_predictions.csv", "curves.png"):
+        assert (run_dir / name).stat().st_size > 0
+    if preset == "fdr":  # Lightning writes no checkpoint in a fast_dev_run: the final weights are tested
+        assert not (run_dir / "checkpoints").exists() and results["best_checkpoint"] is None
+        assert results["tested"] == "final weights (no best checkpoint was written: fast_dev_run)"
+        assert [int(row["step"]) for row in read_metrics(run_dir)] == [1]
+    else:
+        assert results["tested"] == "best checkpoint" and (run_dir / "checkpoints" / "best.ckpt").is_file()
+    if preset == "limit":
+        assert [int(row["step"]) for row in read_metrics(run_dir)] == [3, 6, 9]
+    if preset == "profiler":
+        assert "run_training_epoch" in (run_dir / "fit-profile.txt").read_text()
+
+
+def test_a_trainer_key_lightning_does_not_take_is_named_with_the_closest_before_data_loads(tmp_path):
+    proc = dltrain_command(*CPU, "+trainer.max_epoch=3", cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "trainer.max_epoch is not an argument of Lightning's Trainer: did you mean trainer.max_epochs?" in proc.stderr
+    ok = dltrain_command(*CPU, "trainer.max_epochs=1", "+trainer.enable_autolog_hparams=false", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_the_trainer_preset_lists_lightnings_common_flags_with_its_defaults():
+    import inspect
+
+    from dltrain.config import load_config
+
+    trainer = load_config([]).trainer
+    defaults = inspect.signature(pl.Trainer.__init__).parameters
+    listed = ["fast_dev_run", "limit_train_batches", "limit_val_batches", "limit_test_batches", "overfit_batches",
+              "val_check_interval", "check_val_every_n_epoch", "accumulate_grad_batches", "max_steps", "max_time",
+              "min_epochs", "log_every_n_steps", "num_sanity_val_steps", "deterministic", "benchmark", "profiler",
+              "detect_anomaly", "gradient_clip_val"]
+    # where Lightning's default is None, the value its documentation says None means
+    meaning_of_none = {"limit_train_batches": 1.0, "limit_val_batches": 1.0, "limit_test_batches": 1.0,
+                       "num_sanity_val_steps": 2, "log_every_n_steps": 50, "deterministic": False}
+    for key in listed:
+        expected = defaults[key].default
+        assert trainer[key] == (meaning_of_none.get(key) if expected is None and key in meaning_of_none
+                                else expected), key
