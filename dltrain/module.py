@@ -17,6 +17,9 @@ from dltrain.losses import build_loss
 from dltrain.tasks import DataSpec, make_metrics, metric_inputs, shape_outputs
 
 
+PLATEAU_KEY = "dltrain_plateau"  # a checkpoint's pending plateau step: its epoch and the monitored value
+
+
 class TrainingModule(pl.LightningModule):
     """Trains the configured model on the data described by `data_spec`.
 
@@ -111,6 +114,35 @@ class TrainingModule(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         """An epoch cut short (max_steps, max_time) logs what it trained on here, before its checkpoints."""
         self._log_epoch("train")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the value a plateau scheduler follows: Lightning saves the epoch's checkpoint before it steps
+        the schedulers, and on resuming has no metric left to take that epoch's plateau step with."""
+        monitor = self.hparams.config["scheduler"].get("monitor")
+        value = self.trainer.callback_metrics.get(monitor) if monitor else None
+        if self._plateau() is not None and value is not None:
+            checkpoint[PLATEAU_KEY] = {"epoch": self.current_epoch, "value": float(value)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        pending = checkpoint.get(PLATEAU_KEY)
+        valid = isinstance(pending, dict) and isinstance(pending.get("epoch"), int) \
+            and isinstance(pending.get("value"), float)
+        self._plateau_pending = pending if valid else None
+
+    def on_train_start(self) -> None:
+        """A resumed run takes the plateau step its checkpoint's epoch had not taken yet (see
+        on_save_checkpoint): the scheduler's own count of steps tells whether it had."""
+        pending, scheduler = getattr(self, "_plateau_pending", None), self._plateau()
+        self._plateau_pending = None
+        if pending is not None and scheduler is not None and scheduler.last_epoch == pending["epoch"]:
+            scheduler.step(pending["value"])
+
+    def _plateau(self) -> torch.optim.lr_scheduler.ReduceLROnPlateau | None:
+        """The run's ReduceLROnPlateau scheduler, if it has one."""
+        if not self.trainer.lr_scheduler_configs:
+            return None
+        scheduler = self.trainer.lr_scheduler_configs[0].scheduler
+        return scheduler if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) else None
 
     def on_fit_start(self) -> None:
         """torch.compile the model where compile.enabled: in place (nn.Module.compile), so the state_dict keeps

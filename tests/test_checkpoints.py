@@ -161,6 +161,7 @@ def test_checkpoint_callbacks_set_to_null_write_no_checkpoint(run):
 
 @pytest.mark.parametrize("scheduler", [
     ["scheduler=step", "scheduler.scheduler.step_size=1", "scheduler.scheduler.gamma=0.5"],
+    ["scheduler=plateau", "scheduler.scheduler.patience=0", "scheduler.scheduler.factor=0.5", "mode=max"],
 ])
 def test_a_resumed_run_continues_its_schedule_as_if_never_stopped(tmp_path, scheduler):
     common = [*FAST[:1], "model=mlp", "callbacks.early_stopping=null", *scheduler]
