@@ -24,16 +24,21 @@ class EpochMetricsCSV(pl.Callback):
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._epoch_start, self._epoch_lr = 0.0, 0.0
+        self._epoch_start, self._epoch_lr, self._validated = 0.0, 0.0, False
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._epoch_start = time.perf_counter()
+        self._epoch_start, self._validated = time.perf_counter(), False
         self._epoch_lr = trainer.optimizers[0].param_groups[0]["lr"]  # epoch schedulers step before epoch end
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._validated = self._validated or not trainer.sanity_checking
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train_", "val_"))}
+        # callback_metrics keeps the last validation's values: an epoch that did not validate shows none
+        stages = ("train_", "val_") if self._validated else ("train_",)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(stages)}
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step, **metrics, "lr": self._epoch_lr,
                "epoch_time_s": round(time.perf_counter() - self._epoch_start, 4)}
         new_file = not self.path.exists() or self.path.stat().st_size == 0

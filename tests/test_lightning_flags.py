@@ -174,3 +174,16 @@ def test_the_trainer_preset_lists_lightnings_common_flags_with_its_defaults():
         expected = defaults[key].default
         assert trainer[key] == (meaning_of_none.get(key) if expected is None and key in meaning_of_none
                                 else expected), key
+
+
+def test_epochs_without_validation_leave_their_validation_cells_empty_under_a_fixed_header(tmp_path):
+    run_dir = dltrain_run(tmp_path, "trainer.max_epochs=4", "trainer.check_val_every_n_epoch=2")
+    lines = (run_dir / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    assert header == ["epoch", "step", "train_loss", "train_acc", "train_f1", "val_loss", "val_acc", "val_f1", "lr",
+                      "epoch_time_s"]
+    rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
+    assert all(len(line.split(",")) == len(header) for line in lines)
+    assert [row["val_loss"] != "" for row in rows] == [False, True, False, True]
+    assert all(row["train_loss"] != "" for row in rows)
+    assert read_results(run_dir)["status"] == "completed"
