@@ -24,20 +24,18 @@ class EpochMetricsCSV(pl.Callback):
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._epoch_start, self._epoch_lr, self._validated = 0.0, 0.0, False
+        self._epoch_start, self._epoch_lr = 0.0, 0.0
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._epoch_start, self._validated = time.perf_counter(), False
+        self._epoch_start = time.perf_counter()
         self._epoch_lr = trainer.optimizers[0].param_groups[0]["lr"]  # epoch schedulers step before epoch end
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._validated = self._validated or not trainer.sanity_checking
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        # callback_metrics keeps the last validation's values: an epoch that did not validate shows none
-        stages = ("train_", "val_") if self._validated else ("train_",)
+        # callback_metrics keeps the last values logged: a stage that did not run this epoch shows none
+        stages = tuple(f"{stage}_" for stage in ("train", "val")
+                       if pl_module.logged_epochs.get(stage) == trainer.current_epoch)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(stages)}
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step, **metrics, "lr": self._epoch_lr,
                "epoch_time_s": round(time.perf_counter() - self._epoch_start, 4)}
@@ -53,7 +51,8 @@ class EpochMetricsCSV(pl.Callback):
                 writer.writeheader()
             writer.writerow(row)
         shown = "  ".join(f"{k}={_fmt(v)}" for k, v in metrics.items())
-        log.info(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  ({row['epoch_time_s']:.2f}s)")
+        of = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        log.info(f"epoch {trainer.current_epoch + 1}{of}  {shown}  ({row['epoch_time_s']:.2f}s)")
 
 
 def _fmt(value: float) -> str:

@@ -45,6 +45,7 @@ class TrainingModule(pl.LightningModule):
         self.val_metrics, self.val_loss = metrics.clone(prefix="val_"), torchmetrics.MeanMetric("disable")
         self.test_metrics, self.test_loss = metrics.clone(prefix="test_"), torchmetrics.MeanMetric("disable")
         self._pending = {stage: _Pending() for stage in ("train", "val", "test")}
+        self.logged_epochs: dict[str, int] = {}  # stage -> the epoch its logged values are of (sanity check aside)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -96,6 +97,8 @@ class TrainingModule(pl.LightningModule):
         if mean_loss.update_count == 0:  # nothing ran in this stage this epoch
             return
         self.log_dict({f"{stage}_loss": mean_loss.compute(), **metrics.compute()}, on_step=False, on_epoch=True)
+        if not self.trainer.sanity_checking:
+            self.logged_epochs[stage] = self.current_epoch
         mean_loss.reset()
         metrics.reset()
         self._pending[stage].clear()
@@ -111,8 +114,14 @@ class TrainingModule(pl.LightningModule):
             self._log_epoch("train")
         return loss
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """An epoch that max_steps ends early logs what it trained on at its last step (before metrics.csv)."""
+        if 0 < self.trainer.max_steps <= self.trainer.global_step:
+            self._log_epoch("train")
+
     def on_train_epoch_end(self) -> None:
-        """An epoch cut short (max_steps, max_time) logs what it trained on here, before its checkpoints."""
+        """An epoch cut short otherwise (max_time, a callback) logs what it trained on here, before its
+        checkpoints (its metrics.csv row, written earlier, leaves those cells empty)."""
         self._log_epoch("train")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -62,6 +62,24 @@ FIXED_KEYS = ("seed", "monitor", "mode", "cv")
 OPEN_DATA_KEYS = ("batch_size", "num_workers", "pin_memory", "class_weights", "augment", "download")
 
 
+# Trainer keys that decide how many optimizer steps a run takes
+RUN_LENGTH_KEYS = ("max_epochs", "max_steps", "accumulate_grad_batches", "limit_train_batches")
+
+
+def _check_schedule_length(stored: DictConfig, merged: DictConfig) -> None:
+    """Refuse to lengthen or shorten a one-cycle run: its schedule was laid out for the run's steps when it
+    started (torch's OneCycleLR keeps its total in the checkpoint and fails past it)."""
+    target = OmegaConf.select(stored, "scheduler.scheduler._target_", default="") or ""
+    if not target.endswith("OneCycleLR"):
+        return
+    for key in RUN_LENGTH_KEYS:
+        before, after = (OmegaConf.select(c, f"trainer.{key}", default=None) for c in (stored, merged))
+        if before != after:
+            raise ConfigError(f"resume: trainer.{key}={after} would change the length of a scheduler=onecycle run "
+                              f"(it started with {before}), and its one-cycle schedule was laid out for that "
+                              "length; resume without it, or start a new run")
+
+
 def resumed_config(run_dir: Path, overrides: list[str], config_dirs: tuple[Path, ...] = ()) -> DictConfig:
     """The run's stored config with this command's key=value overrides on top (e.g. trainer.max_epochs=50).
 
@@ -108,5 +126,6 @@ def resumed_config(run_dir: Path, overrides: list[str], config_dirs: tuple[Path,
     merged = OmegaConf.merge(stored, given)
     with open_dict(merged):
         merged.merge_with(added)
+    _check_schedule_length(stored, merged)
     merged.resume = str(run_dir)
     return merged

@@ -202,6 +202,11 @@ def test_resume_takes_key_overrides_but_not_a_group_the_seed_the_monitor_or_the_
                          ("data.val_fraction=0.3", "the data or its split")]:
         with pytest.raises(ConfigError, match=f"{change} would change {what}"):
             resumed_config(tmp_path, ["resume=last", change])
+    OmegaConf.save(load_config(["model=mlp", "scheduler=onecycle"]), tmp_path / "config.yaml", resolve=True)
+    assert resumed_config(tmp_path, ["optimizer.lr=0.01"]).optimizer.lr == 0.01
+    with pytest.raises(ConfigError, match="trainer.max_epochs=50 would change the length of a scheduler=onecycle run "
+                                          r"\(it started with 30\)"):
+        resumed_config(tmp_path, ["trainer.max_epochs=50"])
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

@@ -187,3 +187,13 @@ def test_epochs_without_validation_leave_their_validation_cells_empty_under_a_fi
     assert [row["val_loss"] != "" for row in rows] == [False, True, False, True]
     assert all(row["train_loss"] != "" for row in rows)
     assert read_results(run_dir)["status"] == "completed"
+
+
+def test_an_epoch_that_max_steps_cuts_short_has_its_own_train_values_and_no_validation(tmp_path):
+    run_dir = dltrain_run(tmp_path, "trainer.max_epochs=-1", "trainer.max_steps=50")
+    rows = (run_dir / "metrics.csv").read_text().splitlines()[1:]
+    last = dict(zip(["epoch", "step", "train_loss", "train_acc", "train_f1", "val_loss"], rows[-1].split(",")))
+    assert len(rows) == 3 and (last["step"], last["val_loss"]) == ("50", "")
+    assert last["train_loss"] != rows[-2].split(",")[2]  # the ten batches of epoch 3, not epoch 2's values
+    plain, _ = plain_fit(tmp_path, -1, max_steps=50)
+    assert plain.global_step == 50 and plain.current_epoch == read_results(run_dir)["epochs_run"] == 3
