@@ -46,6 +46,7 @@ class TrainingModule(pl.LightningModule):
         self.test_metrics, self.test_loss = metrics.clone(prefix="test_"), torchmetrics.MeanMetric("disable")
         self._pending = {stage: _Pending() for stage in ("train", "val", "test")}
         self.logged_epochs: dict[str, int] = {}  # stage -> the epoch its logged values are of (sanity check aside)
+        self._plateau_pending: dict[str, Any] | None = None  # see on_save_checkpoint
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -141,7 +142,7 @@ class TrainingModule(pl.LightningModule):
     def on_train_start(self) -> None:
         """A resumed run takes the plateau step its checkpoint's epoch had not taken yet (see
         on_save_checkpoint): the scheduler's own count of steps tells whether it had."""
-        pending, scheduler = getattr(self, "_plateau_pending", None), self._plateau()
+        pending, scheduler = self._plateau_pending, self._plateau()
         self._plateau_pending = None
         if pending is not None and scheduler is not None and scheduler.last_epoch == pending["epoch"]:
             scheduler.step(pending["value"])
