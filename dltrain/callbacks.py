@@ -25,6 +25,7 @@ class EpochMetricsCSV(pl.Callback):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._epoch_start, self._epoch_lr = 0.0, 0.0
+        self._columns: list[str] | None = None  # metrics.csv's header, read or chosen at the first row
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
@@ -41,12 +42,12 @@ class EpochMetricsCSV(pl.Callback):
                "epoch_time_s": round(time.perf_counter() - self._epoch_start, 4)}
         new_file = not self.path.exists() or self.path.stat().st_size == 0
         if new_file:
-            columns = ["epoch", "step", *pl_module.epoch_columns(), "lr", "epoch_time_s"]
-        else:  # a resumed run goes on with the header its file has
+            self._columns = ["epoch", "step", *pl_module.epoch_columns(), "lr", "epoch_time_s"]
+        elif self._columns is None:  # a resumed run goes on with the header its file has
             with self.path.open(newline="") as handle:
-                columns = next(csv.reader(handle))
+                self._columns = next(csv.reader(handle))
         with self.path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns, restval="", extrasaction="ignore")
+            writer = csv.DictWriter(handle, fieldnames=self._columns, restval="", extrasaction="ignore")
             if new_file:
                 writer.writeheader()
             writer.writerow(row)

@@ -7,8 +7,8 @@ import math
 import os
 import pickle
 import signal
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from dltrain.config_check import check_config
+from dltrain.data.arrays import IMAGE, SEQUENCE, TABLE
 from dltrain.errors import ConfigError, UserError, one_line
 from dltrain.run_files import write_with
 from dltrain.tasks import TASKS, DataSpec
@@ -109,10 +110,22 @@ def describe(config: dict[str, Any], spec: dict[str, Any], parameters: int) -> s
 
 def load_module(checkpoint: dict[str, Any], config: dict[str, Any] | None = None, spec: dict | None = None):
     """The TrainingModule of a checkpoint (from read_checkpoint), rebuilt from its stored config (or the given
-    one) and loaded strictly.
+    one) once check_weights_fit has passed, and loaded strictly."""
+    from dltrain.module import TrainingModule
 
-    The network is first built on the meta device, which allocates nothing, and its tensors' names, shapes
-    and dtypes compared with the file's: a crafted data spec or config asking for a huge network is refused
+    config, spec = check_weights_fit(checkpoint, config, spec)
+    module = TrainingModule(config, spec)
+    module.load_state_dict(checkpoint["state_dict"], strict=True)
+    return module
+
+
+def check_weights_fit(checkpoint: dict[str, Any], config: dict[str, Any] | None = None,
+                      spec: dict | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Refuse a checkpoint whose weights do not fit the module its stored config (or the given one) builds;
+    returns that config and data spec.
+
+    The module is built on the meta device, which allocates nothing, and its tensors' names, shapes and
+    dtypes compared with the file's: a crafted data spec or config asking for a huge network is refused
     before any memory is taken, and the real module holds no more than the file's own weights.
     """
     from dltrain.module import TrainingModule
@@ -136,26 +149,23 @@ def load_module(checkpoint: dict[str, Any], config: dict[str, Any] | None = None
             raise
         raise CheckpointError(f"the checkpoint's stored config or data spec is malformed ({type(exc).__name__}: "
                               f"{one_line(exc)[:200]}); refused") from None
+    asked = describe(config, spec, sum(v.numel() for k, v in expected.items() if k.startswith("model.")))
     if set(expected) != set(state):
-        trained = sum(v.numel() for k, v in state.items() if k.startswith("model."))
-        asked = sum(v.numel() for k, v in expected.items() if k.startswith("model."))
         if from_file:
             raise CheckpointError(f"the checkpoint's weights do not fit the network its own config describes "
-                                  f"({describe(config, spec, asked)}); refused")
+                                  f"({asked}); refused")
+        trained = sum(v.numel() for k, v in state.items() if k.startswith("model."))
         raise CheckpointError(
             f"the checkpoint was trained for {describe(stored['config'], stored['data_spec'], trained)}, "
-            f"but {describe(config, spec, asked)} was asked"
+            f"but {asked} was asked"
         )
     for key, want in expected.items():
         got = state[key]
         if got.shape != want.shape or got.dtype != want.dtype:
             raise CheckpointError(
-                f"the checkpoint's {key} is a {got.dtype} tensor of shape {tuple(got.shape)}, but "
-                f"{describe(config, spec, sum(v.numel() for k, v in expected.items() if k.startswith('model.')))} "
-                f"has a {want.dtype} tensor of shape {tuple(want.shape)} there; refused")
-    module = TrainingModule(config, spec)
-    module.load_state_dict(state, strict=True)
-    return module
+                f"the checkpoint's {key} is a {got.dtype} tensor of shape {tuple(got.shape)}, but {asked} has a "
+                f"{want.dtype} tensor of shape {tuple(want.shape)} there; refused")
+    return config, spec
 
 
 def check_training_state(checkpoint: dict[str, Any], module: pl.LightningModule, optimizer_factory: Any,
@@ -216,7 +226,7 @@ def _like_probe(value: Any, probe: Any, shape: torch.Size) -> bool:
 
 
 # A data spec read from a file: each field's type and the values it may hold.
-_KINDS = ("table", "image", "sequence")
+_KINDS = (TABLE, IMAGE, SEQUENCE)
 _MAX_INPUT_VALUES = 2**31  # values in one input row: far beyond any model dltrain builds
 
 

@@ -22,7 +22,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from dltrain import console
 from dltrain.callbacks import EpochMetricsCSV
 from dltrain.checkpoints import (AtomicCheckpointIO, InterruptCheckpoint, RngState, check_training_state,
-                                 last_checkpoint_file, load_module, read_checkpoint)
+                                 check_weights_fit, last_checkpoint_file, read_checkpoint)
 from dltrain.config_check import check_config
 from dltrain.data.datamodule import build_datamodule
 from dltrain.data.folds import Fold
@@ -208,7 +208,7 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple
     datamodule = build_datamodule(config["data"], cfg.seed, *((fold.data, fold.rows) if fold else ()))
     module = TrainingModule(config, datamodule.spec.to_dict())
     if resume:  # refuse a checkpoint of another model or data shape in one line, then continue its metrics
-        load_module(resumed, config, datamodule.spec.to_dict())
+        check_weights_fit(resumed, config, datamodule.spec.to_dict())
         check_training_state(resumed, module, build(config["optimizer"], "optimizer"), last)
         epochs_done = resumed["epoch"] + 1
         if rank_zero:  # the run's files change only once the checkpoint is known to be resumable
