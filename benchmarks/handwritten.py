@@ -14,9 +14,9 @@ def train_epochs(model: nn.Module, loss_fn: nn.Module, train: tuple[Tensor, Tens
                  epochs: int, batch_size: int, lr: float = 1e-3, records: Path | None = None) -> list[float]:
     """A plain loop over in-memory tensors: Adam, shuffled slices, a validation loss per epoch. Epoch seconds.
 
-    With `records` (a folder; classes only), each epoch also does by hand what a dltrain epoch does: the
-    epoch's loss, accuracy and macro F1 over the training batches' outputs and over validation, a row of
-    metrics.csv, and checkpoints of model and optimizer (last.ckpt every epoch, best.ckpt when the
+    With `records` (a folder), each epoch also does by hand what a dltrain epoch does: the epoch's loss,
+    accuracy and macro F1 (binary: accuracy and AUROC) over the training batches' outputs and over validation,
+    a row of metrics.csv, and checkpoints of model and optimizer (last.ckpt every epoch, best.ckpt when the
     validation loss improves), each written to a temporary file and renamed into place.
     """
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -51,14 +51,20 @@ def train_epochs(model: nn.Module, loss_fn: nn.Module, train: tuple[Tensor, Tens
 
 
 def _epoch_figures(stage: str, outputs: list[tuple[Tensor, Tensor]], loss_fn: nn.Module) -> dict[str, float]:
-    """Loss, accuracy and macro F1 of a stage's (logits, targets) batches."""
+    """Loss, accuracy and macro F1 (binary: accuracy and AUROC) of a stage's (logits, targets) batches."""
     logits, targets = torch.cat([out for out, _ in outputs]), torch.cat([yb for _, yb in outputs])
+    figures = {f"{stage}_loss": loss_fn(logits, targets).item()}
+    if logits.dim() == 1:  # binary: one logit a row
+        positive = targets > 0.5
+        ranks = logits.argsort().argsort().double() + 1  # the AUROC as the Mann-Whitney U statistic
+        n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+        auroc = (ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / max(n_pos * n_neg, 1)
+        return figures | {f"{stage}_acc": ((logits > 0) == positive).float().mean().item(), f"{stage}_auroc": float(auroc)}
     classes = logits.shape[1]
     confusion = torch.bincount(targets * classes + logits.argmax(1), minlength=classes * classes).view(classes, classes)
     hits = confusion.diag().float()
     f1 = (2 * hits / (confusion.sum(0) + confusion.sum(1)).clamp(min=1)).mean()
-    return {f"{stage}_loss": loss_fn(logits, targets).item(), f"{stage}_acc": (hits.sum() / len(targets)).item(),
-            f"{stage}_f1": f1.item()}
+    return figures | {f"{stage}_acc": (hits.sum() / len(targets)).item(), f"{stage}_f1": f1.item()}
 
 
 def _save(state: dict, path: Path) -> None:

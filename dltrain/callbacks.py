@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import time
@@ -46,11 +47,14 @@ class EpochMetricsCSV(pl.Callback):
         elif self._columns is None:  # a resumed run goes on with the header its file has
             with self.path.open(newline="") as handle:
                 self._columns = next(csv.reader(handle))
-        with self.path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self._columns, restval="", extrasaction="ignore")
-            if new_file:
-                writer.writeheader()
-            writer.writerow(row)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self._columns, restval="", extrasaction="ignore")
+        if new_file:
+            writer.writeheader()
+        writer.writerow(row)
+        # One write call for the whole row: a killed process leaves it complete or absent, never half of it.
+        with self.path.open("ab") as handle:
+            handle.write(text.getvalue().encode())
         shown = "  ".join(f"{k}={_fmt(v)}" for k, v in metrics.items())
         of = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
         log.info(f"epoch {trainer.current_epoch + 1}{of}  {shown}  ({row['epoch_time_s']:.2f}s)")

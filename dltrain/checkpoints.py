@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import os
 import pickle
@@ -36,10 +37,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Every save is written when Lightning asks for it, so once an epoch has ended best.ckpt and last.ckpt on
     disk are that epoch's. Not synced to disk: two saves an epoch would pay an fsync each, and after a power
     cut a checkpoint that did not reach the disk is refused as truncated when loaded, never used half-written.
+    Serialized in memory first, so that a full disk surfaces as the OSError it is (torch's zip writer reports
+    it as a RuntimeError without the cause) and the file keeps its previous contents.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        write_with(Path(path), lambda handle: torch.save(checkpoint, handle), sync=False)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        write_with(Path(path), lambda handle: handle.write(buffer.getbuffer()), sync=False)
 
 
 def read_checkpoint(path: str | Path, trusted: Iterable[str] = (), config_dirs: Iterable[Path] = ()) -> dict[str, Any]:
@@ -49,6 +54,11 @@ def read_checkpoint(path: str | Path, trusted: Iterable[str] = (), config_dirs: 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    with path.open("rb") as handle:
+        start = handle.read(4)
+    if not start.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip archive, or its legacy pickle
+        raise CheckpointError(f"{path} is not a checkpoint: torch.save writes a zip archive (or a pickle), and "
+                              f"this file starts with {start!r}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -57,9 +67,9 @@ def read_checkpoint(path: str | Path, trusted: Iterable[str] = (), config_dirs: 
             f"{path} holds pickled objects beyond weights and plain values, which could run code when loaded; "
             f"refused (only load checkpoints you trust) [{first[:160]}]"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt: {one_line(exc)[:200]})"
-                              ) from None
+    except Exception as exc:  # torch.load of a file that is not a checkpoint raises any type (KeyError for text)
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated, corrupt or not a checkpoint: "
+                              f"{type(exc).__name__}: {one_line(exc)[:200]})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
         raise CheckpointError(f"{path} is not a dltrain checkpoint (no state_dict and hyper_parameters)")
     stored, state = checkpoint["hyper_parameters"], checkpoint["state_dict"]
@@ -305,18 +315,29 @@ class RngState(pl.Callback):
 class InterruptCheckpoint(pl.Callback):
     """On Ctrl-C or SIGTERM: save checkpoints/interrupted.ckpt and note the interruption.
 
-    Lightning ignores further Ctrl-C while it shuts down; here a second Ctrl-C stops at once.
+    Lightning ignores further Ctrl-C while it shuts down; here a second Ctrl-C stops at once (this callback
+    comes first, so its handler replaces Lightning's SIG_IGN before any other callback's on_exception runs).
+    `fitting`: whether a fit is running, in which Lightning's SIGTERM handler stops the run (see dltrain.cli).
     """
+
+    fitting = False
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.signal_name: str | None = None
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        InterruptCheckpoint.fitting = True
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        InterruptCheckpoint.fitting = False
+
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        InterruptCheckpoint.fitting = False
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             return
-        self.signal_name = "SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT"
         signal.signal(signal.SIGINT, _stop_now)
+        self.signal_name = "SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT"
         trainer.save_checkpoint(self.path)
 
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -20,6 +22,8 @@ from dltrain.resume import register_resolvers
 EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 1, 2
 register_resolvers()  # at import, so that sweep jobs in worker processes (joblib) resolve the run dir too
 _USER_FULL_ERROR = "DLTRAIN_USER_FULL_ERROR"  # remembers the user's own HYDRA_FULL_ERROR for the job
+_jobs_started = 0  # jobs this process began: before the first, only Hydra's own handling of the command ran
+_sweep: tuple[Path, str, str] | None = None  # (sweep dir, monitor, mode) of the multirun this process runs
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
@@ -28,17 +32,22 @@ def _train_job(cfg: DictConfig) -> dict | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from dltrain.config_check import check_config
-    from dltrain.errors import RunInterrupted, UserError, one_line
+    from dltrain.config_check import check_config, check_known_keys
+    from dltrain.errors import RunInterrupted, one_line, user_error_in
 
+    global _jobs_started, _sweep
+    _jobs_started += 1
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    if in_sweep:
+        _sweep = (Path(hydra_cfg.sweep.dir), str(cfg.monitor), str(cfg.mode))
     try:
         if cfg.resume:
             from dltrain.resume import resumed_config
 
             cfg = resumed_config(run_dir, list(hydra_cfg.overrides.task), _config_dirs(hydra_cfg))
+        check_known_keys(cfg, _config_dirs(hydra_cfg))
         check_config(cfg)  # before the heavy imports, so a config error answers at once
         from dltrain.distributed import ddp_job
 
@@ -54,15 +63,16 @@ def _train_job(cfg: DictConfig) -> dict | None:
     except RunInterrupted:
         raise
     except Exception as exc:
-        if not in_sweep and (not isinstance(exc, UserError) or os.environ.get(_USER_FULL_ERROR) == "1"):
+        user = user_error_in(exc)
+        if not in_sweep and (user is None or os.environ.get(_USER_FULL_ERROR) == "1"):
             raise
         from dltrain.run_files import record_failure
 
         # Reported here, inside the job, so the line also reaches the run's log file.
         log = logging.getLogger("dltrain")
-        log.error(f"dltrain: error: {one_line(exc)}", exc_info=not isinstance(exc, UserError))
+        log.error(f"dltrain: error: {one_line(user or exc)}", exc_info=user is None)
         if in_sweep:
-            return record_failure(run_dir, one_line(exc))
+            return record_failure(run_dir, one_line(user or exc))
         sys.exit(EXIT_USER_ERROR)
 
 
@@ -86,20 +96,41 @@ def _fail_if_sweep_jobs_failed() -> None:
                         f"(job {first['job']}: {first['error'] or first['status']}); see {outcome.sweep_dir / 'summary.md'}")
 
 
-def _raised_by_hydra(exc: BaseException) -> bool:
-    """Whether an exception comes from Hydra's own argument handling (e.g. -m with --cfg), a user mistake."""
-    frame = exc.__traceback__
-    while frame.tb_next is not None:
-        frame = frame.tb_next
-    return frame.tb_frame.f_globals.get("__name__", "").startswith("hydra.")
+def _composition_error(exc: BaseException) -> bool:
+    """Whether Hydra or OmegaConf refused the command line or the config: their error types, and the plain
+    ValueError Hydra raises for a bad combination of its flags (-m with --cfg) before any job has started."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return isinstance(exc, (HydraException, OmegaConfBaseException)) or (type(exc) is ValueError and not _jobs_started)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM outside Lightning's fit: an exception, so that the command ends saying so (Python's default is
+    to die silently). Inside fit, Lightning's own handler (which calls this one too) stops at the next batch
+    and InterruptCheckpoint saves; this one then does nothing."""
+    from dltrain.errors import Terminated
+
+    checkpoints = sys.modules.get("dltrain.checkpoints")
+    if checkpoints is None or not checkpoints.InterruptCheckpoint.fitting:
+        raise Terminated("terminated by SIGTERM")
+
+
+def _sweep_interrupted(exc: BaseException) -> str:
+    """A plain sweep stopped by Ctrl-C or SIGTERM: its summary for the jobs so far, and how to go on."""
+    from dltrain.sweeps.summary import write_summary
+
+    sweep_dir, monitor, mode = _sweep
+    outcome = write_summary(sweep_dir, monitor, mode)
+    cut = next((row["run_dir"] for row in outcome.failed if row["status"] == "interrupted"), None)
+    then = f" (the cut-off job continues with: dltrain resume={Path(cut).resolve()})" if cut else ""
+    return (f"{exc}; the sweep stopped there and started no later job{then}. Summary of its {outcome.jobs} "
+            f"job(s) so far: {sweep_dir / 'summary.md'}")
 
 
 def main() -> None:
     """Console entry point. Hydra is told to raise errors so that they are reported here in one line."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from dltrain.errors import RunInterrupted, UserError, one_line
+    from dltrain.errors import RunInterrupted, Terminated, one_line, user_error_in
 
     if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
         from dltrain.help import render_help
@@ -109,24 +140,31 @@ def main() -> None:
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ[_USER_FULL_ERROR] = "1" if full_error else "0"
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         _train_job()
         _fail_if_sweep_jobs_failed()
-    except (UserError, HydraException, OmegaConfBaseException, ValueError) as exc:
-        if isinstance(exc, ValueError) and not _raised_by_hydra(exc):
+    except RunInterrupted as exc:
+        if _sweep is None:
+            message = f"{exc}; {exc.then}" if exc.then else str(exc)
+        else:  # a search has summarized its study and said how to continue; a plain sweep is summarized here
+            message = str(exc) if getattr(exc, "summarized", False) else _sweep_interrupted(exc)
+        print(f"dltrain: {message}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, Terminated) as exc:
+        name, code = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("Ctrl-C", 130)
+        print(f"dltrain: stopped by {name} outside training (a run keeps every checkpoint it wrote)", file=sys.stderr)
+        sys.exit(code)
+    except Exception as exc:
+        # By type: a dltrain UserError (wrapped by Hydra or OmegaConf or not), or Hydra's and OmegaConf's own
+        # refusal of the command line; anything else is a bug.
+        user = user_error_in(exc)
+        if user is None and not _composition_error(exc):
             _internal_error()
         if full_error:
             raise
-        print(f"dltrain: error: {one_line(exc)}", file=sys.stderr)
+        print(f"dltrain: error: {one_line(user or exc)}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
-    except RunInterrupted as exc:
-        print(f"dltrain: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        print("dltrain: interrupted before training started", file=sys.stderr)
-        sys.exit(130)
-    except Exception:
-        _internal_error()
 
 
 def console_main() -> None:

@@ -11,11 +11,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dltrain import console
-from dltrain.checkpoints import last_checkpoint_file
 from dltrain.config_check import check_config
 from dltrain.data.datamodule import load_data
 from dltrain.data.folds import Fold, fold_rows
 from dltrain.distributed import is_rank_zero
+from dltrain.run_claim import claimed, holds_run, mark_running
 from dltrain.run_files import read_results, write_atomic, write_json
 from dltrain.train import train
 
@@ -25,16 +25,24 @@ log = logging.getLogger("dltrain")
 def cross_validate(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
     """Train cfg.cv.folds models, each on its fold's split; results.json holds every fold's metrics and their
     mean and standard deviation. resume=True keeps completed folds and continues an interrupted one."""
-    started = time.perf_counter()
     check_config(cfg)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if not is_rank_zero():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return _cross_validate(cfg, run_dir, resume)
+    with claimed(run_dir, resume):
+        return _cross_validate(cfg, run_dir, resume)
+
+
+def _cross_validate(cfg: DictConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
+    started = time.perf_counter()
     config = OmegaConf.to_container(cfg, resolve=True)
-    if is_rank_zero():
-        write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(config))
-        console.show_config(cfg)
     data = load_data(config["data"])
     splits = fold_rows(data, cfg.cv.folds, cfg.seed, cfg.data.val_fraction, cfg.data.test_fraction, cfg.cv.all_data)
+    if is_rank_zero():  # once the data and its folds are known to be usable
+        mark_running(run_dir)
+        write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(config))
+        console.show_config(cfg)
     records = []
     for number, rows in enumerate(splits, 1):
         fold_dir = run_dir / f"fold_{number}"
@@ -43,7 +51,7 @@ def cross_validate(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict
             log.info(f"cross-validation fold {number}/{len(splits)} completed before: {fold_dir}")
             records.append(earlier)
             continue
-        again = resume and last_checkpoint_file(fold_dir).is_file()
+        again = resume and holds_run(fold_dir)  # with no checkpoint yet, the fold starts again (see train)
         records.append(train(cfg, fold_dir, resume=again, fold=Fold(data, rows, number, len(splits))))
     if not is_rank_zero():
         return {"status": "completed"}

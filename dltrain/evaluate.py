@@ -1,7 +1,8 @@
 """`dltrain-eval ckpt_path=<checkpoint or run dir>`: the test metrics of a checkpoint, recomputed.
 
 The data and model come from the config stored in the checkpoint; the metrics are written as JSON
-(default: eval_<checkpoint name>.json in the run directory) and shown as a table.
+(default: eval_<checkpoint name>.json in the run directory; output= a file, or a folder to put it in) and
+shown as a table.
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None, tru
     tested = trainer.test(module, dataloaders=loader, verbose=False)[0]
     metrics = {k.replace("test_", f"{split}_", 1): float(v) for k, v in sorted(tested.items())}
     result = {"checkpoint": str(path.resolve()), "split": split, "epoch": checkpoint["epoch"], "metrics": metrics}
-    target = Path(output) if output else run_dir / f"eval_{path.stem}.json"
+    name = f"eval_{path.stem}.json"
+    target = Path(output).expanduser() if output else run_dir / name
+    if target.is_dir():  # a folder: the file goes inside it
+        target = target / name
     write_json(target, result)
     console.show_metrics(metrics, f"{split} metrics of {path.name}")
     print(f"written to {target}")

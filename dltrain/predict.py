@@ -12,12 +12,16 @@ import numpy as np
 
 from dltrain.tools import run_tool
 
-KEYS = {"ckpt_path": None, "input": None, "output": None, "batch_size": "1024", "trust": None}
+KEYS = {"ckpt_path": None, "input": None, "output": None, "batch_size": "1024", "trust": None,
+        "on_unknown_category": "error"}
+UNKNOWN_CATEGORY = ("error", "zeros")
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 
 
-def read_inputs(source: Path, spec) -> tuple[np.ndarray, dict[str, list]]:
-    """Model-ready features of `source` and the columns that identify each row (row number or file)."""
+def read_inputs(source: Path, spec, missing: str = "impute", on_unknown: str = "zeros"
+                ) -> tuple[np.ndarray, dict[str, list]]:
+    """Model-ready features of `source` and the columns that identify each row (row number or file). A table's
+    rows follow training's rules (`missing`: its data.missing; see TableEncoder.check)."""
     from dltrain.data.encoding import TableEncoder
     from dltrain.data.images import image_transform, load_images
     from dltrain.data.tables import read_frame
@@ -37,10 +41,12 @@ def read_inputs(source: Path, spec) -> tuple[np.ndarray, dict[str, list]]:
         if spec.encoder is None:
             raise DataError(f"input={source} is a table, but the checkpoint was trained on a {spec.kind}")
         frame = read_frame(source, "input")
-        try:
-            features = TableEncoder.from_dict(spec.encoder).transform(frame)
-        except KeyError as exc:
-            raise DataError(f"input={source}: {exc.args[0]} (the model was trained on those columns)") from None
+        encoder = TableEncoder.from_dict(spec.encoder)
+        lacking = [c["name"] for c in encoder.columns if c["name"] not in frame.columns]
+        if lacking:
+            raise DataError(f"input={source}: missing columns {', '.join(lacking)} (the model was trained on them)")
+        encoder.check(frame, missing, on_unknown, str(source))
+        features = encoder.transform(frame)
         return features, {"row": list(range(1, len(frame) + 1))}
     if source.suffix.lower() in (".npy", ".npz"):
         if not source.is_file():
@@ -60,7 +66,9 @@ def read_inputs(source: Path, spec) -> tuple[np.ndarray, dict[str, list]]:
             import pandas as pd
 
             names = [c["name"] for c in spec.encoder["columns"]]
-            features = TableEncoder.from_dict(spec.encoder).transform(pd.DataFrame(features, columns=names))
+            encoder, frame = TableEncoder.from_dict(spec.encoder), pd.DataFrame(features, columns=names)
+            encoder.check(frame, missing, on_unknown, str(source))
+            features = encoder.transform(frame)
         return features, {"row": list(range(1, len(features) + 1))}
     raise DataError(f"input={source}: expected a table (.csv, .parquet), an image folder, or a .npy/.npz array")
 
@@ -115,21 +123,30 @@ def labelled_predictions(module, dataset):
 
 
 def predict(ckpt_path: str, input: str, output: str | None = None, batch_size: str = "1024",
-            trust: str | None = None) -> Path:
-    """Write one prediction per input row or file to a CSV; returns its path."""
+            trust: str | None = None, on_unknown_category: str = "error") -> Path:
+    """Write one prediction per input row or file to a CSV (`output`, a file or a folder); returns its path."""
     import pandas as pd
     import torch
 
     from dltrain.checkpoints import open_checkpoint
+    from dltrain.errors import ConfigError
     from dltrain.run_files import write_atomic
 
+    if not batch_size.isdigit() or int(batch_size) < 1:
+        raise ConfigError(f"batch_size={batch_size} is not valid: expected an integer > 0")
+    if on_unknown_category not in UNKNOWN_CATEGORY:
+        raise ConfigError(f"on_unknown_category={on_unknown_category} is not valid: expected error or zeros")
     path, run_dir, _, module = open_checkpoint(ckpt_path, trust)
     module.eval()
     source = Path(input).expanduser()
-    features, ids = read_inputs(source, module.spec)
+    missing = (module.hparams.config.get("data") or {}).get("missing", "impute")
+    features, ids = read_inputs(source, module.spec, missing, on_unknown_category)
     table = pd.concat([pd.DataFrame(ids), prediction_table(module, torch.from_numpy(features), int(batch_size))],
                       axis=1)
-    target = Path(output) if output else run_dir / f"predictions_{source.stem}.csv"
+    name = f"predictions_{source.stem}.csv"
+    target = Path(output).expanduser() if output else run_dir / name
+    if target.is_dir():  # a folder: the file goes inside it
+        target = target / name
     write_atomic(target, table.to_csv(index=False))
     print(f"{len(table)} predictions written to {target}")
     return target

@@ -24,9 +24,10 @@ def find_run_dir(resume: str) -> Path:
         found = candidates[-1].parent.parent
         return (found.parent if found.name.startswith("fold_") else found).resolve()
     run_dir = Path(resume).expanduser().resolve()
-    if not _last_checkpoints(run_dir):
-        raise ConfigError(f"resume={resume}: {run_dir} is not a run directory with checkpoints/last.ckpt "
-                          "(or a cross-validation run with fold_<k>/checkpoints/last.ckpt)")
+    # config.yaml alone: a run stopped before its first checkpoint, which a resume trains from its start
+    if not _last_checkpoints(run_dir) and not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"resume={resume}: {run_dir} is not a run directory (it has neither config.yaml nor "
+                          "checkpoints/last.ckpt, nor fold_<k>/checkpoints/last.ckpt of a cross-validation run)")
     return run_dir
 
 
@@ -45,9 +46,12 @@ def run_dir_resolver(resume: str | None, stamp: str) -> str:
     return scratch_run_dir(stamp) if launcher_rank() > 0 else str(RUNS / stamp)
 
 
-def hydra_subdir_resolver(resume: str | None) -> str | None:
-    """hydra.output_subdir: none when resuming (the run keeps the .hydra files of its first start) or on rank > 0."""
-    return None if resume or launcher_rank() > 0 else ".hydra"
+def hydra_subdir_resolver(resume: str | None, run_dir: str) -> str | None:
+    """hydra.output_subdir: none when resuming (the run keeps the .hydra files of its first start), on rank > 0,
+    and in a folder that already holds a run (the job refuses it: its first run's .hydra files stay as they were)."""
+    from dltrain.run_claim import holds_run
+
+    return None if resume or launcher_rank() > 0 or holds_run(Path(run_dir)) else ".hydra"
 
 
 def register_resolvers() -> None:

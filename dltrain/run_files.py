@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from dltrain.errors import disk_error, is_disk_error
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _UNFINISHED = ".tmp"  # the suffix of write_with's temporary files
@@ -21,8 +23,11 @@ def write_with(path: Path, write: Callable[[BinaryIO], Any], sync: bool = True) 
     power cut, at a cost (milliseconds to tens of them) that files written every epoch need not pay.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_UNFINISHED)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_UNFINISHED)
+    except OSError as exc:
+        raise (disk_error(exc, "cannot write", path) if is_disk_error(exc) else exc) from None
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would
         with os.fdopen(fd, "wb") as handle:
@@ -31,8 +36,10 @@ def write_with(path: Path, write: Callable[[BinaryIO], Any], sync: bool = True) 
             if sync:
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if is_disk_error(exc):  # a full disk or read-only folder: the user's to change; `path` is as it was
+            raise disk_error(exc, "cannot write", path) from None
         raise
 
 

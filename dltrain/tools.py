@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from dltrain.errors import ConfigError, UserError, one_line
+from dltrain.errors import ConfigError, one_line, user_error_in
 
 EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 1, 2
 
@@ -50,15 +50,16 @@ def run_tool(name: str, doc: str, keys: dict[str, Any], required: tuple[str, ...
             print(tool_help(doc, keys, required))
             return
         body(**parse_keys(argv, keys, required))
-    except UserError as exc:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"{name}: error: {one_line(exc)}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
     except BrokenPipeError:  # the reader went away (`| head`): as Python's docs advise, no more output
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(EXIT_USER_ERROR)
-    except Exception:
+    except Exception as exc:
+        user = user_error_in(exc)  # by type: dltrain's UserError (wrapped or not), or a full or read-only disk
+        if user is not None and os.environ.get("HYDRA_FULL_ERROR") != "1":
+            print(f"{name}: error: {one_line(user)}", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
+        if user is not None:
+            raise
         traceback.print_exc()
         print(f"{name}: internal error (a bug, not your input): please report it with the traceback above.",
               file=sys.stderr)
@@ -73,6 +74,7 @@ def tool_help(doc: str, keys: dict[str, Any], required: tuple[str, ...]) -> str:
     usage, _, summary = first.strip("`").partition("`")  # "`usage`: summary" or "`usage`."
     summary = summary.lstrip(":. ")
     lines = [f"usage: {usage}", *([summary[:1].upper() + summary[1:]] if summary else []), about.rstrip(), "", "keys:"]
-    lines += [f"  {key:12}{'required' if key in required else f'default: {default}' if default else 'optional'}"
+    width = max(12, *(len(key) + 2 for key in keys))
+    lines += [f"  {key:{width}}{'required' if key in required else f'default: {default}' if default else 'optional'}"
               for key, default in keys.items()]
     return "\n".join(lines)

@@ -27,11 +27,13 @@ from dltrain.config_check import check_config
 from dltrain.data.datamodule import build_datamodule
 from dltrain.data.folds import Fold
 from dltrain.distributed import is_rank_zero
-from dltrain.errors import ConfigError, RunInterrupted, RunStopped, TrainingDiverged, one_line
+from dltrain.errors import ConfigError, DiskError, RunInterrupted, RunStopped, TrainingDiverged, one_line
 from dltrain.instantiate import build
 from dltrain.losses import loss_name
 from dltrain.models.summary import network_summary
 from dltrain.module import TrainingModule
+from dltrain.preflight import check_before_data, check_before_training
+from dltrain.run_claim import claimed, mark_running
 from dltrain.run_files import remove_unfinished_writes, write_atomic, write_json
 from dltrain.trust import targets_of
 
@@ -77,12 +79,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, added: list[pl.Callback]) ->
         if cb_cfg is None:
             continue
         callbacks.append(build(cb_cfg, f"callbacks.{name}", **_checkpoint_dir(cb_cfg, run_dir)))
-    callbacks += [
-        EpochMetricsCSV(run_dir / "metrics.csv"),
-        RngState(),
-        InterruptCheckpoint(run_dir / "checkpoints" / "interrupted.ckpt"),
-        *added,
-    ]
+    callbacks = [InterruptCheckpoint(run_dir / "checkpoints" / "interrupted.ckpt"), *callbacks,
+                 EpochMetricsCSV(run_dir / "metrics.csv"), RngState(), *added]
     if sys.stdout.isatty():  # a live bar in a terminal; elsewhere (CI logs) one line per epoch is enough
         callbacks.append(RichProgressBar())
     return callbacks
@@ -146,76 +144,58 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], run_dir: Path, 
     )
 
 
-def check_trainer_arguments(trainer_cfg: DictConfig) -> None:
-    """Refuse, before the data loads, a trainer.* key that Lightning's Trainer does not take, naming the
-    closest argument it does take (Lightning would say only that __init__ got an unexpected keyword)."""
-    import difflib
-    import inspect
-
-    taken = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
-    for key in trainer_cfg:
-        if key.startswith("_") or key in taken:
-            continue
-        close = difflib.get_close_matches(key, sorted(taken), n=1)
-        hint = f"did you mean trainer.{close[0]}?" if close else "see Lightning's Trainer documentation"
-        raise ConfigError(f"trainer.{key} is not an argument of Lightning's Trainer: {hint}")
-
-
-def check_gpus(trainer_cfg: DictConfig) -> None:
-    """Refuse a trainer asking for more GPUs than this machine has, in one line naming what would run here
-    (Lightning's own error names neither the count nor the way out)."""
-    import torch
-
-    wanted = trainer_cfg.get("devices")
-    if trainer_cfg.get("accelerator") not in ("gpu", "cuda") or not isinstance(wanted, int) or wanted < 1:
-        return
-    here = torch.cuda.device_count()
-    if wanted > here:
-        raise ConfigError(f"trainer.accelerator={trainer_cfg.accelerator} with trainer.devices={wanted} asks for "
-                          f"{wanted} GPU(s) and this machine has {here}; use trainer.devices={here} or fewer"
-                          if here else
-                          f"trainer.accelerator={trainer_cfg.accelerator} asks for a GPU and this machine has none; "
-                          "use trainer=cpu (trainer=ddp_cpu for several processes), or trainer=default, which "
-                          "takes a GPU where there is one")
-
-
 def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple[pl.Callback, ...] = (),
           fold: Fold | None = None) -> dict[str, Any]:
     """Train, test the best checkpoint, and write config, metrics, checkpoints and results into run_dir.
 
-    resume=True continues run_dir from its last epoch-end checkpoint, appending to metrics.csv.
+    resume=True continues run_dir from its last epoch-end checkpoint, appending to metrics.csv (a run that
+    ended before its first checkpoint starts again from its first epoch).
     `callbacks` join the configured ones (a search trial's pruning); one may end the run with RunStopped.
     `fold` trains one cross-validation fold: its data and rows instead of the config's split.
     """
     started = time.perf_counter()
     check_config(cfg)
-    check_gpus(cfg.trainer)
-    check_trainer_arguments(cfg.trainer)
+    check_before_data(cfg)
     quiet_libraries()
     rank_zero = is_rank_zero()  # under DDP only rank zero writes files and talks; the others train
     if not rank_zero:
         log.setLevel(logging.WARNING)
     run_dir = Path(run_dir)
+    if rank_zero:
+        with claimed(run_dir, resume):
+            return _train(cfg, run_dir, resume, callbacks, fold, started, rank_zero)
     run_dir.mkdir(parents=True, exist_ok=True)
+    return _train(cfg, run_dir, resume, callbacks, fold, started, rank_zero)
+
+
+def _train(cfg: DictConfig, run_dir: Path, resume: bool, callbacks: tuple[pl.Callback, ...], fold: Fold | None,
+           started: float, rank_zero: bool) -> dict[str, Any]:
     config = OmegaConf.to_container(cfg, resolve=True)
     last = last_checkpoint_file(run_dir)
+    restart = resume and not last.is_file()
+    if restart:
+        log.info(f"{run_dir} ended before its first checkpoint: training it from its first epoch")
+        resume = False
     if resume:  # refuse an unsafe or corrupt checkpoint before anything else is built or written
         resumed = read_checkpoint(last, trusted=targets_of(config))
-    if rank_zero and not resume:
-        write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(config))
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(config["data"], cfg.seed, *((fold.data, fold.rows) if fold else ()))
     module = TrainingModule(config, datamodule.spec.to_dict())
-    if resume:  # refuse a checkpoint of another model or data shape in one line, then continue its metrics
+    check_before_training(cfg, datamodule, module)
+    if resume:  # refuse a checkpoint of another model or data shape in one line
         check_weights_fit(resumed, config, datamodule.spec.to_dict())
         check_training_state(resumed, module, build(config["optimizer"], "optimizer"), last)
         epochs_done = resumed["epoch"] + 1
-        if rank_zero:  # the run's files change only once the checkpoint is known to be resumable
+    if rank_zero:  # the run's files change only once every check has passed
+        mark_running(run_dir)
+        if resume:
             for unfinished in (*remove_unfinished_writes(run_dir), *remove_unfinished_writes(last.parent)):
                 log.info(f"removed {unfinished}, a write the stopped run left unfinished")
-            write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(config))
             _drop_metrics_from(run_dir / "metrics.csv", epochs_done)
+        elif restart:
+            (run_dir / "metrics.csv").unlink(missing_ok=True)
+        write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(config))
     summary = network_summary(module.model, datamodule.spec.input_shape)
     if rank_zero:
         write_atomic(run_dir / "model_summary.txt", f"{summary}\n")
@@ -242,6 +222,9 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None, weights_only=True)
     except MisconfigurationException as exc:  # Lightning's word for a setup it refuses: the user's to change
         raise ConfigError(f"Lightning refuses this set-up: {one_line(exc)}") from None
+    except DiskError as exc:  # every file is whole (written atomically): what is there can be continued
+        then = (f"continue with: dltrain resume={run_dir}" if last.exists() else "then start the run again")
+        raise DiskError(f"{exc} (every file already there is whole; {then})") from None
     except RunStopped as exc:
         stopped = results(exc.status, val=_val_metrics(trainer), reason=str(exc))
         log.info(f"run stopped: {exc}")
@@ -257,7 +240,7 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple
         results("interrupted", signal=interrupt.signal_name)
         then = (f"continue with: dltrain resume={run_dir}" if last.exists()
                 else "no epoch had finished, so a resume has nothing to continue: start the run again")
-        raise RunInterrupted(f"interrupted by {interrupt.signal_name}: saved {interrupt.path}; {then}", code) from None
+        raise RunInterrupted(f"interrupted by {interrupt.signal_name}: saved {interrupt.path}", code, then) from None
 
     val = _best_epoch_val_metrics(run_dir / "metrics.csv", cfg.monitor, cfg.mode) if rank_zero else {}
     checkpoint = best_checkpoint(trainer)

@@ -33,8 +33,9 @@ def tool(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("name, flag, keys", [
     ("dltrain-eval", "--help", ["ckpt_path   required", "output      optional", "split       default: test",
                                  "trust       optional"]),
-    ("dltrain-predict", "-h", ["ckpt_path   required", "input       required", "output      optional",
-                               "batch_size  default: 1024", "trust       optional"]),
+    ("dltrain-predict", "-h", [f"{key:21}{what}" for key, what in [
+        ("ckpt_path", "required"), ("input", "required"), ("output", "optional"), ("batch_size", "default: 1024"),
+        ("trust", "optional"), ("on_unknown_category", "default: error")]]),
 ])
 def test_eval_and_predict_answer_help_with_their_usage_and_keys(tmp_path, name, flag, keys):
     proc = tool(name, flag, cwd=tmp_path)
@@ -59,25 +60,62 @@ def test_eval_recomputes_the_test_metrics_of_a_checkpoint_or_run_dir(run, tmp_pa
 
 def test_predict_applies_the_training_encoding_to_new_rows(run, tmp_path):
     table = tmp_path / "table.csv"
-    write_table(table)
+    write_table(table)  # its line 7 (row 5) has no noise value, which training (data.missing=drop) left out
     run_dir, _ = run(["data=csv", f"data.path={table}", "data.target=label", "model=mlp", "trainer.max_epochs=5"])
     proc = tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={table}", cwd=tmp_path)
+    assert proc.returncode == 1 and not (run_dir / "predictions_table.csv").exists()
+    assert proc.stderr.strip().splitlines() == [
+        f"dltrain-predict: error: {table} line 7: column 'noise' is empty, and the model was trained with "
+        "data.missing=drop (rows with a missing value left out): fill it in"]
+    complete = tmp_path / "complete.csv"
+    pd.read_csv(table).dropna().to_csv(complete, index=False)
+    proc = tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={complete}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    full = pd.read_csv(run_dir / "predictions_table.csv")
-    assert len(full) == 300 and list(full.columns) == ["row", "prediction", "prob_big", "prob_small"]
+    full = pd.read_csv(run_dir / "predictions_complete.csv")
+    assert len(full) == 299 and list(full.columns) == ["row", "prediction", "prob_big", "prob_small"]
     assert np.allclose(full.prob_big + full.prob_small, 1)
     assert (full.prediction == np.where(full.prob_big > 0.5, "big", "small")).all()
-    # Three rows alone, with a category unseen in training: encoded with the training statistics,
-    # they get exactly the probabilities they got among all 300 rows.
-    few = pd.read_csv(table).iloc[[0, 1, 2]].drop(columns="label")
+    # Three rows alone, with a category unseen in training: refused unless on_unknown_category=zeros, which
+    # encodes it as no known colour; the others get exactly the probabilities they got among all rows.
+    few = pd.read_csv(complete).iloc[[0, 1, 2]].drop(columns="label")
     few.loc[2, "colour"] = "purple"
     few.to_csv(tmp_path / "few.csv", index=False)
     out = tmp_path / "few_predictions.csv"
+    proc = tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={tmp_path / 'few.csv'}", f"output={out}",
+                cwd=tmp_path)
+    assert proc.returncode == 1 and not out.exists()
+    assert "line 4: column 'colour' value 'purple' is a category training never saw" in proc.stderr
     assert tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={tmp_path / 'few.csv'}", f"output={out}",
-                cwd=tmp_path).returncode == 0
+                "on_unknown_category=zeros", cwd=tmp_path).returncode == 0
     three = pd.read_csv(out)
     assert np.allclose(three.prob_big[:2], full.prob_big[:2], atol=1e-6)
     assert not np.isclose(three.prob_big[2], full.prob_big[2])  # purple is encoded as no known colour
+
+
+def test_predict_refuses_rows_training_would_refuse_and_imputes_as_an_imputing_run_did(run, tmp_path):
+    table = tmp_path / "table.csv"
+    write_table(table)
+    run_dir, _ = run(["data=csv", f"data.path={table}", "data.target=label", "model=mlp", "trainer.max_epochs=2",
+                      "data.missing=impute"])
+    proc = tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={table}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr  # the empty cell is imputed, as training imputed it
+    assert len(pd.read_csv(run_dir / "predictions_table.csv")) == 300
+    for value, why in (("abc", "value 'abc' is not a number, and the column is numeric"),
+                       ("inf", "value inf is infinite")):
+        bad = pd.read_csv(table).drop(columns="label").astype({"size": object})
+        bad.loc[3, "size"] = value
+        bad.to_csv(tmp_path / "bad.csv", index=False)
+        proc = tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={tmp_path / 'bad.csv'}",
+                    f"output={tmp_path / 'out'}", "batch_size=64", cwd=tmp_path)
+        assert proc.returncode == 1 and f"bad.csv line 5: column 'size' {why}" in proc.stderr, proc.stderr
+        assert not (tmp_path / "out").exists()
+    (tmp_path / "out").mkdir()  # an existing folder as output: the file goes inside it
+    proc = tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={table}", f"output={tmp_path / 'out'}",
+                cwd=tmp_path)
+    assert proc.returncode == 0 and (tmp_path / "out" / "predictions_table.csv").is_file()
+    proc = tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={table}", "batch_size=abc", cwd=tmp_path)
+    assert (proc.returncode, proc.stderr.strip()) == (
+        1, "dltrain-predict: error: batch_size=abc is not valid: expected an integer > 0")
 
 
 def test_predict_reads_image_folders_and_arrays(run, tmp_path):
@@ -127,7 +165,7 @@ def test_a_sigkilled_run_resumes_to_the_same_final_metrics(tmp_path):
     process.kill()
     process.wait()
     run_dir = only_run_dir(killed)
-    assert not (run_dir / "results.json").exists()
+    assert read_results(run_dir)["status"] == "running"  # what it was when killed: nothing claims completion
     assert not list(run_dir.glob("checkpoints/.*.tmp"))  # no half-written checkpoint
     proc = dltrain_command(f"resume={run_dir}", cwd=killed)
     assert proc.returncode == 0, proc.stderr
@@ -138,12 +176,14 @@ def test_a_sigkilled_run_resumes_to_the_same_final_metrics(tmp_path):
 
 
 def test_last_ckpt_is_the_last_epoch_and_best_ckpt_the_best(run):
-    """mode=max on a falling val_loss makes the first epoch the best: best.ckpt stays there, last.ckpt moves on
-    (Lightning 2.6's save_last writes only when the best improves)."""
-    run_dir, results = run(["model=mlp", "trainer.max_epochs=3", "mode=max"])
-    assert [row["val_loss"] for row in read_metrics(run_dir)] == sorted(r["val_loss"] for r in read_metrics(run_dir))[::-1]
-    assert torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)["epoch"] == 0
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
+    """A learning rate too high for the MLP makes val_loss rise again after its best epoch: best.ckpt stays
+    there, last.ckpt moves on (Lightning 2.6's save_last writes only when the best improves)."""
+    run_dir, results = run(["model=mlp", "trainer.max_epochs=6", "optimizer.lr=0.1", "callbacks.early_stopping=null"])
+    losses = [row["val_loss"] for row in read_metrics(run_dir)]
+    best = losses.index(min(losses))
+    assert best < len(losses) - 1  # the case this test is about
+    assert torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)["epoch"] == best
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == len(losses) - 1
     assert (results["best_checkpoint"], results["last_checkpoint"]) == ("checkpoints/best.ckpt", "checkpoints/last.ckpt")
 
 
@@ -161,7 +201,9 @@ def test_checkpoint_callbacks_set_to_null_write_no_checkpoint(run):
 
 @pytest.mark.parametrize("scheduler", [
     ["scheduler=step", "scheduler.scheduler.step_size=1", "scheduler.scheduler.gamma=0.5"],
-    ["scheduler=plateau", "scheduler.scheduler.patience=0", "scheduler.scheduler.factor=0.5", "mode=max"],
+    # threshold 0.99: only a 99% fall counts as an improvement, so the plateau scheduler steps every epoch
+    ["scheduler=plateau", "scheduler.scheduler.patience=0", "scheduler.scheduler.factor=0.5",
+     "+scheduler.scheduler.threshold=0.99"],
 ])
 def test_a_resumed_run_continues_its_schedule_as_if_never_stopped(tmp_path, scheduler):
     common = [*FAST[:1], "model=mlp", "callbacks.early_stopping=null", *scheduler]

@@ -98,7 +98,7 @@ def test_a_gpu_trainer_asking_for_more_gpus_than_there_are_names_the_count_there
     from omegaconf import OmegaConf
 
     from dltrain.errors import ConfigError
-    from dltrain.train import check_gpus
+    from dltrain.preflight import check_gpus
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     check_gpus(OmegaConf.create({"accelerator": "gpu", "devices": 2}))  # as many as there are: taken

@@ -232,7 +232,7 @@ def _bad_csv(tmp_path, text: str):
         (None, ["data.target=y"], "data.path: no such file {path}"),
         ("", ["data.target=y"], "{path}: the file is empty"),
         ("a,y\n1,0\n2,1\n", ["data.target=label"], "{path}: no target column 'label'; the columns are: a, y"),
-        ("a,y\n1,0\n2,1\nthree,0\n4,1\n5,0\n", ["data.target=y"], "{path}: column 'a' is numeric but line 4 holds 'three'"),
+        ("a,y\n1,0\n2,1\nthree,0\n4,1\n5,0\n", ["data.target=y"], "{path} line 4: column 'a' is numeric but holds 'three'"),
         ("a,y\n" + "".join(f"{i},{'x' if i else 'rare'}\n" for i in range(30)), ["data.target=y"],
          "class 'rare' has 1 row(s) left for training"),
     ],

@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dltrain.errors import DataError
+
 
 class TableEncoder:
     """Numeric columns: missing values imputed with the training mean, then standardized with training
@@ -58,6 +60,34 @@ class TableEncoder:
                 out[np.flatnonzero(known), start + codes[known]] = 1.0
                 start += width
         return out
+
+    def check(self, frame: pd.DataFrame, missing: str, on_unknown: str, source: str) -> None:
+        """Refuse new rows that training would have refused, naming column and line (line 1 is the header): a
+        word in a numeric column, an infinite number, an empty cell where training dropped such rows
+        (missing=drop), and with on_unknown=error a category the training split never had."""
+        for column in self.columns:
+            values = frame[column["name"]]
+            present = values.notna().to_numpy(dtype=bool)
+            bad, why = None, ""
+            if missing == "drop" and not present.all():
+                bad, why = ~present, "is empty, and the model was trained with data.missing=drop (rows with a " \
+                                     "missing value left out): fill it in"
+            elif column["kind"] == "numeric":
+                numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+                if (word := np.isnan(numbers) & present).any():
+                    bad, why = word, "is not a number, and the column is numeric"
+                elif (infinite := np.isinf(numbers)).any():
+                    bad, why = infinite, "is infinite; give a finite number"
+            elif on_unknown == "error":
+                unseen = present & ~values.astype("string").isin(column["categories"]).to_numpy(dtype=bool)
+                if unseen.any():
+                    bad, why = unseen, (f"is a category training never saw (it saw {', '.join(column['categories'][:8])}"
+                                        f"{', ...' if len(column['categories']) > 8 else ''}); pass "
+                                        "on_unknown_category=zeros to encode unseen categories as all zeros")
+            if bad is not None:
+                row = int(np.flatnonzero(bad)[0])
+                value = f" value {values.iloc[row]!r}" if present[row] else ""
+                raise DataError(f"{source} line {row + 2}: column '{column['name']}'{value} {why}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"columns": self.columns}

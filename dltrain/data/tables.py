@@ -2,41 +2,76 @@
 
 from __future__ import annotations
 
+import csv
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from dltrain.data.arrays import SPLIT_NAMES, TABLE, TEST, TRAIN, VAL, ArrayData
 from dltrain.data.targets import encode_targets
 from dltrain.errors import DataError
 
 MISSING_POLICIES = ("drop", "impute")
+log = logging.getLogger("dltrain")
 
 
-def read_frame(path: str | Path, role: str = "data.path") -> pd.DataFrame:
-    """A CSV (.csv, .tsv, .txt) or Parquet (.parquet, .pq) file as a DataFrame, read by pyarrow."""
+def read_frame(path: str | Path, role: str = "data.path", encoding: str = "utf-8") -> pd.DataFrame:
+    """A CSV (.csv, .tsv, .txt) or Parquet (.parquet, .pq) file as a DataFrame, read by pyarrow; refused when
+    two columns share a name (pandas would rename one silently) or text is not in `encoding`."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise DataError(f"{role}: no such file {file}")
     if file.stat().st_size == 0:
         raise DataError(f"{file}: the file is empty (expected a header row and data rows)")
+    parquet = file.suffix.lower() in (".parquet", ".pq")
     try:
-        if file.suffix.lower() in (".parquet", ".pq"):
+        if parquet:
+            import pyarrow.parquet
+
+            names = pyarrow.parquet.read_schema(file).names
             frame = pd.read_parquet(file, engine="pyarrow", dtype_backend="pyarrow")
         else:
             sep = "\t" if file.suffix.lower() == ".tsv" else ","
+            with file.open(newline="", encoding=encoding, errors="replace") as handle:
+                names = next(csv.reader(handle, delimiter=sep), [])
             # Arrow-backed columns: no conversion copy of the whole table into pandas' own arrays.
-            frame = pd.read_csv(file, engine="pyarrow", sep=sep, dtype_backend="pyarrow")
+            frame = pd.read_csv(file, engine="pyarrow", sep=sep, dtype_backend="pyarrow", encoding=encoding)
+    except LookupError:
+        raise DataError(f"data.encoding={encoding!r} is not a text encoding Python knows (e.g. utf-8, latin-1, "
+                        "cp1252)") from None
     except Exception as exc:  # pyarrow and pandas raise many kinds for a malformed file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{file}: cannot be read as a table ({first})") from None
+    twice = next((name for i, name in enumerate(names) if name in names[:i]), None)
+    if twice is not None:
+        raise DataError(f"{file}: the header names column '{twice}' twice; give each column its own name")
+    for name in frame.columns:
+        if pa.types.is_binary(getattr(frame[name].dtype, "pyarrow_dtype", pa.null())):
+            raise DataError(f"{file}: column '{name}' holds text that is not {encoding}; save the file as UTF-8, "
+                            "or name its encoding with data.encoding=<name> (e.g. latin-1, cp1252)")
     if frame.empty:
         raise DataError(f"{file}: the file has a header but no data rows")
     return frame
 
 
-def _check_numeric(frame: pd.DataFrame, file: Path, first_line: int) -> None:
+def _check_finite(frame: pd.DataFrame, where: Callable[[int], str]) -> None:
+    """An infinite number would be standardized to NaN and end as a NaN loss: name its column and line."""
+    for name in frame.columns:
+        values = frame[name]
+        if not pd.api.types.is_float_dtype(values):
+            continue
+        infinite = np.isinf(values.to_numpy(dtype="float64", na_value=np.nan))
+        if infinite.any():
+            row = int(np.flatnonzero(infinite)[0])
+            raise DataError(f"{where(row)}: column '{name}' holds {values.iloc[row]}; give a finite number "
+                            "(or leave the cell empty for a missing value)")
+
+
+def _check_numeric(frame: pd.DataFrame, where: Callable[[int], str]) -> None:
     """A text column whose values are mostly numbers holds a typo: name its first non-number."""
     for name in frame.columns:
         values = frame[name]
@@ -48,9 +83,32 @@ def _check_numeric(frame: pd.DataFrame, file: Path, first_line: int) -> None:
             position = int(np.flatnonzero(not_number)[0])
             row = frame.index.get_loc(present.index[position])
             raise DataError(
-                f"{file}: column '{name}' is numeric but line {row + first_line} holds {present.iloc[position]!r}; "
+                f"{where(row)}: column '{name}' is numeric but holds {present.iloc[position]!r}; "
                 "fix the value, or list the column in data.categorical to treat it as text"
             )
+
+
+def _line_finder(files: list[tuple[Path, int]]) -> Callable[[int], str]:
+    """Row of the concatenated files -> "file line N" (line 1 is the header)."""
+    def where(row: int) -> str:
+        for file, rows in files:
+            if row < rows:
+                return f"{file} line {row + 2}"
+            row -= rows
+        return f"row {row}"
+    return where
+
+
+def _check_same_columns(main: pd.DataFrame, main_file: Path, other: pd.DataFrame, other_file: Path) -> None:
+    """A validation or test file holds exactly the training file's columns (concatenated, any other would be
+    missing values everywhere)."""
+    lacking = [c for c in main.columns if c not in other.columns]
+    extra = [c for c in other.columns if c not in main.columns]
+    if lacking or extra:
+        what = "; ".join(part for part in (
+            f"lacks {', '.join(map(repr, lacking))}" if lacking else "",
+            f"has {', '.join(map(repr, extra))}, which {main_file.name} has not" if extra else "") if part)
+        raise DataError(f"{other_file}: its columns differ from {main_file}'s: it {what}")
 
 
 def table(
@@ -63,6 +121,7 @@ def table(
     split_column: str | None = None,
     val_path: str | None = None,
     test_path: str | None = None,
+    encoding: str = "utf-8",
 ) -> ArrayData:
     """A table with a target column; the other columns (or `features`) are the inputs.
 
@@ -72,10 +131,11 @@ def table(
     if missing not in MISSING_POLICIES:
         raise DataError(f"data.missing={missing!r} is not a policy: expected drop or impute")
     file = Path(path).expanduser()
-    parts = [(read_frame(file), TRAIN if (val_path or test_path) else -1)]
+    parts = [(read_frame(file, encoding=encoding), TRAIN if (val_path or test_path) else -1)]
     for extra, part, role in ((val_path, VAL, "data.val_path"), (test_path, TEST, "data.test_path")):
         if extra:
-            parts.append((read_frame(extra, role), part))
+            parts.append((read_frame(extra, role, encoding), part))
+            _check_same_columns(parts[0][0], file, parts[-1][0], Path(extra).expanduser())
     frame = pd.concat([p for p, _ in parts], ignore_index=True)
     split = np.concatenate([np.full(len(p), part) for p, part in parts])
 
@@ -94,11 +154,26 @@ def table(
     unknown = [c for c in chosen if c not in columns]
     if unknown:
         raise DataError(f"{file}: no feature column '{unknown[0]}'; the columns are: {', '.join(map(str, columns))}")
+    if target in chosen or (split_column is not None and split_column in chosen):
+        which = target if target in chosen else split_column
+        raise DataError(f"data.features lists '{which}', the {'target' if which == target else 'split'} column: "
+                        f"the model would {'train on the answer' if which == target else 'see the split'}; "
+                        "leave it out of data.features")
+    if not chosen:
+        raise DataError(f"{file}: no input columns: the table holds only '{target}'"
+                        + (f" and '{split_column}'" if split_column else "") + "; add feature columns")
     for name in categorical or []:
         if name not in chosen:
             raise DataError(f"data.categorical names '{name}', which is not a feature column of {file}")
         frame[name] = frame[name].astype("string")
-    _check_numeric(frame[chosen], file, first_line=2)
+    where = _line_finder([(file, len(parts[0][0]))] + [(Path(extra).expanduser(), len(p)) for extra, (p, _) in
+                                                       zip([e for e in (val_path, test_path) if e], parts[1:])])
+    _check_numeric(frame[chosen], where)
+    _check_finite(frame[chosen + [target]], where)
+    for name in chosen:
+        if frame[name].isna().all():
+            log.warning(f"{file}: column '{name}' has no values at all; it is a constant input "
+                        f"(leave it out with data.features)")
 
     used = frame[chosen + [target]]
     keep = (used.notna().all(axis=1) if missing == "drop" else frame[target].notna()).to_numpy(dtype=bool)

@@ -30,13 +30,14 @@ def encode_targets(targets: pd.Series, task: str | None, source: str) -> tuple[n
     if task is None:
         task = infer_task(targets)
     if task == REGRESSION:
-        numbers = pd.to_numeric(targets, errors="coerce")
-        bad = numbers.isna() & targets.notna()
+        # NaN where a value is not a number (Arrow-backed columns keep NaN apart from missing: test both)
+        numbers = pd.to_numeric(targets, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        bad = np.isnan(numbers) & targets.notna().to_numpy(dtype=bool)
         if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
+            row = int(np.flatnonzero(bad)[0])
             raise DataError(f"{source}: target value {targets.iloc[row]!r} in row {row + 1} is not a number, "
                             "but the task is regression")
-        return numbers.to_numpy(dtype=np.float32), task, None
+        return numbers.astype(np.float32), task, None
     labels = targets.to_numpy()
     names, codes = np.unique(labels.astype(str) if labels.dtype == object else labels, return_inverse=True)
     if task == "classification":

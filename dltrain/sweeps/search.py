@@ -21,7 +21,7 @@ from dltrain.run_files import write_atomic
 
 log = logging.getLogger("dltrain")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-CUT_OFF = "dltrain_cut_off"  # user attribute of a trial an interrupted search left running
+RUN_DIR = "run_dir_"  # study user attribute prefix: trial number -> the folder its job ran in
 
 
 def search_space(overrides: list[Override]) -> tuple[list[str], dict[str, BaseDistribution]]:
@@ -57,7 +57,7 @@ def _distribution(key: str, sweep: Any) -> BaseDistribution:
 
 
 def open_study(storage: str, name: str, mode: str, sampler: DictConfig, pruner: DictConfig) -> optuna.Study:
-    """Create the study, or load it from storage and requeue the trials an earlier stop left running.
+    """Create the study, or load it from storage to continue it.
 
     sampler and pruner are configs: a resumed study's sampler gets its seed plus the number of trials the
     study holds, so it goes on drawing new parameters rather than the ones its first start drew.
@@ -74,28 +74,41 @@ def open_study(storage: str, name: str, mode: str, sampler: DictConfig, pruner: 
     if study.direction.name.lower() != direction:
         raise ConfigError(f"study {name!r} in {storage} is set to {study.direction.name.lower()}, but mode={mode} "
                           f"asks to {direction}: use another hydra.sweeper.study_name or storage")
-    # One search process per study: a trial still RUNNING in storage was cut off by an interrupted search.
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        optuna.trial.Trial(study, trial._trial_id).set_user_attr(CUT_OFF, True)
-        study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params)
-        log.info(f"trial {trial.number} was cut off by an earlier stop: marked failed and queued again")
     done = finished_trials(study)
     if done:
         log.info(f"study {name!r} in {storage}: {done} trial(s) already finished, continuing")
     return study
 
 
+def cut_off_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Trials an earlier search left running when it stopped (Ctrl-C, SIGTERM, a kill): they run again under
+    their own numbers, so the study ends with exactly n_trials trials. One search process per study: a
+    trial RUNNING in storage belongs to no live process."""
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
 def finished_trials(study: optuna.Study) -> int:
-    """Trials that count towards n_trials: all that ended, but those cut off by a stop (they run again)."""
-    return sum(not t.user_attrs.get(CUT_OFF) for t in study.get_trials(deepcopy=False, states=FINISHED))
+    """Trials that count towards n_trials: those that ended (completed, pruned or failed)."""
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def record_run_dir(study: optuna.Study, number: int, run_dir: Path) -> None:
+    """Where trial `number` runs, kept in the study (which may span several sweep folders) for its summary."""
+    study.set_user_attr(f"{RUN_DIR}{number}", str(Path(run_dir).resolve()))
+
+
+def trial_run_dirs(study: optuna.Study) -> list[tuple[int, Path]]:
+    """(trial number, run directory) of every trial of the study that was launched, in trial order."""
+    attrs = study.user_attrs
+    return [(t.number, Path(attrs[f"{RUN_DIR}{t.number}"])) for t in study.get_trials(deepcopy=False)
+            if f"{RUN_DIR}{t.number}" in attrs]
 
 
 def trial_overrides(trial: optuna.Trial) -> list[str]:
     return [f"{key}={value}" for key, value in trial.params.items()]
 
 
-def tell(study: optuna.Study, trial: optuna.Trial, job: JobReturn) -> None:
+def tell(study: optuna.Study, trial: optuna.Trial | optuna.trial.FrozenTrial, job: JobReturn) -> None:
     """Tell the study how a trial's job ended: its monitored value, pruned, or failed."""
     try:
         result = job.return_value
@@ -105,13 +118,13 @@ def tell(study: optuna.Study, trial: optuna.Trial, job: JobReturn) -> None:
     params = " ".join(trial_overrides(trial))
     value = result.get("best_val")
     if result.get("status") == "completed" and value is not None and math.isfinite(value):
-        study.tell(trial, value)
+        study.tell(trial.number, value)
         log.info(f"trial {trial.number}: {value:.4f} with {params}")
     elif result.get("status") == "pruned":
-        study.tell(trial, state=TrialState.PRUNED)
+        study.tell(trial.number, state=TrialState.PRUNED)
         log.info(f"trial {trial.number}: pruned with {params}")
     else:
-        study.tell(trial, state=TrialState.FAIL)
+        study.tell(trial.number, state=TrialState.FAIL)
         log.info(f"trial {trial.number}: {result.get('status')} with {params}: {result.get('error', '')}")
 
 

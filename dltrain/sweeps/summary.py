@@ -31,14 +31,18 @@ class SweepOutcome:
 
 
 last_outcome: SweepOutcome | None = None  # set in the main process by the callback below, read by dltrain.cli
+summarized: set[Path] = set()  # sweep folders whose summary a search already wrote (over its whole study)
 
 
 class SweepSummary(Callback):
-    """Hydra callback: at the end of a multirun, summarise its jobs into the sweep directory."""
+    """Hydra callback: at the end of a multirun, summarise its jobs into the sweep directory (a search has
+    written its own, over every trial of its study, by then)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global last_outcome
         sweep_dir = Path(config.hydra.sweep.dir)
+        if sweep_dir in summarized:
+            return
         try:  # Hydra turns a callback's exception into a warning: keep it for the exit code instead
             last_outcome = write_summary(sweep_dir, config.monitor, config.mode)
         except Exception as exc:
@@ -46,15 +50,20 @@ class SweepSummary(Callback):
             last_outcome = SweepOutcome(sweep_dir, 0, [], error=f"{type(exc).__name__}: {exc}")
 
 
-def job_rows(sweep_dir: Path, monitor: str) -> list[dict[str, Any]]:
-    """One row per job directory: its overrides (the list Hydra wrote), status, monitored value, final val and
-    test metrics."""
+def sweep_jobs(sweep_dir: Path) -> list[tuple[int, Path]]:
+    """(job number, folder) of each job a sweep folder holds."""
+    return sorted((int(d.name), d) for d in sweep_dir.iterdir() if d.is_dir() and d.name.isdigit())
+
+
+def job_rows(jobs: list[tuple[int, Path]], monitor: str) -> list[dict[str, Any]]:
+    """One row per job: its overrides (the list Hydra wrote), status, monitored value, final val and test
+    metrics."""
     rows = []
-    for job_dir in sorted((d for d in sweep_dir.iterdir() if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name)):
+    for number, job_dir in jobs:
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
         overrides = OmegaConf.to_container(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
         results = read_results(job_dir)
-        row = {"job": int(job_dir.name), "overrides": overrides,
+        row = {"job": number, "overrides": overrides,
                "status": results.get("status", "did not finish"), f"best_{monitor}": results.get("best_val")}
         row |= {f"val/{k.removeprefix('val_')}": v for k, v in results.get("val", {}).items()}
         row |= {f"test/{k.removeprefix('test_')}": v for k, v in results.get("test", {}).items()}
@@ -75,14 +84,20 @@ def sort_rows(rows: list[dict[str, Any]], monitor: str, mode: str) -> list[dict[
     return sorted(rows, key=key)
 
 
-def write_summary(sweep_dir: Path, monitor: str, mode: str) -> SweepOutcome:
-    """Write summary.csv, summary.md and summary.png into the sweep directory and show the table."""
+def write_summary(sweep_dir: Path, monitor: str, mode: str, jobs: list[tuple[int, Path]] | None = None
+                  ) -> SweepOutcome:
+    """Write summary.csv, summary.md and summary.png into the sweep directory and show the table: of `jobs`
+    (a search's every trial), or of the jobs in the folder."""
     import pandas as pd
 
     from dltrain.console import show_sweep
     from dltrain.plots import plot_sweep
 
-    rows = sort_rows(job_rows(sweep_dir, monitor), monitor, mode)
+    rows = sort_rows(job_rows(sweep_jobs(sweep_dir) if jobs is None else jobs, monitor), monitor, mode)
+    if not rows:
+        write_atomic(sweep_dir / "summary.md", f"# Sweep {sweep_dir}\n\nNo job ran.\n")
+        log.info(f"no job ran; {sweep_dir / 'summary.md'} says so")
+        return SweepOutcome(sweep_dir, 0, [])
     table = pd.DataFrame(rows).convert_dtypes()  # integer columns stay integers beside a failed job's gaps
     table["overrides"] = table["overrides"].map(" ".join)  # as typed on a command line, one cell
     write_atomic(sweep_dir / "summary.csv", table.to_csv(index=False))

@@ -37,7 +37,8 @@ class OptunaSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> dict[str, Any]:
-        from dltrain.sweeps import search
+        from dltrain.errors import RunInterrupted
+        from dltrain.sweeps import search, summary
 
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         fixed, space = search.search_space(parser.parse_overrides(
@@ -48,12 +49,38 @@ class OptunaSweeper(Sweeper):
         storage = self.storage or f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
         study = search.open_study(storage, self.study_name, self.config.mode, self.sampler, self.pruner)
         job_overrides = [f"hydra.sweeper.storage='{storage}'", f"hydra.sweeper.study_name='{self.study_name}'"]
-        while (remaining := self.n_trials - search.finished_trials(study)) > 0:
-            trials = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
+
+        def run(trials: list) -> None:
+            """Launch the trials (numbers in a row) as jobs numbered like them, and tell the study each result."""
+            for trial in trials:
+                search.record_run_dir(study, trial.number, sweep_dir / str(trial.number))
             batch = [fixed + search.trial_overrides(trial) + job_overrides for trial in trials]
             # Job numbers are the trials' numbers, so a trial's job knows which trial it reports to.
-            assert [t.number for t in trials] == list(range(trials[0].number, trials[0].number + len(trials)))
             returns = self.launcher.launch(batch, initial_job_idx=trials[0].number)
             for trial, job in zip(trials, returns):
                 search.tell(study, trial, job)
-        return search.write_best(study, sweep_dir, fixed, self.config.monitor)
+
+        def summarize() -> dict[str, Any]:
+            record = search.write_best(study, sweep_dir, fixed, self.config.monitor)
+            summary.last_outcome = summary.write_summary(sweep_dir, self.config.monitor, self.config.mode,
+                                                         search.trial_run_dirs(study))
+            summary.summarized.add(sweep_dir)
+            return record
+
+        try:
+            for trial in search.cut_off_trials(study):
+                log.info(f"trial {trial.number} was cut off when the search last stopped: running it again")
+                run([trial])
+            while (remaining := self.n_trials - search.finished_trials(study)) > 0:
+                run([study.ask(space) for _ in range(min(self.n_jobs, remaining))])
+        except RunInterrupted as exc:
+            summarize()
+            again = "the same command" if self.storage else (
+                f"the same command and hydra.sweeper.storage={storage} (this search's study is stored there)")
+            stopped = RunInterrupted(
+                f"{exc}. The search stopped: {search.finished_trials(study)} of {self.n_trials} trials finished, "
+                f"the cut-off one runs again when you continue with {again}; summary: {sweep_dir / 'summary.md'}",
+                exc.exit_code)
+            stopped.summarized = True
+            raise stopped from None
+        return summarize()

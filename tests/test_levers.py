@@ -1,0 +1,54 @@
+"""Each speed lever changes no result: the same seeded run trained with and without it gives the same
+per-epoch losses and metrics (an A/B comparison, not pinned numbers, so it holds across torch releases)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import BatchSampler
+from torch.utils.data.dataloader import default_collate
+
+import dltrain.data.datamodule as datamodule
+import dltrain.train
+from conftest import read_metrics
+from dltrain.data.arrays import TensorBatchDataset
+from dltrain.module import _Pending
+
+RUN = ["model=mlp", "trainer.max_epochs=3", "data.batch_size=50"]  # 50: the last batch of each split is short
+CURVES = ("train_loss", "train_acc", "train_f1", "val_loss", "val_acc", "val_f1", "lr")
+
+
+def without_tensor_batches(monkeypatch) -> None:
+    """Batches as a DataLoader over a TensorDataset makes them: torch's BatchSampler, one row at a time,
+    stacked by default_collate."""
+    monkeypatch.setattr(datamodule, "TensorBatchSampler", BatchSampler)
+    monkeypatch.setattr(datamodule, "keep_batch", default_collate)
+    monkeypatch.delattr(TensorBatchDataset, "__getitems__")
+
+
+def without_chunked_metrics(monkeypatch) -> None:
+    """torchmetrics updated at every batch, as a LightningModule usually does."""
+    monkeypatch.setattr(_Pending, "CHUNK_ROWS", 1)
+
+
+def without_nvml_skip(monkeypatch) -> None:
+    monkeypatch.setattr(dltrain.train, "skip_nvml_probe_without_gpus", lambda trainer: None)
+
+
+@pytest.mark.parametrize("lever_off", [without_tensor_batches, without_chunked_metrics, without_nvml_skip],
+                         ids=["tensor-batches", "chunked-metrics", "nvml-skip"])
+def test_a_lever_leaves_the_run_as_it_was(run, monkeypatch, lever_off):
+    with_lever, _ = run(RUN)
+    with monkeypatch.context() as patched:
+        lever_off(patched)
+        without_lever, _ = run(RUN)
+    ours, theirs = read_metrics(with_lever), read_metrics(without_lever)
+    assert len(ours) == len(theirs) == 3
+    for column in CURVES:
+        assert torch.allclose(torch.tensor([row[column] for row in ours]),
+                              torch.tensor([row[column] for row in theirs]), rtol=1e-5, atol=1e-7), column
+    # the weights at the end are the same too
+    last = [torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for d in (with_lever,
+                                                                                                  without_lever)]
+    assert last[0].keys() == last[1].keys()
+    assert all(torch.allclose(last[0][k], last[1][k], atol=1e-6) for k in last[0])
