@@ -338,7 +338,7 @@ class InterruptCheckpoint(pl.Callback):
             return
         signal.signal(signal.SIGINT, _stop_now)
         self.signal_name = "SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT"
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the whole state (Lightning logs a default otherwise)
 
 
 def _stop_now(signum: int, frame: Any) -> None:

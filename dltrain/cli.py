@@ -13,11 +13,30 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
 
-from dltrain.paths import config_dir
-from dltrain.resume import register_resolvers
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM outside Lightning's fit: an exception, so that the command ends saying so (Python's default is
+    to die silently). Inside fit, Lightning's own handler (which calls this one too) stops at the next batch
+    and InterruptCheckpoint saves; this one then does nothing."""
+    checkpoints = sys.modules.get("dltrain.checkpoints")
+    if checkpoints is not None and checkpoints.InterruptCheckpoint.fitting:
+        return
+    if "main" not in globals():  # still importing this module: nothing started, nothing to record
+        print("dltrain: stopped by SIGTERM before training started", file=sys.stderr)
+        raise SystemExit(143)
+    from dltrain.errors import Terminated
+
+    raise Terminated("terminated by SIGTERM")
+
+
+# Before the slow imports: a SIGTERM while they run ends the command saying so (Python's default is silence).
+signal.signal(signal.SIGTERM, _terminate)
+
+import hydra  # noqa: E402 - after the handler above
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from dltrain.paths import config_dir  # noqa: E402
+from dltrain.resume import register_resolvers  # noqa: E402
 
 EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 1, 2
 register_resolvers()  # at import, so that sweep jobs in worker processes (joblib) resolve the run dir too
@@ -43,7 +62,18 @@ def _train_job(cfg: DictConfig) -> dict | None:
     if in_sweep:
         _sweep = (Path(hydra_cfg.sweep.dir), str(cfg.monitor), str(cfg.mode))
     try:
-        if cfg.resume:
+        continued = False
+        if in_sweep and not cfg.resume:
+            earlier = _continued_job(run_dir, hydra_cfg)
+            if earlier is not None and earlier.get("status") in ("completed", "pruned"):
+                logging.getLogger("dltrain").info(f"job {hydra_cfg.job.num} {earlier['status']} before: {run_dir}")
+                return earlier
+            if earlier is not None:
+                from dltrain.resume import resumed_config
+
+                logging.getLogger("dltrain").info(f"job {hydra_cfg.job.num} continues from {run_dir}")
+                cfg, continued = resumed_config(run_dir, [], _config_dirs(hydra_cfg)), True
+        if cfg.resume and not continued:
             from dltrain.resume import resumed_config
 
             cfg = resumed_config(run_dir, list(hydra_cfg.overrides.task), _config_dirs(hydra_cfg))
@@ -73,7 +103,39 @@ def _train_job(cfg: DictConfig) -> dict | None:
         log.error(f"dltrain: error: {one_line(user or exc)}", exc_info=user is None)
         if in_sweep:
             return record_failure(run_dir, one_line(user or exc))
+        from dltrain.run_claim import RunDirInUse
+
+        if not cfg.resume and not isinstance(user, RunDirInUse):
+            _discard_if_unstarted(run_dir)
         sys.exit(EXIT_USER_ERROR)
+
+
+def _continued_job(run_dir: Path, hydra_cfg: DictConfig) -> dict | None:
+    """A sweep job whose folder holds a run of the same overrides (the same sweep command again, in the same
+    hydra.sweep.dir): that run's results.json record (its status says whether it is done), or None for a
+    fresh folder. A folder holding another job's run is refused."""
+    from dltrain.errors import ConfigError
+    from dltrain.run_claim import holds_run
+    from dltrain.run_files import read_results
+
+    if not holds_run(run_dir):
+        return None
+    stored = run_dir / ".hydra" / "overrides.yaml"
+    asked = list(hydra_cfg.overrides.task)
+    if not stored.is_file() or list(OmegaConf.load(stored)) != asked:
+        raise ConfigError(f"{run_dir} holds a run of other overrides than job {hydra_cfg.job.num} "
+                          f"({' '.join(asked)}): continue a sweep with its own command, or use another "
+                          "hydra.sweep.dir")
+    return read_results(run_dir) or {"status": "unfinished"}
+
+
+def _discard_if_unstarted(run_dir: Path) -> None:
+    """A run refused before it trained leaves no folder that could be taken for a run: Hydra made it with
+    only its .hydra/ files and the log, and the error line says all the log would."""
+    import shutil
+
+    if run_dir.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _config_dirs(hydra_cfg: DictConfig) -> tuple[Path, ...]:
@@ -105,15 +167,16 @@ def _composition_error(exc: BaseException) -> bool:
     return isinstance(exc, (HydraException, OmegaConfBaseException)) or (type(exc) is ValueError and not _jobs_started)
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    """SIGTERM outside Lightning's fit: an exception, so that the command ends saying so (Python's default is
-    to die silently). Inside fit, Lightning's own handler (which calls this one too) stops at the next batch
-    and InterruptCheckpoint saves; this one then does nothing."""
-    from dltrain.errors import Terminated
+def _unparsable(exc: BaseException) -> str | None:
+    """Hydra's parse error of an override (a bare `LexerNoViableAltException`) as what to type instead."""
+    from hydra.errors import OverrideParseException
 
-    checkpoints = sys.modules.get("dltrain.checkpoints")
-    if checkpoints is None or not checkpoints.InterruptCheckpoint.fitting:
-        raise Terminated("terminated by SIGTERM")
+    override = getattr(exc, "override", None) if isinstance(exc, OverrideParseException) else None
+    if not override or "=" not in override:
+        return None
+    key, value = override.split("=", 1)
+    return (f"cannot read {override!r}: Hydra's override grammar does not take that value unquoted; quote it "
+            f"for Hydra inside quotes for the shell: '{key}=\"{value}\"'")
 
 
 def _sweep_interrupted(exc: BaseException) -> str:
@@ -122,10 +185,9 @@ def _sweep_interrupted(exc: BaseException) -> str:
 
     sweep_dir, monitor, mode = _sweep
     outcome = write_summary(sweep_dir, monitor, mode)
-    cut = next((row["run_dir"] for row in outcome.failed if row["status"] == "interrupted"), None)
-    then = f" (the cut-off job continues with: dltrain resume={Path(cut).resolve()})" if cut else ""
-    return (f"{exc}; the sweep stopped there and started no later job{then}. Summary of its {outcome.jobs} "
-            f"job(s) so far: {sweep_dir / 'summary.md'}")
+    return (f"{exc}; the sweep stopped there and started no later job. Summary of its {outcome.jobs} job(s) so "
+            f"far: {sweep_dir / 'summary.md'}. Continue it with the same command and hydra.sweep.dir={sweep_dir}: "
+            "the finished jobs are kept, the cut-off one continues from its checkpoint, the others run")
 
 
 def main() -> None:
@@ -140,7 +202,6 @@ def main() -> None:
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ[_USER_FULL_ERROR] = "1" if full_error else "0"
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    signal.signal(signal.SIGTERM, _terminate)
     try:
         _train_job()
         _fail_if_sweep_jobs_failed()
@@ -163,7 +224,7 @@ def main() -> None:
             _internal_error()
         if full_error:
             raise
-        print(f"dltrain: error: {one_line(user or exc)}", file=sys.stderr)
+        print(f"dltrain: error: {_unparsable(exc) or one_line(user or exc)}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
 
 

@@ -201,9 +201,10 @@ def check_config(cfg: DictConfig) -> None:
     if missing:
         raise ConfigError(f"{missing[0]} is required here: add {missing[0]}=<value> to the command")
     _check_finite(cfg)
+    auto = OmegaConf.select(cfg, "model.name", default=None) == "auto"
     for key, (test, expected) in RULES.items():
         value = OmegaConf.select(cfg, key, default=_MISSING)
-        if value is _MISSING:
+        if value is _MISSING or (auto and key.startswith("model.") and value is None):  # auto: not given
             continue
         if isinstance(value, DictConfig) or OmegaConf.is_list(value):
             value = OmegaConf.to_container(value)

@@ -63,9 +63,10 @@ def ddp_job(hydra_cfg: Any) -> Iterator[None]:
     try:
         yield
     finally:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
+        # Only if the job loaded it: a job stopped while importing torch must not import it again here.
+        dist = sys.modules.get("torch.distributed")
+        if dist is not None and getattr(dist, "is_initialized", None) and dist.is_available() \
+                and dist.is_initialized():
             dist.destroy_process_group()
         sys.argv = argv
         for name, value in env.items():

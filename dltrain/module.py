@@ -82,8 +82,8 @@ class TrainingModule(pl.LightningModule):
         if stage == "train" and not torch.isfinite(losses).all():
             first = int((~torch.isfinite(losses)).nonzero()[0])
             batch = pending.first_batch + first
-            raise FloatingPointError(f"loss became {losses[first].item()} at epoch {self.current_epoch}, "
-                                     f"batch {batch}")
+            raise FloatingPointError(f"loss became {losses[first].item()} at epoch {self.current_epoch + 1}, "
+                                     f"batch {batch + 1}")
         mean_loss, metrics = self._stage(stage)
         # Each batch's mean counted once per sample, so the epoch value is the mean over samples whatever the
         # batch sizes (torchmetrics 1.9's MeanMetric ignores `weight` when nan_strategy="disable").

@@ -48,7 +48,8 @@ def run_dir_resolver(resume: str | None, stamp: str) -> str:
 
 def hydra_subdir_resolver(resume: str | None, run_dir: str) -> str | None:
     """hydra.output_subdir: none when resuming (the run keeps the .hydra files of its first start), on rank > 0,
-    and in a folder that already holds a run (the job refuses it: its first run's .hydra files stay as they were)."""
+    and in a job folder that already holds a run (a single run refuses it, a continued sweep's job goes on with
+    it: its first start's .hydra files stay as they were)."""
     from dltrain.run_claim import holds_run
 
     return None if resume or launcher_rank() > 0 or holds_run(Path(run_dir)) else ".hydra"

@@ -14,6 +14,10 @@ from pathlib import Path
 from dltrain.errors import ConfigError, RunInterrupted, Terminated, disk_error, one_line, user_error_in
 from dltrain.run_files import read_results, write_json
 
+class RunDirInUse(ConfigError):
+    """Another live dltrain process holds the run folder (its files are its own: nothing here touches them)."""
+
+
 # What a run leaves in its directory (Hydra's .hydra/ and the log file come before dltrain and do not count).
 RUN_FILES = ("config.yaml", "metrics.csv", "results.json", "checkpoints")
 
@@ -67,7 +71,7 @@ def _lock(folder: int, run_dir: Path) -> None:
         fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise ConfigError(f"{run_dir} is in use: another dltrain process is training in it; wait for it to "
+            raise RunDirInUse(f"{run_dir} is in use: another dltrain process is training in it; wait for it to "
                               "end, or train in another folder") from None
         if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):  # a file system without locks
             raise

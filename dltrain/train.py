@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import Logger, MLFlowLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
@@ -30,6 +30,7 @@ from dltrain.distributed import is_rank_zero
 from dltrain.errors import ConfigError, DiskError, RunInterrupted, RunStopped, TrainingDiverged, one_line
 from dltrain.instantiate import build
 from dltrain.losses import loss_name
+from dltrain.models.build import chosen_model
 from dltrain.models.summary import network_summary
 from dltrain.module import TrainingModule
 from dltrain.preflight import check_before_data, check_before_training
@@ -181,6 +182,9 @@ def _train(cfg: DictConfig, run_dir: Path, resume: bool, callbacks: tuple[pl.Cal
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(config["data"], cfg.seed, *((fold.data, fold.rows) if fold else ()))
+    config["model"] = chosen_model(config["model"], datamodule.spec)  # model=auto: the data's kind chooses
+    with open_dict(cfg):
+        cfg.model = config["model"]
     module = TrainingModule(config, datamodule.spec.to_dict())
     check_before_training(cfg, datamodule, module)
     if resume:  # refuse a checkpoint of another model or data shape in one line

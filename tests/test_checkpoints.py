@@ -328,6 +328,6 @@ def test_a_nan_loss_stops_the_run_naming_epoch_and_step(tmp_path):
                            "optimizer.momentum=0", cwd=tmp_path)
     assert proc.returncode == 1
     line = proc.stderr.strip().splitlines()[-1]
-    assert line.startswith("dltrain: error: loss became") and "at epoch 0, batch" in line
+    assert line.startswith("dltrain: error: loss became") and "at epoch 1, batch" in line
     results = read_results(only_run_dir(tmp_path))
     assert results["status"] == "diverged" and "loss became" in results["error"]

@@ -202,3 +202,15 @@ def test_a_short_seeded_run_keeps_its_loss_curve(run, overrides, losses):
     run_dir, _ = run(overrides)
     curve = [(row["train_loss"], row["val_loss"]) for row in read_metrics(run_dir)]
     assert curve == [pytest.approx(pair, abs=2e-4) for pair in losses]
+
+
+@pytest.mark.parametrize("data, metric, floor", [
+    ("digits", "test_acc", 0.97), ("iris", "test_acc", 0.9), ("wine", "test_acc", 0.95),
+    ("breast_cancer", "test_acc", 0.95), ("diabetes", "test_r2", 0.4)])
+def test_every_embedded_set_trains_well_with_the_defaults_alone(tmp_path, data, metric, floor):
+    """data=<set> and nothing else (model=auto, the default optimizer, epochs and early stopping)."""
+    from dltrain.config import load_config
+    from dltrain.train import train
+
+    results = train(load_config([f"data={data}", "trainer=cpu"]), tmp_path / "run")
+    assert results["test"][metric] >= floor, results["test"]

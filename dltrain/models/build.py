@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,14 +14,50 @@ from dltrain.instantiate import build
 from dltrain.paths import config_dir
 from dltrain.tasks import DataSpec
 
+log = logging.getLogger("dltrain")
+
+
 def models_for(task: str, kind: str | None = None) -> list[str]:
     """Names of the model presets that fit `task` (their `fits`) and take `kind` of input (their `inputs`)."""
     names = []
     for path in sorted((config_dir() / "model").glob("*.yaml")):
         preset = OmegaConf.load(path)
+        if preset.get("name") == "auto":
+            continue
         if task in preset.get("fits", []) and (kind is None or kind in preset.get("inputs", [])):
             names.append(path.stem)
     return names
+
+
+def chosen_model(model_cfg: Mapping[str, Any], spec: DataSpec) -> dict[str, Any]:
+    """The model config to train: `model_cfg` itself, or for model=auto the preset its data kind names
+    (conf/model/auto.yaml), composed as `model=<preset>` on the command line would compose it."""
+    if model_cfg.get("name") != "auto":
+        return dict(model_cfg)
+    choice = (model_cfg.get("choose") or {}).get(spec.kind)
+    if choice is None:
+        raise ConfigError(f"model=auto has no model for {spec.kind} data; name one (model=mlp)")
+    preset = OmegaConf.to_container(_compose([f"model={choice}"]).model, resolve=True)
+    given = {key: value for key, value in model_cfg.items() if key not in ("name", "choose") and value is not None}
+    lacking = [key for key in given if key not in preset]
+    if lacking:
+        raise ConfigError(f"model=auto chose {choice} for {spec.kind} data, which has no {lacking[0]}; name a "
+                          f"model that has it (model=mlp)")
+    log.info(f"model=auto: {choice} for {spec.kind} data (model=<name> chooses another)")
+    return preset | given
+
+
+def _compose(overrides: list[str]):
+    """The train config with `overrides`: in the running command's Hydra context (its config folders), or
+    in-process from the shipped ones."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name="train", overrides=overrides)
+    from dltrain.config import load_config
+
+    return load_config(overrides)
 
 
 def build_model(model_cfg: Mapping[str, Any], spec: DataSpec) -> nn.Module:

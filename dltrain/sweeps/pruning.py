@@ -48,5 +48,5 @@ class TrialPruning(pl.Callback):
         epoch = trainer.current_epoch
         self.trial.report(float(value), step=epoch)
         if self.trial.should_prune():
-            raise RunStopped(f"trial {self.trial.number} pruned after epoch {epoch} "
+            raise RunStopped(f"trial {self.trial.number} pruned after epoch {epoch + 1} "
                              f"({self.monitor} {float(value):.4f} is worse than the pruner allows)", status="pruned")
