@@ -36,7 +36,7 @@ import hydra  # noqa: E402 - after the handler above
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from dltrain.paths import config_dir  # noqa: E402
-from dltrain.resume import register_resolvers  # noqa: E402
+from dltrain.resume import register_resolvers, resumed_config  # noqa: E402
 
 EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 1, 2
 register_resolvers()  # at import, so that sweep jobs in worker processes (joblib) resolve the run dir too
@@ -62,20 +62,14 @@ def _train_job(cfg: DictConfig) -> dict | None:
     if in_sweep:
         _sweep = (Path(hydra_cfg.sweep.dir), str(cfg.monitor), str(cfg.mode))
     try:
-        continued = False
-        if in_sweep and not cfg.resume:
-            earlier = _continued_job(run_dir, hydra_cfg)
-            if earlier is not None and earlier.get("status") in ("completed", "pruned"):
-                logging.getLogger("dltrain").info(f"job {hydra_cfg.job.num} {earlier['status']} before: {run_dir}")
-                return earlier
-            if earlier is not None:
-                from dltrain.resume import resumed_config
-
-                logging.getLogger("dltrain").info(f"job {hydra_cfg.job.num} continues from {run_dir}")
-                cfg, continued = resumed_config(run_dir, [], _config_dirs(hydra_cfg)), True
-        if cfg.resume and not continued:
-            from dltrain.resume import resumed_config
-
+        earlier = _continued_job(run_dir, hydra_cfg) if in_sweep and not cfg.resume else None
+        if earlier is not None and earlier.get("status") in ("completed", "pruned"):
+            logging.getLogger("dltrain").info(f"job {hydra_cfg.job.num} {earlier['status']} before: {run_dir}")
+            return earlier
+        if earlier is not None:  # the same sweep job again: it goes on from its stored config
+            logging.getLogger("dltrain").info(f"job {hydra_cfg.job.num} continues from {run_dir}")
+            cfg = resumed_config(run_dir, [], _config_dirs(hydra_cfg))
+        elif cfg.resume:
             cfg = resumed_config(run_dir, list(hydra_cfg.overrides.task), _config_dirs(hydra_cfg))
         check_known_keys(cfg, _config_dirs(hydra_cfg))
         check_config(cfg)  # before the heavy imports, so a config error answers at once

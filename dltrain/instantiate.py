@@ -25,10 +25,12 @@ def build(cfg: Any, what: str, **kwargs: Any) -> Any:
         raise ConfigError(f"{what} cannot be built: {one_line(cause or exc)}") from exc
 
 
-def check_arguments(node: Mapping[str, Any] | None, what: str, ignore: Iterable[str] = ()) -> None:
-    """Refuse, in one line naming the closest argument, a key of `node` that its `_target_` does not take, and a
-    `_target_` that cannot be imported: before the data loads, not when the callable is finally called (an
-    optimizer is built as a partial and called with the parameters only once training starts)."""
+def check_arguments(node: Mapping[str, Any] | None, what: str, ignore: Iterable[str] = (),
+                    named: str | None = None) -> None:
+    """Refuse, in one line naming the closest argument, a key of `node` that its `_target_` (`named` in the
+    message, if given) does not take, and a `_target_` that cannot be imported: before the data loads, not
+    when the callable is finally called (an optimizer is built as a partial and called with the parameters
+    only once training starts)."""
     target = (node or {}).get("_target_")
     if not target:
         return
@@ -48,6 +50,6 @@ def check_arguments(node: Mapping[str, Any] | None, what: str, ignore: Iterable[
             continue
         names = [name for name in parameters if name not in ("self", "params")]
         close = difflib.get_close_matches(str(key), names, n=1)
-        raise ConfigError(f"{what}.{key} is not an argument of {target}: "
+        raise ConfigError(f"{what}.{key} is not an argument of {named or target}: "
                           + (f"did you mean {what}.{close[0]}?" if close else
                              f"it takes {', '.join(names)}" if names else "it takes no such keys"))

@@ -4,11 +4,8 @@ validation against the data and module (before training). Each mistake is one li
 
 from __future__ import annotations
 
-import difflib
-import inspect
 import math
 
-import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from dltrain.config_check import check_monitor_logged
@@ -19,7 +16,6 @@ from dltrain.instantiate import check_arguments
 
 def check_before_data(cfg: DictConfig) -> None:
     check_gpus(cfg.trainer)
-    check_trainer_arguments(cfg.trainer)
     check_component_arguments(cfg)
 
 
@@ -55,21 +51,11 @@ def _check_first_validation(cfg: DictConfig, callbacks: dict, datamodule) -> Non
                           "steps, or turn early stopping off (callbacks.early_stopping=null)")
 
 
-def check_trainer_arguments(trainer_cfg: DictConfig) -> None:
-    """Refuse, before the data loads, a trainer.* key that Lightning's Trainer does not take, naming the
-    closest argument it does take (Lightning would say only that __init__ got an unexpected keyword)."""
-    taken = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
-    for key in trainer_cfg:
-        if key.startswith("_") or key in taken:
-            continue
-        close = difflib.get_close_matches(key, sorted(taken), n=1)
-        hint = f"did you mean trainer.{close[0]}?" if close else "see Lightning's Trainer documentation"
-        raise ConfigError(f"trainer.{key} is not an argument of Lightning's Trainer: {hint}")
-
-
 def check_component_arguments(cfg: DictConfig) -> None:
-    """The keys of the optimizer, scheduler, loss, callbacks and logger against their callables' signatures,
-    before the data loads (a misspelt +optimizer.<key> would otherwise fail at the first training step)."""
+    """The keys of the trainer, optimizer, scheduler, loss, callbacks and logger against their callables'
+    signatures, before the data loads (a misspelt +optimizer.<key> would otherwise fail at the first training
+    step; Lightning would say only that Trainer.__init__ got an unexpected keyword)."""
+    check_arguments(cfg.get("trainer"), "trainer", named="Lightning's Trainer")
     check_arguments(cfg.get("optimizer"), "optimizer")
     check_arguments(OmegaConf.select(cfg, "scheduler.scheduler"), "scheduler.scheduler")
     check_arguments(cfg.get("loss"), "loss", ignore=("name",))

@@ -11,8 +11,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from dltrain.errors import ConfigError, RunInterrupted, Terminated, disk_error, one_line, user_error_in
+from dltrain.errors import (ConfigError, RunInterrupted, Terminated, disk_error, is_disk_error, one_line,
+                            user_error_in)
 from dltrain.run_files import read_results, write_json
+
 
 class RunDirInUse(ConfigError):
     """Another live dltrain process holds the run folder (its files are its own: nothing here touches them)."""
@@ -53,7 +55,7 @@ def claimed(run_dir: Path, resume: bool) -> Iterator[None]:
         run_dir.mkdir(parents=True, exist_ok=True)
         folder = os.open(run_dir, os.O_RDONLY)
     except OSError as exc:
-        raise disk_error(exc, "cannot create the run folder") from None
+        raise (disk_error(exc, "cannot create the run folder") if is_disk_error(exc) else exc) from None
     try:
         _lock(folder, run_dir)
         if not resume:
@@ -78,12 +80,10 @@ def _lock(folder: int, run_dir: Path) -> None:
 
 
 def mark_running(run_dir: Path) -> None:
-    """results.json replaced by a `running` record, so that nothing there looks complete while training."""
-    try:
-        write_json(Path(run_dir) / "results.json", {"status": "running", "pid": os.getpid(),
-                                                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    except OSError as exc:
-        raise disk_error(exc, "cannot write in the run folder") from None
+    """results.json replaced by a `running` record, so that nothing there looks complete while training (a full
+    disk or read-only folder is a DiskError from write_json)."""
+    write_json(Path(run_dir) / "results.json", {"status": "running", "pid": os.getpid(),
+                                                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
 def _mark_ended(run_dir: Path, exc: BaseException) -> None:

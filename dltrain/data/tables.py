@@ -131,13 +131,13 @@ def table(
     if missing not in MISSING_POLICIES:
         raise DataError(f"data.missing={missing!r} is not a policy: expected drop or impute")
     file = Path(path).expanduser()
-    parts = [(read_frame(file, encoding=encoding), TRAIN if (val_path or test_path) else -1)]
+    parts = [(read_frame(file, encoding=encoding), TRAIN if (val_path or test_path) else -1, file)]
     for extra, part, role in ((val_path, VAL, "data.val_path"), (test_path, TEST, "data.test_path")):
         if extra:
-            parts.append((read_frame(extra, role, encoding), part))
-            _check_same_columns(parts[0][0], file, parts[-1][0], Path(extra).expanduser())
-    frame = pd.concat([p for p, _ in parts], ignore_index=True)
-    split = np.concatenate([np.full(len(p), part) for p, part in parts])
+            parts.append((read_frame(extra, role, encoding), part, Path(extra).expanduser()))
+            _check_same_columns(parts[0][0], file, parts[-1][0], parts[-1][2])
+    frame = pd.concat([p for p, _, _ in parts], ignore_index=True)
+    split = np.concatenate([np.full(len(p), part) for p, part, _ in parts])
 
     columns = list(frame.columns)
     if target not in columns:
@@ -166,8 +166,7 @@ def table(
         if name not in chosen:
             raise DataError(f"data.categorical names '{name}', which is not a feature column of {file}")
         frame[name] = frame[name].astype("string")
-    where = _line_finder([(file, len(parts[0][0]))] + [(Path(extra).expanduser(), len(p)) for extra, (p, _) in
-                                                       zip([e for e in (val_path, test_path) if e], parts[1:])])
+    where = _line_finder([(source, len(p)) for p, _, source in parts])
     _check_numeric(frame[chosen], where)
     _check_finite(frame[chosen + [target]], where)
     for name in chosen:
