@@ -121,10 +121,10 @@ def describe(config: dict[str, Any], spec: dict[str, Any], parameters: int) -> s
 def load_module(checkpoint: dict[str, Any], config: dict[str, Any] | None = None, spec: dict | None = None):
     """The TrainingModule of a checkpoint (from read_checkpoint), rebuilt from its stored config (or the given
     one) once check_weights_fit has passed, and loaded strictly."""
-    from dltrain.module import TrainingModule
+    from dltrain.builders import build_module
 
     config, spec = check_weights_fit(checkpoint, config, spec)
-    module = TrainingModule(config, spec)
+    module = build_module(config, spec)
     module.load_state_dict(checkpoint["state_dict"], strict=True)
     return module
 
@@ -138,7 +138,7 @@ def check_weights_fit(checkpoint: dict[str, Any], config: dict[str, Any] | None 
     dtypes compared with the file's: a crafted data spec or config asking for a huge network is refused
     before any memory is taken, and the real module holds no more than the file's own weights.
     """
-    from dltrain.module import TrainingModule
+    from dltrain.builders import build_module
 
     stored = checkpoint["hyper_parameters"]
     state = checkpoint["state_dict"]
@@ -153,7 +153,7 @@ def check_weights_fit(checkpoint: dict[str, Any], config: dict[str, Any] | None 
             except ConfigError as exc:
                 raise CheckpointError(f"the checkpoint's stored config is not valid: {exc}; refused") from None
         with torch.device("meta"):
-            expected = TrainingModule(config, spec).state_dict()
+            expected = build_module(config, spec).state_dict()
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, OmegaConfBaseException) as exc:
         if not from_file:
             raise

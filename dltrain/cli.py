@@ -61,6 +61,8 @@ def _train_job(cfg: DictConfig) -> dict | None:
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     if in_sweep:
         _sweep = (Path(hydra_cfg.sweep.dir), str(cfg.monitor), str(cfg.mode))
+        if not str(hydra_cfg.launcher.get("_target_", "")).endswith("BasicLauncher"):
+            _prefix_terminal_lines(f"[job {hydra_cfg.job.num}] ")
     try:
         earlier = _continued_job(run_dir, hydra_cfg) if in_sweep and not cfg.resume else None
         if earlier is not None and earlier.get("status") in ("completed", "pruned"):
@@ -102,6 +104,14 @@ def _train_job(cfg: DictConfig) -> dict | None:
         if not cfg.resume and not isinstance(user, RunDirInUse):
             _discard_if_unstarted(run_dir)
         sys.exit(EXIT_USER_ERROR)
+
+
+def _prefix_terminal_lines(prefix: str) -> None:
+    """Jobs running in parallel (the joblib launcher) share the terminal: each of a job's lines starts with
+    its number. The run's log file keeps its own format."""
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler:
+            handler.setFormatter(logging.Formatter(f"{prefix}%(message)s"))
 
 
 def _continued_job(run_dir: Path, hydra_cfg: DictConfig) -> dict | None:

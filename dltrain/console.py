@@ -39,23 +39,58 @@ def _add_branch(tree, node: dict[str, Any]) -> None:
 
 
 def show_start(cfg: DictConfig, run_dir: Path, datamodule, summary, trainer, fold: str | None = None) -> None:
-    """Config tree, then run directory, device, data sizes and model size as log lines (also in the run's log).
-
-    A cross-validation fold (`fold` is "k/n") names itself instead: the config tree was shown once for all.
-    """
-    if fold is None:
-        show_config(cfg)
-    else:
+    """What the run is, in a few log lines (also in the run's log), once every check has passed (a mistake is
+    one line): the set-up (show_setup), what the data source and encoding inferred, the run directory, device,
+    data sizes, and the model's size and shapes; verbose=true adds the layer table (model_summary.txt in the run
+    directory). A cross-validation fold (`fold` is "k/n") names itself."""
+    if fold is None or fold.startswith("1/"):  # a cross-validation's set-up once, at its first fold
+        show_setup(cfg)
+    if fold is not None:
         log.info(f"cross-validation fold {fold}")
+    for level, note in datamodule.notes:
+        log.log(level, f"data: {note}")
     spec = datamodule.spec
     device = trainer.strategy.root_device
     sizes = f"train {len(datamodule.train_set)} / val {len(datamodule.val_set)} / test {len(datamodule.test_set)}"
-    choices = OmegaConf.select(cfg, "model.name")
     log.info(f"run directory: {run_dir}")
     log.info(f"device: {device.type}{'' if device.index is None else f':{device.index}'} ({trainer.num_devices} device(s))")
     log.info(f"data: {spec.name} ({spec.task}, input {tuple(spec.input_shape)}, outputs {spec.num_outputs}), {sizes}")
-    log.info(f"model: {choices}, {summary.total_parameters:,} parameters ({summary.trainable_parameters:,} trainable)\n"
-             f"{summary}")
+    layers = f"\n{summary}" if cfg.get("verbose") else f"; layers in {run_dir / 'model_summary.txt'}"
+    auto = " (model=auto's choice for this data; model=<name> picks another)" if _choices().get("model") == "auto" else ""
+    log.info(f"model: {cfg.model.name}{auto}, {summary.total_parameters:,} parameters "
+             f"({summary.trainable_parameters:,} trainable), input {tuple(spec.input_shape)} -> "
+             f"{spec.num_outputs} output(s){layers}")
+
+
+def show_setup(cfg: DictConfig) -> None:
+    """The preset of each config group, then the keys set on the command line: what sets this run apart from
+    the defaults. verbose=true adds every value as a tree (config.yaml in the run directory holds them all)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        log.info(f"presets: {' '.join(f'{group}={choice}' for group, choice in _choices().items())}")
+        keys = [o for o in HydraConfig.get().overrides.task if o.partition("=")[0].lstrip("+~") not in _choices()]
+        if keys:
+            log.info(f"set: {' '.join(keys)}")
+    if cfg.get("verbose"):
+        show_config(cfg)
+
+
+def _in_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _choices() -> dict[str, str]:
+    """Hydra's chosen preset of each of dltrain's config groups, in the order of the defaults list."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    chosen = HydraConfig.get().runtime.choices.items()
+    return {group: choice for group, choice in reversed(chosen) if not group.startswith("hydra") and choice}
 
 
 def show_metrics(metrics: dict[str, float], title: str) -> None:
@@ -69,11 +104,18 @@ def show_metrics(metrics: dict[str, float], title: str) -> None:
 
 
 def show_results(results: dict[str, Any], run_dir: Path) -> None:
-    """A table of the test metrics, then where the run's files are."""
-    show_metrics(results["test"], "test metrics of the best checkpoint")
-    stopped = ", stopped early" if results["early_stopped"] else ""
-    best = f"; best {results['monitor']} {results['best_val']:.4f}" if results["best_val"] is not None else ""
-    log.info(f"{results['epochs_run']} epochs{stopped} in {results['wall_time_s']:.1f}s{best}")
+    """A table of the test metrics (a line in a sweep's job, which ends with the sweep's table), then where
+    the run's files are."""
+    if _in_sweep():
+        log.info(f"test: {'  '.join(f'{name}={value:.4f}' for name, value in results['test'].items())}")
+    else:
+        show_metrics(results["test"], "test metrics of the best checkpoint")
+    best = (f"; best {results['monitor']} {results['best_val']:.4f} at epoch {results['best_epoch']}"
+            if results["best_val"] is not None and results.get("best_epoch") else "")
+    log.info(f"{results['epochs_run']} epochs in {results['wall_time_s']:.1f}s{best}")
+    if results["early_stopped"]:
+        of = f" of {results['max_epochs']}" if (results["max_epochs"] or 0) > 0 else ""
+        log.info(f"early stopping ended the run after epoch {results['epochs_run']}{of}: {results['stop_reason']}")
     if results["best_checkpoint"]:
         log.info(f"best checkpoint: {run_dir / results['best_checkpoint']}")
     if results.get("plots"):
@@ -91,15 +133,21 @@ def show_sweep(rows: list[dict[str, Any]], monitor: str, sweep_dir: Path) -> Non
     swept = swept_values(varying)
     tests = [k for k in (rows[0] if rows else {}) if k.startswith("test/")][:2]
     status = [] if all(row["status"] == "completed" for row in rows) else ["status"]
-    table = _sweep_table(rows, swept, monitor, [*status, f"best_{monitor}", *tests, "epochs"])
+    tasks = list(dict.fromkeys(row.get("task") for row in rows if row.get("task")))
+    task = ["task"] if len(tasks) > 1 else []  # a mixed sweep ranks jobs within each task (sort_rows)
+    table = _sweep_table(rows, swept, monitor, [*task, *status, f"best_{monitor}", *tests, "epochs"])
     unbounded = _console.options.update(max_width=10**6)  # a console's own measure stops at its width
     if Measurement.get(_console, unbounded, table).maximum > _console.width:
-        table = _sweep_table(rows, swept, monitor, [*status, f"best_{monitor}", *tests[:1], "epochs"], compact=True)
+        table = _sweep_table(rows, swept, monitor, [*task, *status, f"best_{monitor}", *tests[:1], "epochs"],
+                             compact=True)
     _console.print(table)
-    best = rows[0] if rows and rows[0]["status"] == "completed" else None
-    if best is not None:
-        log.info(f"best job: #{best['job']} {' '.join(varying[0])} (best {monitor} {best[f'best_{monitor}']:.4f}) "
-                 f"in {best['run_dir']}")
+    for name in tasks or [None]:
+        best = next((i for i, row in enumerate(rows) if row["status"] == "completed"
+                     and (name is None or row.get("task") == name)), None)
+        if best is not None:
+            row = rows[best]
+            log.info(f"best {name + ' ' if task else ''}job: #{row['job']} {' '.join(varying[best])} "
+                     f"(best {monitor} {row[f'best_{monitor}']:.4f}) in {row['run_dir']}")
     log.info(f"sweep summary: {sweep_dir / 'summary.md'} (and summary.csv, summary.png)")
 
 
@@ -162,4 +210,6 @@ def show_cross_validation(results: dict[str, Any], run_dir: Path) -> None:
     table.add_row("std", *(f"{cv['std'][n]:.4f}" for n in names))
     _console.print(table)
     log.info(f"{len(cv['folds'])} folds in {results['wall_time_s']:.1f}s; folds in {run_dir}/fold_<k>/")
+    if results.get("plots"):
+        log.info(f"plots: {', '.join(str(run_dir / p) for p in results['plots'])}")
     log.info(f"run directory: {run_dir}")

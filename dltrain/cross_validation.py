@@ -15,6 +15,7 @@ from dltrain.config_check import check_config
 from dltrain.data.datamodule import load_data
 from dltrain.data.folds import Fold, fold_rows
 from dltrain.distributed import is_rank_zero
+from dltrain.plots import plot_folds
 from dltrain.run_claim import claimed, holds_run, mark_running
 from dltrain.run_files import read_results, write_atomic, write_json
 from dltrain.train import train
@@ -42,7 +43,6 @@ def _cross_validate(cfg: DictConfig, run_dir: Path, resume: bool) -> dict[str, A
     if is_rank_zero():  # once the data and its folds are known to be usable
         mark_running(run_dir)
         write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(config))
-        console.show_config(cfg)
     records = []
     for number, rows in enumerate(splits, 1):
         fold_dir = run_dir / f"fold_{number}"
@@ -56,6 +56,7 @@ def _cross_validate(cfg: DictConfig, run_dir: Path, resume: bool) -> dict[str, A
     if not is_rank_zero():
         return {"status": "completed"}
     results = summarize(records, cfg, time.perf_counter() - started)
+    results["plots"] = [str(plot_folds(run_dir, results["cv"]["folds"], cfg.monitor).relative_to(run_dir))]
     write_json(run_dir / "results.json", results)
     console.show_cross_validation(results, run_dir)
     return results

@@ -1,8 +1,10 @@
-"""`dltrain-eval ckpt_path=<checkpoint or run dir>`: the test metrics of a checkpoint, recomputed.
+"""`dltrain-eval ckpt_path=<checkpoint or run dir> [input=<labelled table or image folder>]`: a checkpoint's metrics.
 
-The data and model come from the config stored in the checkpoint; the metrics are written as JSON
-(default: eval_<checkpoint name>.json in the run directory; output= a file, or a folder to put it in) and
-shown as a table.
+Without input=, its run's test split (or split=val|train), read as training read it from the config stored in
+the checkpoint. With input=, a new labelled file: a table holding the target column, or an image folder with
+a sub-folder per class, encoded with training's preprocessing. The metrics are written as JSON (default:
+eval_<checkpoint name>.json, or eval_<checkpoint>_<input>.json, in the run directory; output= a file, or a
+folder to put it in) and shown as a table.
 """
 
 from __future__ import annotations
@@ -12,43 +14,57 @@ from typing import Any
 
 from dltrain.tools import run_tool
 
-KEYS = {"ckpt_path": None, "output": None, "split": "test", "trust": None}
+KEYS = {"ckpt_path": None, "input": None, "output": None, "split": "test", "trust": None,
+        "on_unknown_category": "error"}
 
 
-def evaluate(ckpt_path: str, split: str = "test", output: str | None = None, trust: str | None = None
-             ) -> dict[str, Any]:
-    """Metrics of the checkpoint on its run's test (or val/train) split; written to `output`.
+def evaluate(ckpt_path: str, split: str = "test", output: str | None = None, trust: str | None = None,
+             input: str | None = None, on_unknown_category: str = "error") -> dict[str, Any]:
+    """Metrics of the checkpoint on its run's test (or val/train) split, or on the labelled file `input`;
+    written to `output`.
 
-    The data is read as training read it, with no download: a checkpoint does not send for files."""
+    The run's data is read as training read it, with no download: a checkpoint does not send for files."""
     import pytorch_lightning as pl
 
     from dltrain import console
     from dltrain.checkpoints import open_checkpoint
-    from dltrain.data.datamodule import build_datamodule
+    from dltrain.data.datamodule import build_datamodule, evaluation_loader, tensor_dataset
+    from dltrain.data.inputs import read_labelled
     from dltrain.errors import ConfigError
     from dltrain.run_files import write_json
     from dltrain.train import quiet_libraries
 
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split={split} is not a split: expected train, val or test")
+    if on_unknown_category not in ("error", "zeros"):
+        raise ConfigError(f"on_unknown_category={on_unknown_category} is not valid: expected error or zeros")
     quiet_libraries()
     path, run_dir, checkpoint, module = open_checkpoint(ckpt_path, trust)
     config = module.hparams.config
-    data = dict(config["data"]) | ({"download": False} if "download" in config["data"] else {})
-    datamodule = build_datamodule(data, config["seed"])
+    if input:
+        source = Path(input).expanduser()
+        data_cfg = config.get("data") or {}
+        features, targets = read_labelled(source, module.spec, data_cfg.get("target"),
+                                          data_cfg.get("missing", "impute"), on_unknown_category)
+        loader = evaluation_loader(tensor_dataset(features, targets, module.spec), 1024)
+        scored, name = {"split": "input", "input": str(source.resolve()), "rows": len(targets)}, \
+            f"eval_{path.stem}_{source.stem}.json"
+    else:
+        data = dict(config["data"]) | ({"download": False} if "download" in config["data"] else {})
+        datamodule = build_datamodule(data, config["seed"])
+        loader = {"train": datamodule.train_dataloader, "val": datamodule.val_dataloader,
+                  "test": datamodule.test_dataloader}[split]()
+        scored, name = {"split": split}, f"eval_{path.stem}.json"
     trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False)
-    loader = {"train": datamodule.train_dataloader, "val": datamodule.val_dataloader,
-              "test": datamodule.test_dataloader}[split]()
     tested = trainer.test(module, dataloaders=loader, verbose=False)[0]
-    metrics = {k.replace("test_", f"{split}_", 1): float(v) for k, v in sorted(tested.items())}
-    result = {"checkpoint": str(path.resolve()), "split": split, "epoch": checkpoint["epoch"], "metrics": metrics}
-    name = f"eval_{path.stem}.json"
+    metrics = {k.replace("test_", f"{scored['split']}_", 1): float(v) for k, v in sorted(tested.items())}
+    result = {"checkpoint": str(path.resolve()), **scored, "epoch": checkpoint["epoch"], "metrics": metrics}
     target = Path(output).expanduser() if output else run_dir / name
     if target.is_dir():  # a folder: the file goes inside it
         target = target / name
     write_json(target, result)
-    console.show_metrics(metrics, f"{split} metrics of {path.name}")
+    console.show_metrics(metrics, f"{Path(input).name if input else split} metrics of {path.name}")
     print(f"written to {target}")
     return result
 

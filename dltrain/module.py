@@ -1,45 +1,61 @@
-"""The LightningModule: loss, L1 penalty, metrics, optimizer and scheduler around a model from config."""
+"""The LightningModule: loss, L1 penalty, metrics, optimizer and scheduler around a network, all built elsewhere
+(dltrain.builders) and handed in."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torchmetrics
-from torch import Tensor
+from torch import Tensor, nn
 
-from dltrain.data.augment import build_augmentation
 from dltrain.errors import ConfigError
-from dltrain.instantiate import build
-from dltrain.models.build import build_model
-from dltrain.losses import build_loss
-from dltrain.tasks import DataSpec, make_metrics, metric_inputs, shape_outputs
+from dltrain.tasks import DataSpec, metric_inputs, shape_outputs
 
 
 PLATEAU_KEY = "dltrain_plateau"  # a checkpoint's pending plateau step: its epoch and the monitored value
 
 
-class TrainingModule(pl.LightningModule):
-    """Trains the configured model on the data described by `data_spec`.
+@dataclass
+class Schedule:
+    """A learning-rate scheduler for Lightning to step: factory(optimizer, total_steps) builds it (total_steps()
+    counts the run's optimizer steps, asked only by a scheduler that needs them), stepped every `interval`
+    ("epoch" or "step") `frequency` times; `monitor` is the metric a ReduceLROnPlateau follows."""
 
-    Hyperparameters are the resolved config and the data spec as plain containers, so a
-    checkpoint rebuilds the module on its own and loads with weights_only.
+    factory: Callable[[torch.optim.Optimizer, Callable[[], int]], Any]
+    interval: str = "epoch"
+    frequency: int = 1
+    monitor: str | None = None
+
+
+class TrainingModule(pl.LightningModule):
+    """Trains `network` with `loss` on the data `spec` describes, as lightning-hydra-template's module does:
+    it receives built parts and reads no config.
+
+    `record` (the resolved config and the data spec, plain containers) is saved as the hyperparameters, so a
+    checkpoint holds what rebuilds the module (dltrain.checkpoints.load_module, under the trust rules) and
+    loads with weights_only; Lightning's load_from_checkpoint cannot rebuild it alone (it takes objects).
 
     Plain Lightning: automatic optimization, one batch per training_step. The Trainer owns gradient clipping
     (trainer.gradient_clip_val), accumulation (trainer.accumulate_grad_batches) and the learning-rate
     scheduler, which configure_optimizers returns with its interval, frequency and monitor.
     """
 
-    def __init__(self, config: dict[str, Any], data_spec: dict[str, Any]) -> None:
+    def __init__(self, network: nn.Module, loss: nn.Module, metrics: torchmetrics.MetricCollection,
+                 optimizer: Callable[..., torch.optim.Optimizer], spec: DataSpec, schedule: Schedule | None = None,
+                 l1: float = 0.0, augment: Callable[[Tensor], Tensor] | None = None,
+                 compile_options: dict[str, Any] | None = None, record: dict[str, Any] | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.spec = DataSpec.from_dict(data_spec)
-        self.model = build_model(config["model"], self.spec)
-        self.loss_fn = build_loss(config.get("loss"), self.spec)
-        self.l1 = float(config["regularization"]["l1"])
-        self.augment = build_augmentation(config["data"].get("augment"), self.spec.kind, self.spec.input_shape)
-        metrics = make_metrics(self.spec)
+        self.save_hyperparameters(record or {}, logger=False)
+        self.spec = spec
+        self.model = network
+        self.loss_fn = loss
+        self.optimizer_factory, self.schedule = optimizer, schedule
+        self.l1, self.augment = float(l1), augment
+        self.compile_options = compile_options or {}
         # A non-finite training loss stops the run (_update_metrics); the means need not scan for NaN.
         self.train_metrics, self.train_loss = metrics.clone(prefix="train_"), torchmetrics.MeanMetric("disable")
         self.val_metrics, self.val_loss = metrics.clone(prefix="val_"), torchmetrics.MeanMetric("disable")
@@ -128,7 +144,7 @@ class TrainingModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the value a plateau scheduler follows: Lightning saves the epoch's checkpoint before it steps
         the schedulers, and on resuming has no metric left to take that epoch's plateau step with."""
-        monitor = self.hparams.config["scheduler"].get("monitor")
+        monitor = self.schedule.monitor if self.schedule else None
         value = self.trainer.callback_metrics.get(monitor) if monitor else None
         if self._plateau() is not None and value is not None:
             checkpoint[PLATEAU_KEY] = {"epoch": self.current_epoch, "value": float(value)}
@@ -157,7 +173,7 @@ class TrainingModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         """torch.compile the model where compile.enabled: in place (nn.Module.compile), so the state_dict keeps
         its keys and checkpoints load into a model that is not compiled."""
-        options = self.hparams.config.get("compile") or {}
+        options = self.compile_options
         if not options.get("enabled"):
             return
         if options["backend"] not in torch.compiler.list_backends(exclude_tags=()):
@@ -179,20 +195,14 @@ class TrainingModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """The optimizer, and the scheduler with its interval, frequency and monitor, for Lightning to step."""
-        config = self.hparams.config
-        optimizer = build(config["optimizer"], "optimizer")(self.parameters())
-        sched_cfg = dict(config["scheduler"])
-        if sched_cfg.get("scheduler") is None:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.schedule is None:
             return optimizer
-        factory = dict(sched_cfg["scheduler"])
-        if "total_steps" in factory and factory["total_steps"] is None:  # one-cycle: the whole run's steps
-            factory["total_steps"] = int(self.trainer.estimated_stepping_batches)
-        scheduler = build(factory, "scheduler")(optimizer)
-        schedule = {"scheduler": scheduler, "interval": sched_cfg["interval"],
-                    "frequency": int(sched_cfg.get("frequency") or 1)}
+        scheduler = self.schedule.factory(optimizer, lambda: int(self.trainer.estimated_stepping_batches))
+        config = {"scheduler": scheduler, "interval": self.schedule.interval, "frequency": self.schedule.frequency}
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            schedule["monitor"] = sched_cfg["monitor"]
-        return {"optimizer": optimizer, "lr_scheduler": schedule}
+            config["monitor"] = self.schedule.monitor
+        return {"optimizer": optimizer, "lr_scheduler": config}
 
 
 class _Pending:

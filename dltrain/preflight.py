@@ -16,6 +16,7 @@ from dltrain.instantiate import check_arguments
 
 def check_before_data(cfg: DictConfig) -> None:
     check_gpus(cfg.trainer)
+    check_trainer_keys_dltrain_sets(cfg.trainer)
     check_component_arguments(cfg)
 
 
@@ -63,6 +64,24 @@ def check_component_arguments(cfg: DictConfig) -> None:
     check_arguments(cfg.get("logger"), "logger")
     for name, callback in (cfg.get("callbacks") or {}).items():
         check_arguments(callback, f"callbacks.{name}")
+
+
+# Trainer arguments a run sets itself, and where the user sets what they stand for. Passed as +trainer.<key>,
+# Hydra's instantiate would let the run's own value win without a word.
+_SET_BY_THE_RUN = {
+    "callbacks": "add one with +callbacks.<name>={_target_: ...} (see conf/callbacks/default.yaml)",
+    "logger": "choose logger=tensorboard or logger=mlflow (metrics.csv is always written)",
+    "default_root_dir": "every run writes into its own directory: set hydra.run.dir",
+    "enable_checkpointing": "set callbacks.model_checkpoint=null callbacks.last_checkpoint=null",
+    "plugins": "dltrain installs its atomic checkpoint IO; a precision or cluster plugin has its trainer key "
+               "(trainer.precision, trainer.num_nodes)",
+}
+
+
+def check_trainer_keys_dltrain_sets(trainer_cfg: DictConfig) -> None:
+    for key, instead in _SET_BY_THE_RUN.items():
+        if key in trainer_cfg:
+            raise ConfigError(f"trainer.{key} is set by dltrain for every run: {instead}")
 
 
 def check_gpus(trainer_cfg: DictConfig) -> None:

@@ -68,6 +68,22 @@ def claimed(run_dir: Path, resume: bool) -> Iterator[None]:
         os.close(folder)  # closing the descriptor releases the lock
 
 
+def in_use(run_dir: Path) -> bool:
+    """Whether a live process holds `run_dir` (claimed): a results.json saying `running` may be left by a
+    process that was killed."""
+    try:
+        folder = os.open(run_dir, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(folder, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError as exc:
+        return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+    finally:
+        os.close(folder)
+
+
 def _lock(folder: int, run_dir: Path) -> None:
     try:
         fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -15,18 +15,28 @@ from dltrain.errors import ConfigError, one_line, user_error_in
 EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 1, 2
 
 
-def parse_keys(argv: list[str], known: dict[str, Any], required: tuple[str, ...]) -> dict[str, Any]:
-    """key=value arguments over the defaults in `known`; unknown keys and missing required ones are refused."""
+def parse_keys(argv: list[str], known: dict[str, Any], required: tuple[str, ...], positional: tuple[str, ...] = ()
+               ) -> dict[str, Any]:
+    """key=value arguments over the defaults in `known` (an argument without "=" sets the next `positional`
+    key); unknown keys, surplus arguments and missing required ones are refused."""
     values = dict(known)
+    unset = list(positional)
     for arg in argv:
         key, sep, value = arg.partition("=")
-        if not sep or key not in known:
+        if not sep and unset:
+            key, value = unset.pop(0), arg
+        elif not sep or key not in known:
             raise ConfigError(f"unexpected argument {arg!r}; expected key=value with keys: {', '.join(known)}")
         values[key] = value
     missing = [key for key in required if not values.get(key)]
     if missing:
         raise ConfigError(f"{missing[0]}=... is required (keys: {', '.join(known)})")
     return values
+
+
+def listed(value: str | None) -> list[str]:
+    """A list argument as given on the command line: [a,b], a,b or a."""
+    return [item.strip() for item in (value or "").strip("[]").split(",") if item.strip()]
 
 
 def skip_final_collection() -> None:
@@ -41,15 +51,16 @@ def skip_final_collection() -> None:
     gc.freeze()
 
 
-def run_tool(name: str, doc: str, keys: dict[str, Any], required: tuple[str, ...], body: Callable[..., Any]) -> None:
-    """Run a command: `body(**keys)` from sys.argv's key=value arguments, or its help for -h/--help. A user's
-    mistake is one line and exit 1, a bug a traceback and exit 2."""
+def run_tool(name: str, doc: str, keys: dict[str, Any], required: tuple[str, ...], body: Callable[..., Any],
+             positional: tuple[str, ...] = ()) -> None:
+    """Run a command: `body(**keys)` from sys.argv's key=value arguments (see parse_keys), or its help for
+    -h/--help. A user's mistake is one line and exit 1, a bug a traceback and exit 2."""
     argv = sys.argv[1:]
     try:
         if any(arg in ("-h", "--help") for arg in argv):
             print(tool_help(doc, keys, required))
             return
-        body(**parse_keys(argv, keys, required))
+        body(**parse_keys(argv, keys, required, positional))
     except BrokenPipeError:  # the reader went away (`| head`): as Python's docs advise, no more output
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(EXIT_USER_ERROR)

@@ -15,11 +15,13 @@ from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
-from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks.early_stopping import EarlyStoppingReason
 from pytorch_lightning.loggers import Logger, MLFlowLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from dltrain import console
+from dltrain.builders import build_module
 from dltrain.callbacks import EpochMetricsCSV
 from dltrain.checkpoints import (AtomicCheckpointIO, InterruptCheckpoint, RngState, check_training_state,
                                  check_weights_fit, last_checkpoint_file, read_checkpoint)
@@ -34,6 +36,7 @@ from dltrain.models.build import chosen_model
 from dltrain.models.summary import network_summary
 from dltrain.module import TrainingModule
 from dltrain.preflight import check_before_data, check_before_training
+from dltrain.progress import EpochProgressBar
 from dltrain.run_claim import claimed, mark_running
 from dltrain.run_files import remove_unfinished_writes, write_atomic, write_json
 from dltrain.trust import targets_of
@@ -48,6 +51,8 @@ _UNHELPFUL_WARNINGS = (
     r".*Checkpoint directory .* exists and is not empty.*",
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # Lightning's own use of a torch API
     r".*when logging on epoch level in distributed setting.*",  # values come reduced by torchmetrics
+    r".*Using `DistributedSampler` with the dataloaders. During `trainer.test\(\)`.*",  # dltrain's repeats no row
+    r".*Grad strides do not match bucket view strides.*",  # torch's DDP on CPU convolutions: nothing to change
 )
 
 
@@ -57,6 +62,15 @@ def quiet_libraries() -> None:
         warnings.filterwarnings("ignore", message=pattern)
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow sets its loggers' level when imported
+    logging.getLogger("pytorch_lightning.loggers.mlflow").addFilter(_NotCreatingExperiment())
+
+
+class _NotCreatingExperiment(logging.Filter):
+    """MLFlowLogger's warning that it creates a missing experiment: what a first run should do."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "not found. Creating it" not in record.getMessage()
 
 
 def skip_nvml_probe_without_gpus(trainer: pl.Trainer) -> None:
@@ -82,9 +96,15 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, added: list[pl.Callback]) ->
         callbacks.append(build(cb_cfg, f"callbacks.{name}", **_checkpoint_dir(cb_cfg, run_dir)))
     callbacks = [InterruptCheckpoint(run_dir / "checkpoints" / "interrupted.ckpt"), *callbacks,
                  EpochMetricsCSV(run_dir / "metrics.csv"), RngState(), *added]
-    if sys.stdout.isatty():  # a live bar in a terminal; elsewhere (CI logs) one line per epoch is enough
-        callbacks.append(RichProgressBar())
+    if _progress_bar(cfg):
+        callbacks.append(EpochProgressBar())
     return callbacks
+
+
+def _progress_bar(cfg: DictConfig) -> bool:
+    """trainer.enable_progress_bar as set, else a bar on a terminal only (in CI logs one line an epoch is enough)."""
+    chosen = cfg.trainer.get("enable_progress_bar")
+    return sys.stdout.isatty() if chosen is None else bool(chosen)
 
 
 def _checkpoint_dir(cb_cfg: DictConfig, run_dir: Path) -> dict[str, str]:
@@ -138,8 +158,8 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], run_dir: Path, 
         callbacks=callbacks,
         logger=loggers or False,
         default_root_dir=str(run_dir),
-        enable_progress_bar=sys.stdout.isatty(),
-        enable_model_summary=False,
+        enable_progress_bar=_progress_bar(cfg),
+        enable_model_summary=bool(cfg.trainer.get("enable_model_summary", False)),  # dltrain shows its own
         enable_checkpointing=any(isinstance(callback, ModelCheckpoint) for callback in callbacks),
         plugins=[AtomicCheckpointIO()],
     )
@@ -185,11 +205,11 @@ def _train(cfg: DictConfig, run_dir: Path, resume: bool, callbacks: tuple[pl.Cal
     config["model"] = chosen_model(config["model"], datamodule.spec)  # model=auto: the data's kind chooses
     with open_dict(cfg):
         cfg.model = config["model"]
-    module = TrainingModule(config, datamodule.spec.to_dict())
+    module = build_module(config, datamodule.spec.to_dict())
     check_before_training(cfg, datamodule, module)
     if resume:  # refuse a checkpoint of another model or data shape in one line
         check_weights_fit(resumed, config, datamodule.spec.to_dict())
-        check_training_state(resumed, module, build(config["optimizer"], "optimizer"), last)
+        check_training_state(resumed, module, module.optimizer_factory, last)
         epochs_done = resumed["epoch"] + 1
     if rank_zero:  # the run's files change only once every check has passed
         mark_running(run_dir)
@@ -246,14 +266,18 @@ def _train(cfg: DictConfig, run_dir: Path, resume: bool, callbacks: tuple[pl.Cal
                 else "no epoch had finished, so a resume has nothing to continue: start the run again")
         raise RunInterrupted(f"interrupted by {interrupt.signal_name}: saved {interrupt.path}", code, then) from None
 
-    val = _best_epoch_val_metrics(run_dir / "metrics.csv", cfg.monitor, cfg.mode) if rank_zero else {}
+    # before the test, which restores every callback's state from the best checkpoint, early stopping's included
+    stop_reason = stopped_early(trainer.early_stopping_callback)
+    best_epoch, val = _best_epoch(run_dir / "metrics.csv", cfg.monitor, cfg.mode) if rank_zero else (None, {})
     checkpoint = best_checkpoint(trainer)
     best_path = checkpoint.best_model_path if checkpoint else ""
     # No best checkpoint (a fast_dev_run writes none, or checkpoints are off): the weights training ended with.
     tested = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False,
                           weights_only=True)
-    plots = _predictions_and_plots(module, datamodule, run_dir) if rank_zero else []
-    final = results("completed", val=val, test={k: float(v) for k, v in sorted(tested[0].items())},
+    plots = _predictions_and_plots(module, datamodule, run_dir, {"monitor": cfg.monitor, "best_epoch": best_epoch}
+                                   ) if rank_zero else []
+    final = results("completed", early_stopped=stop_reason is not None, stop_reason=stop_reason,
+                    best_epoch=best_epoch, val=val, test={k: float(v) for k, v in sorted(tested[0].items())},
                     tested="best checkpoint" if best_path else "final weights (no best checkpoint was written"
                     + (": fast_dev_run)" if trainer.fast_dev_run else ")"),
                     plots=[_relative(str(p), run_dir) for p in plots])
@@ -267,11 +291,27 @@ def best_checkpoint(trainer: pl.Trainer) -> ModelCheckpoint | None:
     return next((cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor), None)
 
 
+def stopped_early(stopper: EarlyStopping | None) -> str | None:
+    """Why early stopping ended the run, in words, or None where it did not."""
+    if stopper is None or stopper.stopping_reason is EarlyStoppingReason.NOT_STOPPED:
+        return None
+    monitor = stopper.monitor
+    return {
+        EarlyStoppingReason.PATIENCE_EXHAUSTED: f"{monitor} did not improve by more than {abs(stopper.min_delta):g} "
+                                                f"in {stopper.patience} epoch(s) (callbacks.early_stopping.patience)",
+        EarlyStoppingReason.NON_FINITE_METRIC: f"{monitor} became non-finite (nan or inf)",
+        EarlyStoppingReason.STOPPING_THRESHOLD: f"{monitor} reached stopping_threshold={stopper.stopping_threshold}",
+        EarlyStoppingReason.DIVERGENCE_THRESHOLD: f"{monitor} passed divergence_threshold="
+                                                  f"{stopper.divergence_threshold}",
+    }[stopper.stopping_reason]
+
+
 def _results(cfg, config, trainer, datamodule, summary, run_dir: Path, started: float, status: str, **extra) -> dict:
     """results.json: what the run was, how it went, and where its checkpoints are."""
     checkpoint, stopper = best_checkpoint(trainer), trainer.early_stopping_callback
     last = last_checkpoint_file(run_dir)
     best = checkpoint.best_model_score if checkpoint else None
+    stop_reason = stopped_early(stopper)
     results = {
         "status": status,
         "model": config["model"]["name"],
@@ -284,7 +324,8 @@ def _results(cfg, config, trainer, datamodule, summary, run_dir: Path, started: 
         "test": {},
         "epochs_run": trainer.current_epoch,
         "max_epochs": cfg.trainer.max_epochs,
-        "early_stopped": bool(stopper is not None and stopper.stopped_epoch > 0),
+        "early_stopped": stop_reason is not None,
+        "stop_reason": stop_reason,
         "wall_time_s": round(time.perf_counter() - started, 3),
         "num_parameters": summary.total_parameters,
         "trainable_parameters": summary.trainable_parameters,
@@ -297,13 +338,13 @@ def _results(cfg, config, trainer, datamodule, summary, run_dir: Path, started: 
     return results | extra
 
 
-def _predictions_and_plots(module: TrainingModule, datamodule, run_dir: Path) -> list[Path]:
+def _predictions_and_plots(module: TrainingModule, datamodule, run_dir: Path, record: dict[str, Any]) -> list[Path]:
     """test_predictions.csv (the best checkpoint's, true beside predicted) and the plots drawn from the files."""
     from dltrain.plots import plot_run
-    from dltrain.predict import labelled_predictions
+    from dltrain.predictions import labelled_predictions
 
     write_atomic(run_dir / "test_predictions.csv", labelled_predictions(module, datamodule.test_set).to_csv(index=False))
-    return plot_run(run_dir)
+    return plot_run(run_dir, record)
 
 
 def _val_metrics(trainer: pl.Trainer) -> dict[str, float]:
@@ -311,18 +352,18 @@ def _val_metrics(trainer: pl.Trainer) -> dict[str, float]:
     return {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("val_")}
 
 
-def _best_epoch_val_metrics(path: Path, monitor: str, mode: str) -> dict[str, float]:
-    """The validation metrics of the best checkpoint's epoch, from metrics.csv (the first of equal values,
-    like ModelCheckpoint); those of the run so far, a resumed one included."""
+def _best_epoch(path: Path, monitor: str, mode: str) -> tuple[int | None, dict[str, float]]:
+    """The best checkpoint's epoch (counted from 1) and its validation metrics, from metrics.csv (the first of
+    equal values, like ModelCheckpoint); of the run so far, a resumed one included."""
     if not path.exists():  # no epoch ended (a Timer or max_steps stopped the first)
-        return {}
+        return None, {}
     with path.open(newline="") as handle:
         rows = [row for row in csv.DictReader(handle) if row.get(monitor)]
     if not rows:
-        return {}
+        return None, {}
     pick = min if mode == "min" else max
     best = pick(rows, key=lambda row: float(row[monitor]))
-    return {k: float(v) for k, v in sorted(best.items()) if k.startswith("val_") and v != ""}
+    return int(best["epoch"]) + 1, {k: float(v) for k, v in sorted(best.items()) if k.startswith("val_") and v != ""}
 
 
 def _drop_metrics_from(path: Path, epoch: int) -> None:

@@ -33,10 +33,12 @@ def read_results(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "results.json").read_text())
 
 
-def dltrain_command(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run the installed `dltrain` console script in `cwd`, capturing its output (not a terminal)."""
-    script = Path(sys.executable).with_name("dltrain")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "dltrain"]
+def dltrain_command(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300, script: str = "dltrain"
+                    ) -> subprocess.CompletedProcess:
+    """Run the installed `dltrain` console script (or `script`, such as dltrain-runs) in `cwd`, capturing its
+    output (not a terminal)."""
+    installed = Path(sys.executable).with_name(script)
+    command = [str(installed)] if installed.exists() or script != "dltrain" else [sys.executable, "-m", "dltrain"]
     full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | (env or {})
     return subprocess.run(
         command + list(args), cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout

@@ -37,16 +37,16 @@ def write_cifar10(root: Path, per_batch: int = 20, seed: int = 0) -> None:
         pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, handle)
 
 
-def write_image_folder(root: Path, per_class: int = 12, size: int = 10) -> None:
-    """PNG images in one folder per class: 'dark' and 'light'."""
+def write_image_folder(root: Path, per_class: int = 12, size: int = 10, grayscale: bool = False) -> None:
+    """PNG images in one folder per class: 'dark' and 'light' (RGB, or one band with grayscale=True)."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
     for label, base in (("dark", 30), ("light", 220)):
         (root / label).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            pixels = np.clip(base + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / label / f"{i}.png")
+            pixels = np.clip(base + rng.normal(0, 20, (size, size) if grayscale else (size, size, 3)), 0, 255)
+            Image.fromarray(pixels.astype(np.uint8)).save(root / label / f"{i}.png")
 
 
 def write_table(path: Path, rows: int = 300, seed: int = 0) -> None:

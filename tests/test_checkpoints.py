@@ -26,16 +26,16 @@ SLOW_EPOCHS = ["trainer=cpu", "data=linear", "data.n_samples=16000", "model=mlp"
 
 
 def tool(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    script = Path(sys.executable).with_name(name)
-    return subprocess.run([str(script), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return dltrain_command(*args, cwd=cwd, script=name)
 
 
 @pytest.mark.parametrize("name, flag, keys", [
-    ("dltrain-eval", "--help", ["ckpt_path   required", "output      optional", "split       default: test",
-                                 "trust       optional"]),
+    ("dltrain-eval", "--help", [f"{key:21}{what}" for key, what in [
+        ("ckpt_path", "required"), ("input", "optional"), ("output", "optional"), ("split", "default: test"),
+        ("trust", "optional"), ("on_unknown_category", "default: error")]]),
     ("dltrain-predict", "-h", [f"{key:21}{what}" for key, what in [
         ("ckpt_path", "required"), ("input", "required"), ("output", "optional"), ("batch_size", "default: 1024"),
-        ("trust", "optional"), ("on_unknown_category", "default: error")]]),
+        ("trust", "optional"), ("on_unknown_category", "default: error"), ("keep", "optional")]]),
 ])
 def test_eval_and_predict_answer_help_with_their_usage_and_keys(tmp_path, name, flag, keys):
     proc = tool(name, flag, cwd=tmp_path)
@@ -122,6 +122,7 @@ def test_predict_reads_image_folders_and_arrays(run, tmp_path):
     write_image_folder(tmp_path / "images")
     run_dir, _ = run(["data=image_folder", f"data.path={tmp_path / 'images'}", "data.image_size=[8,8]", "model=cnn",
                       "data.val_fraction=0.25", "data.test_fraction=0.25"])
+    assert "[1, 3, 8, 8]" in (run_dir / "model_summary.txt").read_text()  # RGB images: data.channels=auto is 3
     proc = tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={tmp_path / 'images' / 'dark'}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     predictions = pd.read_csv(run_dir / "predictions_dark.csv")
@@ -135,6 +136,66 @@ def test_predict_reads_image_folders_and_arrays(run, tmp_path):
     proc = tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={tmp_path / 'wrong.npy'}", cwd=tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.strip().endswith("has rows of shape (5,), but the checkpoint was trained on (1, 8, 8)")
+
+
+def test_eval_scores_a_new_labelled_table_as_the_run_scored_its_test_file_and_predict_keeps_columns(run, tmp_path):
+    write_table(tmp_path / "all.csv", rows=300)
+    frame = pd.read_csv(tmp_path / "all.csv")
+    frame.insert(0, "id", [f"r{i}" for i in range(len(frame))])
+    frame[:220].to_csv(tmp_path / "train.csv", index=False)
+    frame[220:].to_csv(tmp_path / "test.csv", index=False)
+    run_dir, results = run(["data=csv", f"data.path={tmp_path / 'train.csv'}", f"data.test_path={tmp_path / 'test.csv'}",
+                            "data.target=label", "data.features=[size,colour,noise]", "data.missing=impute",
+                            "model=mlp", "trainer.max_epochs=4"])
+    # A/B: the run's own test file, scored again as a new file, gives the run's test metrics.
+    proc = tool("dltrain-eval", f"ckpt_path={run_dir}", f"input={tmp_path / 'test.csv'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    scored = json.loads((run_dir / "eval_best_test.json").read_text())
+    assert scored["split"] == "input" and scored["rows"] == 80 and scored["input"] == str(tmp_path / "test.csv")
+    assert scored["metrics"] == pytest.approx({k.replace("test_", "input_"): v for k, v in results["test"].items()},
+                                              rel=1e-5)
+    from dltrain.errors import DataError
+    from dltrain.evaluate import evaluate
+    from dltrain.predict import predict
+
+    frame.drop(columns="label")[220:].to_csv(tmp_path / "unlabelled.csv", index=False)
+    with pytest.raises(DataError, match=r"has no column 'label', the target the model was trained on: scoring "
+                                        r"needs the true values \(dltrain-predict predicts without them\)$"):
+        evaluate(str(run_dir), input=str(tmp_path / "unlabelled.csv"))
+    frame.loc[[225], "label"] = "huge"
+    frame[220:].to_csv(tmp_path / "odd.csv", index=False)
+    with pytest.raises(DataError, match=r"class 'huge' is not one the model was trained on \(big, small\)"):
+        evaluate(str(run_dir), input=str(tmp_path / "odd.csv"))
+
+    proc = tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={tmp_path / 'unlabelled.csv'}", "keep=[id,colour]",
+                cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    predictions = pd.read_csv(run_dir / "predictions_unlabelled.csv")
+    assert list(predictions.columns[:4]) == ["row", "id", "colour", "prediction"]
+    assert list(predictions.id) == list(frame.id[220:]) and list(predictions.colour) == list(frame.colour[220:])
+    with pytest.raises(DataError, match="has no column 'name'; its columns are: id, size, colour, noise$"):
+        predict(str(run_dir), str(tmp_path / "unlabelled.csv"), keep="name")
+
+
+def test_a_grayscale_image_folder_trains_on_one_channel_and_one_image_or_a_labelled_folder_is_scored(tmp_path):
+    write_image_folder(tmp_path / "images", grayscale=True)
+    proc = dltrain_command("data=image_folder", f"data.path={tmp_path / 'images'}", "data.image_size=[8,8]",
+                           "model=cnn", "trainer=cpu", "trainer.max_epochs=2", "hydra.run.dir=made", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "data.channels=auto: 1 (every image is grayscale)" in proc.stderr and "input (1, 8, 8)" in proc.stderr
+    run_dir = tmp_path / "made"
+    from dltrain.predict import predict
+
+    one = pd.read_csv(predict(str(run_dir), str(tmp_path / "images" / "dark" / "3.png")))
+    assert len(one) == 1 and one.file[0].endswith("dark/3.png")
+    # A/B: eval's accuracy on the labelled folder is that of predict's classes against the folder names.
+    assert tool("dltrain-eval", f"ckpt_path={run_dir}", f"input={tmp_path / 'images'}", cwd=tmp_path).returncode == 0
+    scored = json.loads((run_dir / "eval_best_images.json").read_text())
+    assert tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={tmp_path / 'images'}", cwd=tmp_path).returncode == 0
+    predicted = pd.read_csv(run_dir / "predictions_images.csv")
+    truth = predicted.file.map(lambda f: Path(f).parent.name)
+    assert scored["rows"] == len(predicted) == 24
+    assert scored["metrics"]["input_acc"] == pytest.approx((truth == predicted.prediction).mean(), abs=1e-6)
 
 
 def wait_for(condition, timeout: float = 120) -> None:

@@ -9,7 +9,7 @@ import statistics
 import numpy as np
 import pytest
 
-from conftest import dltrain_command, only_run_dir, read_results
+from conftest import dltrain_command, only_run_dir, read_metrics, read_results
 
 
 def wine():
@@ -73,6 +73,15 @@ def test_a_three_fold_run_writes_three_fold_runs_and_their_mean(tmp_path):
         assert summary["test"][name] == cv["mean"][name]
     assert summary["best_val"] == pytest.approx(statistics.fmean(f["best_val"] for f in folds), abs=1e-12)
     assert "3-fold cross-validation" in proc.stdout and "mean" in proc.stdout and "std" in proc.stdout
+    # One plot of the folds: each fold's monitored curve (epochs from 1) and their mean.
+    from dltrain.plots import folds_figure
+
+    assert summary["plots"] == ["cv_curves.png"] and (run_dir / "cv_curves.png").read_bytes()[:4] == b"\x89PNG"
+    curves = {line.get_label(): list(line.get_ydata()) for line in folds_figure(run_dir, cv["folds"], "val_loss").axes[0].lines
+              if not line.get_label().startswith("_")}
+    per_fold = [[row["val_loss"] for row in read_metrics(run_dir / f"fold_{k}")] for k in (1, 2, 3)]
+    assert curves["fold 1"] == per_fold[0] and curves["fold 3"] == per_fold[2]
+    assert curves["mean of the folds"] == pytest.approx([statistics.fmean(v) for v in zip(*per_fold)])
     # Resume keeps the completed folds and finishes the one without results.
     kept = (run_dir / "fold_1" / "results.json").stat().st_mtime_ns
     (run_dir / "fold_3" / "results.json").unlink()

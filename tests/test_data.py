@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -142,6 +144,24 @@ def test_csv_table_encodes_with_training_statistics_and_keeps_the_encoding(run, 
     saved = torch.load(run_dir / results["best_checkpoint"], weights_only=True)["hyper_parameters"]["data_spec"]
     assert saved["encoder"] == spec.encoder and saved["class_names"] == ["big", "small"]
     assert results["test"]["test_acc"] > 0.8
+
+
+def test_what_the_encoding_inferred_is_said_and_an_identifier_like_text_column_is_warned_of(tmp_path):
+    path = tmp_path / "table.csv"
+    write_table(path)
+    frame = pd.read_csv(path)
+    frame["name"] = [f"item {i}" for i in range(len(frame))]
+    frame.to_csv(path, index=False)
+    module = datamodule("data=csv", f"data.path={path}", "data.target=label")
+    train_rows = len(module.train_set)  # every training row has its own name
+    assert module.notes == [  # shown by the run once every check has passed (see test_faults: one-line mistakes)
+        (logging.INFO, "2 numeric column(s) standardized with the training split's mean and std: size, noise"),
+        (logging.INFO, "text column 'colour': 3 categories, one-hot encoded into 3 inputs"),
+        (logging.WARNING, f"column 'name' has {train_rows} distinct values in {train_rows} training rows, one-hot "
+                          f"encoded into {train_rows} inputs: if it is an identifier or free text, leave it out "
+                          "with data.features=[...]"),
+    ]
+    assert module.spec.input_shape == (5 + train_rows,)
 
 
 def test_impute_keeps_rows_with_missing_values(tmp_path):

@@ -268,7 +268,7 @@ def interrupt_group(process: subprocess.Popen, when) -> tuple[int, str]:
 
 
 def test_ctrl_c_stops_a_whole_sweep_and_the_same_command_finishes_it(tmp_path):
-    command = ["-m", *SLOW_EPOCHS, "trainer.max_epochs=4", "seed=1,2", "hydra.sweep.dir=sweep"]
+    command = ["-m", *SLOW_EPOCHS, "trainer.max_epochs=3", "seed=1,2", "hydra.sweep.dir=sweep"]
     process = start_group(tmp_path, *command)
     sweep_dir = tmp_path / "sweep"
     code, err = interrupt_group(process, lambda: (sweep_dir / "0" / "metrics.csv").exists() and len(
@@ -285,7 +285,7 @@ def test_ctrl_c_stops_a_whole_sweep_and_the_same_command_finishes_it(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "job 0 continues from" in proc.stderr + proc.stdout
     assert [read_results(sweep_dir / str(job))["status"] for job in range(2)] == ["completed"] * 2
-    assert [r["epoch"] for r in read_metrics(sweep_dir / "0")] == list(range(4))
+    assert [r["epoch"] for r in read_metrics(sweep_dir / "0")] == list(range(3))
     assert sorted(pd.read_csv(sweep_dir / "summary.csv").job) == [0, 1]
 
 

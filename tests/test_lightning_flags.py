@@ -7,8 +7,8 @@ checkpoint files and learning rates.
 
 from __future__ import annotations
 
-import json
 import math
+import re
 
 import pytest
 import pytorch_lightning as pl
@@ -154,6 +154,33 @@ def test_a_trainer_key_lightning_does_not_take_is_named_with_the_closest_before_
     assert "trainer.max_epoch is not an argument of Lightning's Trainer: did you mean trainer.max_epochs?" in proc.stderr
     ok = dltrain_command(*CPU, "trainer.max_epochs=1", "+trainer.enable_autolog_hparams=false", cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_a_trainer_key_dltrain_sets_itself_is_refused_naming_where_it_is_set(tmp_path):
+    """Passed as +trainer.<key>, Hydra's instantiate would let the run's own value win without a word."""
+    from omegaconf import OmegaConf
+
+    from dltrain.errors import ConfigError
+    from dltrain.preflight import check_trainer_keys_dltrain_sets
+
+    proc = dltrain_command(*CPU, "+trainer.callbacks=[]", cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("dltrain: error: trainer.callbacks is set by dltrain for every run: add one with "
+                                  "+callbacks.<name>={_target_: ...}")
+    for key, instead in [("logger", "choose logger=tensorboard or logger=mlflow"),
+                         ("enable_checkpointing", "set callbacks.model_checkpoint=null callbacks.last_checkpoint=null"),
+                         ("default_root_dir", "every run writes into its own directory: set hydra.run.dir"),
+                         ("plugins", "dltrain installs its atomic checkpoint IO")]:
+        with pytest.raises(ConfigError, match=f"^trainer.{key} is set by dltrain for every run: {re.escape(instead)}"):
+            check_trainer_keys_dltrain_sets(OmegaConf.create({key: None, "max_epochs": 1}))
+
+
+def test_trainer_enable_progress_bar_and_model_summary_are_lightnings_to_set(tmp_path):
+    proc = dltrain_command(*CPU, "trainer.max_epochs=1", "model=softmax", "+trainer.enable_progress_bar=true",
+                           "+trainer.enable_model_summary=true", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Epoch 1/1" not in proc.stdout and "epoch 1/1:" in proc.stderr + proc.stdout  # dltrain's bar, piped too
+    assert "Trainable params" in proc.stdout + proc.stderr  # Lightning's own ModelSummary callback
 
 
 def test_the_trainer_preset_lists_lightnings_common_flags_with_its_defaults():

@@ -25,6 +25,10 @@ NEEDS = {  # a pattern in the line -> why this machine cannot run it
 }
 
 
+NOISE = ("Error executing job", "INFO mlflow", "Creating it.", "`DistributedSampler`", "`weights_only`",
+         "FutureWarning", "UserWarning")
+
+
 def readme_lines() -> list[str]:
     """The README's shell command lines (continued lines joined, comments dropped)."""
     lines = []
@@ -65,7 +69,7 @@ def write_user_files(where: Path, line: str) -> None:
         pd.DataFrame({"cylinders": rng.choice([4, 6, 8], n), "weight": weight, "origin": rng.choice([1, 2, 3], n),
                       "name": [f"car {i}" for i in range(n)], "mpg": 50 - weight / 100 + rng.normal(0, 2, n)}
                      ).to_csv(where / "cars.csv", index=False)
-    if any(name in line for name in ("train.csv", "new.csv")):
+    if any(name in line for name in ("train.csv", "new.csv", "test.csv")):
         frame = pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": rng.choice(["u", "v"], n),
                               "label": np.where(x[:, 0] + x[:, 1] > 0, "yes", "no")})
         frame.loc[3, "a"] = np.nan
@@ -93,14 +97,16 @@ def run(line: str, where: Path) -> subprocess.CompletedProcess:
 
 
 def with_run(line: str, where: Path) -> str:
-    """`<run>` replaced by a run of the kind the line reads: a table for new.csv, images for photos/."""
+    """`<run>` (and `<other>`) replaced by a run of the kind the line reads: a table for new.csv, images for
+    photos/."""
     if "<run>" not in line:
         return line
-    data = ("data=csv data.path=train.csv data.target=label data.missing=impute" if "new.csv" in line
-            else "data=image_folder data.path=photos data.image_size=[8,8]" if "photos/" in line else "")
-    proc = run(f"dltrain {data} trainer.max_epochs=2 hydra.run.dir=outputs/runs/made", where)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return line.replace("<run>", "made")
+    data = ("data=csv data.path=train.csv data.target=label data.missing=impute" if "new.csv" in line or "test.csv" in line
+            else "data=image_folder data.path=photos data.image_size=[8,8]" if "photos/" in line else "model=mlp")
+    for name in ("made", "other") if "<other>" in line else ("made",):
+        proc = run(f"dltrain {data} trainer.max_epochs=2 hydra.run.dir=outputs/runs/{name}", where)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return line.replace("<run>", "made").replace("<other>", "other")
 
 
 @pytest.mark.parametrize("line", readme_lines())
@@ -112,8 +118,14 @@ def test_a_readme_line_works_as_written(tmp_path, line):
     # `pip install <package> && dltrain ...`: the test extra has installed the package (no network in tests)
     command = shortened(with_run(line.split("&&")[-1].strip() if line.startswith("pip install") else line, tmp_path))
     if "resume=last" in command:  # continues the newest run: there must be one
-        assert run("dltrain trainer.max_epochs=1", tmp_path).returncode == 0
+        # the newest run, one whose stored early stopping ends its resumed epochs soon (every resumed key is
+        # the run's own)
+        assert run("dltrain model=mlp trainer.max_epochs=1 callbacks.early_stopping.min_delta=10 "
+                   "callbacks.early_stopping.patience=1", tmp_path).returncode == 0
     proc = run(command, tmp_path)
     assert proc.returncode == 0, f"{command}\n{proc.stderr[-3000:]}"
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    # Library chatter a user cannot act on stays out of the terminal.
+    noise = [n for n in NOISE if n in proc.stdout + proc.stderr]
+    assert not noise, f"{command}\n{proc.stderr[-3000:]}"
 

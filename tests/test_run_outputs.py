@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import pty
+import re
 import select
 import struct
 import sys
+import termios
 from pathlib import Path
 
 import pytest
 
-from conftest import dltrain_command, read_metrics
+from conftest import dltrain_command, read_metrics, read_results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -55,6 +59,49 @@ def test_the_confusion_matrix_shows_each_count_that_is_not_zero_in_its_cell():
     assert ax.get_title() == "test confusion matrix (11 rows, accuracy 0.818)"
 
 
+def test_the_curves_have_a_panel_for_every_logged_metric_with_the_best_epoch_marked():
+    import pandas as pd
+
+    from dltrain.plots import curves_figure
+
+    metrics = pd.DataFrame({"epoch": [0, 1, 2], "step": [5, 10, 15], "train_loss": [1.0, 0.8, 0.7],
+                            "train_acc": [0.5, 0.6, 0.7], "train_f1": [0.4, 0.5, 0.6], "val_loss": [0.9, 0.7, 0.75],
+                            "val_acc": [0.5, 0.7, 0.65], "val_f1": [0.45, 0.6, 0.6], "val_auroc": [0.6, 0.7, 0.7],
+                            "lr": [1e-3] * 3, "epoch_time_s": [0.1] * 3})
+    axes = curves_figure(metrics, best_epoch=2, monitor="val_loss").axes
+    assert [ax.get_title() for ax in axes] == ["loss per epoch", "accuracy per epoch", "macro F1 per epoch",
+                                               "auroc per epoch"]
+    for ax in axes:
+        assert list(ax.lines[0].get_xdata()) == [1, 2, 3]  # epochs counted from 1
+        marks = [line for line in ax.lines if line.get_label() == "best epoch (val_loss)"]
+        assert len(marks) == 1 and list(marks[0].get_xdata()) == [2, 2]
+    one = curves_figure(metrics[:1]).axes[0]
+    assert one.get_xlim() == (0.5, 1.5) and [t for t in one.get_xticks() if 0.5 <= t <= 1.5] == [1]
+
+
+def test_regression_predictions_name_the_target_and_a_sweep_shows_whole_labels_and_ranks_within_a_task(tmp_path):
+    import pandas as pd
+
+    from dltrain.plots import regression_figure, sweep_figure
+    from dltrain.sweeps.summary import sort_rows
+
+    ax = regression_figure(pd.DataFrame({"true": [1.0, 2.0, 3.0], "prediction": [1.1, 1.9, 3.2]}), "price").axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("true price", "predicted price")
+    long = "optimizer.lr=0.001 model.hidden_sizes=[256,256,128] model.dropout=0.25 data.batch_size=128"
+    rows = [{"job": i, "overrides": [f"data={data}", long.replace("0.25", str(i))], "task": task,
+             "status": "completed", "best_val_loss": loss, "run_dir": str(tmp_path / str(i))}
+            for i, (data, task, loss) in enumerate([("iris", "multiclass", 0.30), ("diabetes", "regression", 0.20),
+                                                    ("wine", "multiclass", 0.10)])]
+    ranked = sort_rows(rows, "val_loss", "min")
+    assert [r["job"] for r in ranked] == [2, 0, 1]  # classification first (the first job's task), then regression
+    bars = sweep_figure(ranked, "val_loss").axes[1]
+    labels = [t.get_text() for t in bars.get_yticklabels()]
+    assert all("…" not in label and "batch_size=128" in label.replace("\n", " ").replace("   ", "")
+               for label in labels)
+    assert [p.get_facecolor()[:3] for p in bars.patches][0] == [p.get_facecolor()[:3] for p in bars.patches][2]
+    assert "within each task" in bars.get_title()
+
+
 def test_test_predictions_hold_the_true_and_predicted_class_of_every_test_row(run):
     import pandas as pd
 
@@ -93,14 +140,15 @@ def test_mlflow_tracks_every_epoch_in_a_local_store_where_the_results_say(run, t
     assert history == pytest.approx([row["val_loss"] for row in read_metrics(run_dir)], rel=1e-6)
 
 
-def test_a_terminal_gets_a_live_progress_bar(tmp_path):
-    """Under a terminal the bar redraws in place; piped output (see test_cli) has one line per epoch."""
+def on_a_terminal(tmp_path: Path, *args: str) -> str:
+    """What `dltrain *args` prints on a terminal (a pseudo-terminal as its stdout and stderr)."""
     script = Path(sys.executable).with_name("dltrain")
     pid, fd = pty.fork()
     if pid == 0:  # the child: dltrain with a terminal as its output
         os.chdir(tmp_path)
         os.environ.pop("HYDRA_FULL_ERROR", None)
-        os.execv(str(script), [str(script), "trainer=cpu", "trainer.max_epochs=2", "model=softmax"])
+        os.execv(str(script), [str(script), *args])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a terminal 120 columns wide
     output = b""
     while select.select([fd], [], [], 300)[0]:
         try:
@@ -110,10 +158,48 @@ def test_a_terminal_gets_a_live_progress_bar(tmp_path):
         if not chunk:
             break
         output += chunk
-    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
-    text = output.decode(errors="replace")
-    assert "Epoch 1/1" in text or "Epoch 0/1" in text  # Lightning's rich progress bar
-    assert text.count("\r") > 2 and "test_acc" in text
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0, output.decode(errors="replace")[-3000:]
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode(errors="replace"))  # colours and cursor moves
+
+
+def test_a_terminal_shows_a_bar_apart_from_the_epoch_lines_counted_from_1_and_says_why_the_run_stopped(tmp_path):
+    text = on_a_terminal(tmp_path, "trainer=cpu", "trainer.max_epochs=5", "model=softmax",
+                         "callbacks.early_stopping.min_delta=10", "callbacks.early_stopping.patience=1")
+    segments = [part.strip() for line in text.split("\n") for part in line.split("\r") if part.strip()]
+    epoch_lines = [part for part in segments if "val_loss=" in part]
+    assert [line.split()[:2] for line in epoch_lines] == [["epoch", "1/5"], ["epoch", "2/5"]]  # nothing glued on
+    bars = [part for part in segments if part.startswith("epoch 1/5:") and "it/s" in part]
+    assert bars, segments  # Lightning's tqdm bar, its epoch counted as the lines count it
+    assert "Epoch 0" not in text
+    # The set-up in a few lines: the presets, the keys set, the model's size and shapes; no tree, no layer table.
+    assert ("presets: data=digits model=softmax optimizer=adam scheduler=none loss=auto trainer=cpu "
+            "callbacks=default") in segments
+    assert "set: trainer.max_epochs=5 callbacks.early_stopping.min_delta=10 callbacks.early_stopping.patience=1" \
+        in segments
+    assert any(s.startswith("model: softmax, 650 parameters (650 trainable), input (1, 8, 8) -> 10 output(s)")
+               for s in segments)
+    assert "├──" not in text and "Trainable params" not in text
+    # Early stopping says that it stopped the run, and why; the best epoch is named.
+    run_dir = next(tmp_path.glob("outputs/runs/*"))
+    results = json.loads((run_dir / "results.json").read_text())
+    # (the best checkpoint follows val_loss with no min_delta: epoch 2 improved on epoch 1)
+    assert results["early_stopped"] is True and results["epochs_run"] == 2 and results["best_epoch"] == 2
+    assert results["stop_reason"] == ("val_loss did not improve by more than 10 in 1 epoch(s) "
+                                      "(callbacks.early_stopping.patience)")
+    assert f"early stopping ended the run after epoch 2 of 5: {results['stop_reason']}" in segments
+    assert any(s.startswith("2 epochs in ") and s.endswith(f"best val_loss {results['best_val']:.4f} at epoch 2")
+               for s in segments)
+
+
+def test_verbose_shows_the_whole_config_and_the_layer_table_which_the_run_directory_always_holds(tmp_path):
+    """(Without verbose, the terminal test above finds neither.)"""
+    loud = dltrain_command("trainer=cpu", "trainer.max_epochs=1", "model=softmax", "verbose=true", cwd=tmp_path)
+    assert loud.returncode == 0, loud.stderr[-2000:]
+    text = loud.stdout + loud.stderr
+    assert "Trainable params" in text and "├── max_epochs: 1" in text and "_target_" not in text
+    run_dir = next(tmp_path.glob("outputs/runs/*"))
+    assert "Trainable params" in (run_dir / "model_summary.txt").read_text()
+    assert "max_epochs: 1" in (run_dir / "config.yaml").read_text()
 
 
 def test_tab_completion_offers_groups_options_and_keys(tmp_path):
@@ -167,3 +253,34 @@ def test_a_logger_without_its_package_is_refused_before_training(tmp_path, monke
     assert stderr == (f"dltrain: error: logger={logger} needs the {package} package, which is not installed: "
                       f'pip install "dltrain[{logger}]" (or choose logger=null)')
     assert not list(tmp_path.glob("outputs/runs/*/results.json"))
+
+
+def test_dltrain_runs_lists_runs_newest_first_and_compares_two(tmp_path):
+    for lr in ("0.01", "0.1"):
+        proc = dltrain_command("trainer=cpu", "trainer.max_epochs=1", "model=softmax", f"optimizer.lr={lr}",
+                               cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    first, second = sorted(tmp_path.glob("outputs/runs/*"))
+    killed = tmp_path / "outputs" / "runs" / "killed"  # a run whose process died: its record still says running
+    killed.mkdir()
+    (killed / "results.json").write_text(json.dumps({"status": "running", "pid": 2**22 + 1}))
+    env = {"COLUMNS": "250"}
+    proc = dltrain_command("outputs", cwd=tmp_path, env=env, script="dltrain-runs")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("│")]
+    assert [row.split("│")[1].strip() for row in rows] == ["runs/killed", f"runs/{second.name}", f"runs/{first.name}"]
+    cells = [cell.strip() for cell in rows[1].split("│")[1:-1]]
+    results = read_results(second)
+    assert cells[2:] == ["completed", "softmax", "digits", "trainer=cpu trainer.max_epochs=1 model=softmax "
+                         "optimizer.lr=0.1", "1", f"val_loss {results['best_val']:.4f}",
+                         f"acc {results['test']['test_acc']:.4f}"]
+    assert rows[0].split("│")[3].strip() == "stopped"
+    proc = dltrain_command(str(first), str(second), cwd=tmp_path, env=env, script="dltrain-runs")
+    assert proc.returncode == 0, proc.stderr
+    compared = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.split("│")[1:-1]]
+                                                  for line in proc.stdout.splitlines() if line.startswith("│"))}
+    assert compared["optimizer.lr"] == ["0.01", "0.1"] and "model.name" not in compared  # only what differs
+    assert compared["test.test_acc"] == [f"{read_results(run)['test']['test_acc']:.4f}" for run in (first, second)]
+    proc = dltrain_command("nowhere", cwd=tmp_path, script="dltrain-runs")
+    assert proc.returncode == 1 and proc.stderr.strip() == (
+        "dltrain-runs: error: nowhere: no such folder (give the outputs folder, or two run folders to compare)")

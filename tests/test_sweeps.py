@@ -169,6 +169,20 @@ def test_a_sweep_table_too_wide_for_the_terminal_folds_its_headers_never_its_val
     assert lines[-1].split() == ["1", "sgd", "0.0002621", "[64]", "0.3926", "6.291e-06", "0.8000", "0.7900", "2"]
 
 
+def test_a_sweep_over_a_classification_and_a_regression_ranks_each_job_among_its_own_task(tmp_path):
+    proc = dltrain_command("-m", "data=diabetes,iris,wine", *SHORT, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    rows = summary_rows(sweep_dir)
+    assert [row["task"] for row in rows] == ["regression", "multiclass", "multiclass"]  # the first job's task first
+    classes = [row for row in rows if row["task"] == "multiclass"]
+    assert float(classes[0]["best_val_loss"]) <= float(classes[1]["best_val_loss"])
+    assert "Best first by val_loss (min) within each task." in (sweep_dir / "summary.md").read_text()
+    said = proc.stdout + proc.stderr
+    assert "best regression job: #0 data=diabetes" in said
+    assert f"best multiclass job: #{classes[0]['job']} " in said
+
+
 def test_jobs_run_in_parallel_with_the_joblib_launcher_each_in_its_own_directory(tmp_path):
     proc = dltrain_command("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2", *SHORT, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -179,6 +193,11 @@ def test_jobs_run_in_parallel_with_the_joblib_launcher_each_in_its_own_directory
         results = read_results(sweep_dir / job)
         assert results["status"] == "completed" and results["seed"] == int(job) + 1
         assert (sweep_dir / job / "checkpoints" / "best.ckpt").is_file()
+        # the jobs share the terminal: each of a job's lines names it; its log file keeps its own format
+        lines = [line for line in proc.stderr.splitlines() if line.startswith(f"[job {job}] ")]
+        assert [line.split()[2:4] for line in lines if "val_loss=" in line] == [["epoch", f"{e}/2"] for e in (1, 2)]
+        assert not any(line.startswith("[job") for line in (sweep_dir / job / "dltrain.log").read_text().splitlines())
+    assert not any(line.startswith("epoch ") for line in proc.stderr.splitlines())
 
 
 def test_every_experiment_preset_runs_one_short_epoch(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import FAST, read_metrics, read_results
+from conftest import read_metrics, read_results
 
 # (model, data) pairs where the model fits the task; sequence models read digits row by row.
 PRESET_DATA = {
@@ -138,12 +138,12 @@ def test_the_run_directory_holds_every_file_with_the_right_content(run):
 def test_the_best_checkpoint_loads_back_and_reproduces_the_test_metrics(run):
     import pytorch_lightning as pl
 
+    from dltrain.checkpoints import load_module, read_checkpoint
     from dltrain.config import load_config
     from dltrain.data.datamodule import build_datamodule
-    from dltrain.module import TrainingModule
 
     run_dir, results = run(["model=mlp", "trainer.max_epochs=3"])
-    module = TrainingModule.load_from_checkpoint(run_dir / results["best_checkpoint"], weights_only=True)
+    module = load_module(read_checkpoint(run_dir / results["best_checkpoint"]))
     cfg = load_config(["trainer=cpu"])
     datamodule = build_datamodule(module.hparams.config["data"], cfg.seed)
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
@@ -214,3 +214,37 @@ def test_every_embedded_set_trains_well_with_the_defaults_alone(tmp_path, data, 
 
     results = train(load_config([f"data={data}", "trainer=cpu"]), tmp_path / "run")
     assert results["test"][metric] >= floor, results["test"]
+
+
+def test_the_lightning_module_takes_built_parts_and_trains_under_a_plain_trainer():
+    """As lightning-hydra-template's module: objects in, no config read; the record is only what it stores."""
+    import functools
+
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from dltrain.module import Schedule, TrainingModule
+    from dltrain.tasks import DataSpec, make_metrics
+
+    torch.manual_seed(0)
+    x = torch.randn(256, 3)
+    y = x @ torch.tensor([1.0, -2.0, 0.5])
+    spec = DataSpec("made", "regression", (3,))
+    steps = []
+
+    def schedule(optimizer, total_steps):
+        steps.append(total_steps())
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.05, total_steps=steps[-1])
+
+    module = TrainingModule(network=torch.nn.Linear(3, 1), loss=torch.nn.MSELoss(), metrics=make_metrics(spec),
+                            optimizer=functools.partial(torch.optim.SGD, lr=0.05), spec=spec,
+                            schedule=Schedule(schedule, interval="step"))
+    assert dict(module.hparams) == {}
+    loader = DataLoader(TensorDataset(x, y), batch_size=32)
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=3, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False)
+    with torch.no_grad():
+        before = torch.nn.functional.mse_loss(module(x)[:, 0], y)
+    trainer.fit(module, loader, loader)
+    assert steps == [24] and trainer.global_step == 24  # the run's optimizer steps, asked of the Trainer
+    assert trainer.callback_metrics["val_loss"] < before / 4

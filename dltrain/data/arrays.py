@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ class ArrayData:
     kind: str = TABLE
     split: np.ndarray | None = None
     class_names: list[str] | None = None
+    notes: list[tuple[int, str]] = field(default_factory=list)  # (logging level, what the source inferred)
 
     def __post_init__(self) -> None:
         if len(self.features) != len(self.targets):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -43,9 +44,12 @@ class ArrayDataModule(pl.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
         train, val, test = rows if rows is not None else split_rows(data, val_fraction, test_fraction, seed)
+        self.notes = list(data.notes)  # what the source and the encoding inferred, shown once the run starts
         encoder = None
         if data.kind == TABLE:
             fitted = TableEncoder.fit(data.features.iloc[train])
+            lines, warnings = fitted.describe(len(train))
+            self.notes += [(logging.INFO, line) for line in lines] + [(logging.WARNING, line) for line in warnings]
             features, encoder = fitted.transform(data.features), fitted.to_dict()
         else:
             features = np.asarray(data.features, dtype=np.float32)
@@ -64,13 +68,7 @@ class ArrayDataModule(pl.LightningDataModule):
         self.train_set, self.val_set, self.test_set = (self._tensors(features, y, rows) for rows in (train, val, test))
 
     def _tensors(self, features: np.ndarray, targets: np.ndarray, rows: np.ndarray) -> TensorBatchDataset:
-        x = torch.from_numpy(np.ascontiguousarray(features[rows]))
-        y = torch.from_numpy(targets[rows])
-        if self.spec.task == REGRESSION:
-            y = (y.float() - self.spec.target_mean) / self.spec.target_std
-        elif self.spec.task != MULTICLASS:
-            y = y.float()
-        return TensorBatchDataset(x, y)
+        return tensor_dataset(features[rows], targets[rows], self.spec)
 
     def _loader(self, dataset: TensorBatchDataset, shuffle: bool) -> DataLoader:
         trainer = self.trainer
@@ -165,6 +163,24 @@ def load_data(data_cfg: dict[str, Any]) -> ArrayData:
     """The whole data set from its source: `_target_` and every key but LOADER_KEYS."""
     source = {k: v for k, v in data_cfg.items() if k not in LOADER_KEYS}
     return build(source, "data", _convert_="all")
+
+
+def tensor_dataset(features: np.ndarray, targets: np.ndarray, spec: DataSpec) -> TensorBatchDataset:
+    """Rows as the module takes them: class numbers (floats for binary), a regression target standardized
+    with the training split's mean and std."""
+    x = torch.from_numpy(np.ascontiguousarray(features))
+    y = torch.from_numpy(targets)
+    if spec.task == REGRESSION:
+        y = (y.float() - spec.target_mean) / spec.target_std
+    elif spec.task != MULTICLASS:
+        y = y.float()
+    return TensorBatchDataset(x, y)
+
+
+def evaluation_loader(dataset: TensorBatchDataset, batch_size: int) -> DataLoader:
+    """Batches of `dataset` in order, one process (dltrain-eval on a new labelled file)."""
+    return DataLoader(dataset, batch_sampler=TensorBatchSampler(SequentialSampler(dataset), batch_size, drop_last=False),
+                      collate_fn=keep_batch)
 
 
 def build_datamodule(data_cfg: dict[str, Any], seed: int, data: ArrayData | None = None,

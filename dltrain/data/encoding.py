@@ -35,6 +35,25 @@ class TableEncoder:
                 columns.append({"name": str(name), "kind": "categorical", "categories": categories})
         return cls(columns)
 
+    def describe(self, rows: int) -> tuple[list[str], list[str]]:
+        """What fit inferred, a line per decision, and warnings: a text column with so many distinct values
+        (over 50, or over half of the `rows` training rows) that it is likely an identifier or free text."""
+        numeric = [c["name"] for c in self.columns if c["kind"] == "numeric"]
+        lines = [f"{len(numeric)} numeric column(s) standardized with the training split's mean and std: "
+                 f"{_listed(numeric)}"] if numeric else []
+        warnings = []
+        for column in self.columns:
+            if column["kind"] != "categorical":
+                continue
+            width = len(column["categories"])
+            if width <= 50 and width <= rows / 2:
+                lines.append(f"text column '{column['name']}': {width} categories, one-hot encoded into {width} inputs")
+            else:
+                warnings.append(f"column '{column['name']}' has {width} distinct values in {rows} training rows, "
+                                f"one-hot encoded into {width} inputs: if it is an identifier or free text, leave it out with "
+                                "data.features=[...]")
+        return lines, warnings
+
     @property
     def num_features(self) -> int:
         return sum(1 if c["kind"] == "numeric" else len(c["categories"]) for c in self.columns)
@@ -95,3 +114,7 @@ class TableEncoder:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TableEncoder":
         return cls(list(data["columns"]))
+
+
+def _listed(names: list[str], shown: int = 8) -> str:
+    return ", ".join(names[:shown]) + (f", ... ({len(names) - shown} more)" if len(names) > shown else "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 import warnings
 from pathlib import Path
@@ -59,24 +60,43 @@ def load_images(files: list[str], transform, channels: int, image_size: list[int
     return images
 
 
-def image_folder(path: str, image_size: list[int] = (32, 32), channels: int = 3) -> ArrayData:
-    """One sub-folder per class; every image resized to `image_size` and scaled to [0, 1], all held in memory."""
+def image_folder(path: str, image_size: list[int] = (32, 32), channels: int | str = "auto") -> ArrayData:
+    """One sub-folder per class; every image resized to `image_size` and scaled to [0, 1], all held in memory.
+    channels="auto": 1 where every image is grayscale, else 3 (RGB)."""
     from torchvision import datasets
 
     root = Path(path).expanduser()
     if not root.is_dir():
         raise DataError(f"data.path: no such folder {root} (expected one sub-folder of images per class)")
-    transform = image_transform(image_size, channels)
+    if channels not in ("auto", 1, 3):
+        raise DataError(f"data.channels={channels} is not valid: expected auto, 1 (grayscale) or 3 (RGB)")
     try:
         folder = datasets.ImageFolder(str(root))
     except (FileNotFoundError, RuntimeError) as exc:
         raise DataError(f"{root}: {exc} (expected one sub-folder of images per class)") from None
     if len(folder.classes) < 2:
         raise DataError(f"{root}: found {len(folder.classes)} class folder(s); classification needs at least 2")
-    images = load_images([file for file, _ in folder.samples], transform, channels, image_size)
+    files = [file for file, _ in folder.samples]
+    notes = []
+    if channels == "auto":
+        channels = 1 if all(_is_grayscale(file) for file in files) else 3
+        said = "1 (every image is grayscale)" if channels == 1 else "3 (RGB)"
+        notes.append((logging.INFO, f"data.channels=auto: {said}"))
+    images = load_images(files, image_transform(image_size, channels), channels, image_size)
     targets = np.asarray(folder.targets, dtype=np.int64)
     task = BINARY if len(folder.classes) == 2 else MULTICLASS
-    return ArrayData(root.name, images, targets, task, IMAGE, class_names=list(folder.classes))
+    return ArrayData(root.name, images, targets, task, IMAGE, class_names=list(folder.classes), notes=notes)
+
+
+def _is_grayscale(file: str) -> bool:
+    """Whether the image's mode has one band (PIL reads only the header here)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(file) as image:
+            return image.mode in ("1", "L", "LA", "I", "I;16", "F")
+    except (UnidentifiedImageError, OSError):
+        return False  # load_images names the file
 
 
 def vision_set(name: str, root: str, download: bool = False) -> ArrayData:

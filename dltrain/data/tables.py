@@ -16,7 +16,6 @@ from dltrain.data.targets import encode_targets
 from dltrain.errors import DataError
 
 MISSING_POLICIES = ("drop", "impute")
-log = logging.getLogger("dltrain")
 
 
 def read_frame(path: str | Path, role: str = "data.path", encoding: str = "utf-8") -> pd.DataFrame:
@@ -169,10 +168,8 @@ def table(
     where = _line_finder([(source, len(p)) for p, _, source in parts])
     _check_numeric(frame[chosen], where)
     _check_finite(frame[chosen + [target]], where)
-    for name in chosen:
-        if frame[name].isna().all():
-            log.warning(f"{file}: column '{name}' has no values at all; it is a constant input "
-                        f"(leave it out with data.features)")
+    notes = [(logging.WARNING, f"{file}: column '{name}' has no values at all; it is a constant input (leave it "
+                               "out with data.features)") for name in chosen if frame[name].isna().all()]
 
     used = frame[chosen + [target]]
     keep = (used.notna().all(axis=1) if missing == "drop" else frame[target].notna()).to_numpy(dtype=bool)
@@ -181,4 +178,5 @@ def table(
     if frame.empty:
         raise DataError(f"{file}: no rows left after dropping rows with missing values (try data.missing=impute)")
     targets, task, class_names = encode_targets(frame[target], task, str(file))
-    return ArrayData(file.stem, frame[chosen], targets, task, TABLE, split=split, class_names=class_names)
+    return ArrayData(file.stem, frame[chosen], targets, task, TABLE, split=split, class_names=class_names,
+                     notes=notes)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,8 +12,6 @@ from dltrain.errors import ConfigError
 from dltrain.instantiate import build
 from dltrain.paths import config_dir
 from dltrain.tasks import DataSpec
-
-log = logging.getLogger("dltrain")
 
 
 def models_for(task: str, kind: str | None = None) -> list[str]:
@@ -43,7 +40,6 @@ def chosen_model(model_cfg: Mapping[str, Any], spec: DataSpec) -> dict[str, Any]
     if lacking:
         raise ConfigError(f"model=auto chose {choice} for {spec.kind} data, which has no {lacking[0]}; name a "
                           f"model that has it (model=mlp)")
-    log.info(f"model=auto: {choice} for {spec.kind} data (model=<name> chooses another)")
     return preset | given
 
 

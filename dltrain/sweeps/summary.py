@@ -63,7 +63,7 @@ def job_rows(jobs: list[tuple[int, Path]], monitor: str) -> list[dict[str, Any]]
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
         overrides = OmegaConf.to_container(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
         results = read_results(job_dir)
-        row = {"job": number, "overrides": overrides,
+        row = {"job": number, "overrides": overrides, "task": results.get("task"),
                "status": results.get("status", "did not finish"), f"best_{monitor}": results.get("best_val")}
         row |= {f"val/{k.removeprefix('val_')}": v for k, v in results.get("val", {}).items()}
         row |= {f"test/{k.removeprefix('test_')}": v for k, v in results.get("test", {}).items()}
@@ -74,12 +74,16 @@ def job_rows(jobs: list[tuple[int, Path]], monitor: str) -> list[dict[str, Any]]
 
 
 def sort_rows(rows: list[dict[str, Any]], monitor: str, mode: str) -> list[dict[str, Any]]:
-    """Best first by the monitored metric; jobs without a finite value last, in job order."""
+    """Best first by the monitored metric, within each task where the sweep mixes tasks (a regression's loss
+    does not rank against a classification's); jobs without a finite value last, in job order."""
+    tasks = list(dict.fromkeys(row.get("task") for row in rows if row.get("task")))
+
     def key(row: dict[str, Any]) -> tuple:
         value = row[f"best_{monitor}"]
         if row["status"] != "completed" or value is None or not math.isfinite(value):
-            return (1, 0.0, row["job"])
-        return (0, value if mode == "min" else -value, row["job"])
+            return (len(tasks), 1, 0.0, row["job"])
+        return (tasks.index(row["task"]) if row.get("task") in tasks else 0, 0, value if mode == "min" else -value,
+                row["job"])
 
     return sorted(rows, key=key)
 
@@ -102,7 +106,8 @@ def write_summary(sweep_dir: Path, monitor: str, mode: str, jobs: list[tuple[int
     table["overrides"] = table["overrides"].map(" ".join)  # as typed on a command line, one cell
     write_atomic(sweep_dir / "summary.csv", table.to_csv(index=False))
     shown = table.drop(columns=["run_dir"]).astype(object).where(table.notna(), None)
-    write_atomic(sweep_dir / "summary.md", f"# Sweep {sweep_dir}\n\nBest first by {monitor} ({mode}).\n\n"
+    within = " within each task" if table["task"].nunique() > 1 else ""
+    write_atomic(sweep_dir / "summary.md", f"# Sweep {sweep_dir}\n\nBest first by {monitor} ({mode}){within}.\n\n"
                                            + shown.to_markdown(index=False, missingval="") + "\n")
     plot_sweep(rows, monitor, sweep_dir / "summary.png")
     show_sweep(rows, monitor, sweep_dir)

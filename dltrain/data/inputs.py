@@ -1,0 +1,153 @@
+"""New inputs for a trained model (prediction, evaluation on a new labelled file), read with exactly the
+preprocessing training stored in the checkpoint: the table encoding, the image size and channels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dltrain.data.encoding import TableEncoder
+from dltrain.errors import DataError
+from dltrain.tasks import REGRESSION
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
+
+
+def read_inputs(source: Path, spec, missing: str = "impute", on_unknown: str = "zeros", keep: list[str] = ()
+                ) -> tuple[np.ndarray, dict[str, list]]:
+    """Model-ready features of `source` (a table, an image folder or file, an array file) and the columns that
+    identify each row: the row number or file, then a table's `keep` columns. A table's rows follow training's
+    rules (`missing`: its data.missing; see TableEncoder.check)."""
+    if keep and (source.is_dir() or source.suffix.lower() not in TABLE_SUFFIXES):
+        raise DataError(f"keep={','.join(keep)} names columns to copy from a table, and input={source} is not one")
+    if source.is_dir() or _is_image(source):
+        files = _image_files(source, spec)
+        return _images(files, spec), {"file": files}
+    if source.suffix.lower() in TABLE_SUFFIXES:
+        from dltrain.data.tables import read_frame
+
+        frame = read_frame(source, "input")
+        lacking = [name for name in keep if name not in frame.columns]
+        if lacking:
+            raise DataError(f"keep: input={source} has no column '{lacking[0]}'; its columns are: "
+                            f"{', '.join(map(str, frame.columns))}")
+        features = table_features(frame, spec, missing, on_unknown, source)
+        return features, {"row": list(range(1, len(frame) + 1)), **{name: frame[name].tolist() for name in keep}}
+    if source.suffix.lower() in (".npy", ".npz"):
+        features = _array_features(source, spec, missing, on_unknown)
+        return features, {"row": list(range(1, len(features) + 1))}
+    raise DataError(f"input={source}: expected a table (.csv, .parquet), an image folder or file, or a .npy/.npz "
+                    "array")
+
+
+def read_labelled(source: Path, spec, target: str | None, missing: str = "impute", on_unknown: str = "zeros"
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Features and encoded targets of a new labelled `source`: a table holding the target column training
+    used, or an image folder with one sub-folder per class. Targets are encoded as training encoded them
+    (class names to the checkpoint's class numbers; a regression target as a number)."""
+    if source.is_dir() and spec.kind == "image":
+        from torchvision import datasets
+
+        try:
+            folder = datasets.ImageFolder(str(source))
+        except (FileNotFoundError, RuntimeError) as exc:
+            raise DataError(f"input={source}: {exc} (expected one sub-folder of images per class)") from None
+        labels = [folder.classes[index] for _, index in folder.samples]
+        return _images([file for file, _ in folder.samples], spec), _class_numbers(labels, spec, source)
+    if source.suffix.lower() not in TABLE_SUFFIXES:
+        raise DataError(f"input={source}: expected a table with the target column (.csv, .parquet) or, for an "
+                        "image model, a folder with one sub-folder of images per class")
+    from dltrain.data.tables import read_frame
+
+    frame = read_frame(source, "input")
+    if target not in frame.columns:
+        raise DataError(f"input={source} has no column '{target}', the target the model was trained on: scoring "
+                        "needs the true values (dltrain-predict predicts without them)")
+    truth = frame[target]
+    if truth.isna().any():
+        raise DataError(f"input={source} line {int(np.flatnonzero(truth.isna().to_numpy())[0]) + 2}: the target "
+                        f"'{target}' is empty; every scored row needs its true value")
+    features = table_features(frame.drop(columns=[target]), spec, missing, on_unknown, source)
+    if spec.task == REGRESSION:
+        numbers = pd.to_numeric(truth, errors="coerce")
+        if numbers.isna().any():
+            row = int(np.flatnonzero(numbers.isna().to_numpy())[0])
+            raise DataError(f"input={source} line {row + 2}: target value {truth.iloc[row]!r} is not a number")
+        return features, numbers.to_numpy(dtype=np.float32)
+    return features, _class_numbers(truth.tolist(), spec, source)
+
+
+def table_features(frame: pd.DataFrame, spec, missing: str, on_unknown: str, source: Path) -> np.ndarray:
+    """A table's feature matrix, encoded as training encoded its columns; missing columns are refused."""
+    if spec.encoder is None:
+        raise DataError(f"input={source} is a table, but the checkpoint was trained on {spec.kind} data")
+    encoder = TableEncoder.from_dict(spec.encoder)
+    lacking = [c["name"] for c in encoder.columns if c["name"] not in frame.columns]
+    if lacking:
+        raise DataError(f"input={source}: missing columns {', '.join(lacking)} (the model was trained on them)")
+    encoder.check(frame, missing, on_unknown, str(source))
+    return encoder.transform(frame)
+
+
+def _class_numbers(labels: list, spec, source: Path) -> np.ndarray:
+    """Class labels as the checkpoint's class numbers; a class training never had is refused."""
+    names = spec.class_names or [str(i) for i in range(max(spec.num_classes, 2))]
+    index = {name: number for number, name in enumerate(names)}
+    unknown = next((label for label in labels if _label(label) not in index), None)
+    if unknown is not None:
+        raise DataError(f"input={source}: class {unknown!r} is not one the model was trained on "
+                        f"({', '.join(names)})")
+    return np.asarray([index[_label(label)] for label in labels], dtype=np.int64)
+
+
+def _label(value) -> str:
+    """A label as training named it: integers without a decimal point (a pandas column of 0/1 may be float)."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _is_image(source: Path) -> bool:
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    return source.suffix.lower() in IMG_EXTENSIONS
+
+
+def _image_files(source: Path, spec) -> list[str]:
+    if spec.kind != "image":
+        raise DataError(f"input={source} is an image, but the checkpoint was trained on {spec.kind} data")
+    if not source.exists():
+        raise DataError(f"input: no such file or folder {source}")
+    files = [str(source)] if source.is_file() else sorted(str(p) for p in source.rglob("*") if _is_image(p))
+    if not files:
+        raise DataError(f"input={source}: no image files found")
+    return files
+
+
+def _images(files: list[str], spec) -> np.ndarray:
+    from dltrain.data.images import image_transform, load_images
+
+    channels, *size = spec.input_shape
+    return load_images(files, image_transform(size, channels), channels, size)
+
+
+def _array_features(source: Path, spec, missing: str, on_unknown: str) -> np.ndarray:
+    """The first array of a .npy/.npz file, shaped as training's inputs; a table's standardized as training did."""
+    if not source.is_file():
+        raise DataError(f"input: no such file {source}")
+    try:  # no pickles: an array of Python objects is refused, never unpickled
+        loaded = np.load(source, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):  # the features are its first array
+            with loaded:
+                loaded = loaded[loaded.files[0]]
+    except (OSError, ValueError) as exc:
+        raise DataError(f"input={source}: cannot be read as a numpy array file of numbers ({exc})") from None
+    features = np.asarray(loaded, dtype=np.float32)
+    if tuple(features.shape[1:]) != tuple(spec.input_shape):
+        raise DataError(f"input={source} has rows of shape {tuple(features.shape[1:])}, but the checkpoint "
+                        f"was trained on {tuple(spec.input_shape)}")
+    if spec.encoder is not None:  # a table given as an array: standardize as training did
+        names = [c["name"] for c in spec.encoder["columns"]]
+        frame = pd.DataFrame(features, columns=names)
+        return table_features(frame, spec, missing, on_unknown, source)
+    return features

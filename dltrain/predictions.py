@@ -1,0 +1,55 @@
+"""A trained module's predictions as a table: the class and each class's probability, or the value; with the
+true answer beside them for a labelled split. Shared by training (test_predictions.csv) and dltrain-predict."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def prediction_table(module, features, batch_size: int = 1024):
+    """A DataFrame of the module's predictions: the class and each class's probability, or the value."""
+    import pandas as pd
+    import torch
+
+    from dltrain.tasks import BINARY, MULTICLASS
+
+    spec = module.spec
+    was_training = module.training
+    module.eval()
+    with torch.no_grad():
+        outputs = torch.cat([module(batch.to(module.device)).float().cpu() for batch in features.split(batch_size)])
+    module.train(was_training)
+    table = pd.DataFrame(index=range(len(outputs)))
+    if spec.task == MULTICLASS:
+        probabilities = torch.softmax(outputs, dim=1).numpy()
+    elif spec.task == BINARY:
+        positive = torch.sigmoid(outputs[:, 0]).numpy()
+        probabilities = np.stack([1 - positive, positive], axis=1)
+    else:
+        table["prediction"] = (outputs[:, 0] * spec.target_std + spec.target_mean).numpy()
+        return table
+    names = class_names(spec)
+    table["prediction"] = [names[i] for i in probabilities.argmax(axis=1)]
+    for i, name in enumerate(names):
+        table[f"prob_{name}"] = probabilities[:, i]
+    return table
+
+
+def class_names(spec) -> list[str]:
+    """The classes' names as the data gave them, or their numbers."""
+    return spec.class_names or [str(i) for i in range(max(spec.num_classes, 2))]
+
+
+def labelled_predictions(module, dataset):
+    """Predictions on a split (features, targets) with the true class or value beside each."""
+    import pandas as pd
+
+    from dltrain.tasks import REGRESSION
+
+    spec, targets = module.spec, dataset.targets.cpu().numpy()
+    if spec.task == REGRESSION:
+        true = targets * spec.target_std + spec.target_mean
+    else:
+        names = class_names(spec)
+        true = [names[int(t)] for t in targets]
+    return pd.concat([pd.DataFrame({"true": true}), prediction_table(module, dataset.features)], axis=1)
