@@ -46,6 +46,31 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         torch.save(checkpoint, buffer)
         write_with(Path(path), lambda handle: handle.write(buffer.getbuffer()), sync=False)
 
+    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
+                        ) -> dict[str, Any]:
+        """A run folder that was moved or copied (another machine, a backup) resumes as if it had stayed: the
+        ModelCheckpoint states name the folder the checkpoint now lies in (Lightning would otherwise restore
+        only best_model_path, still pointing at the old folder, and forget the best score)."""
+        checkpoint = super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        here = str(Path(path).resolve().parent)
+        for state in (checkpoint.get("callbacks") or {}).values():
+            was = state.get("dirpath") if isinstance(state, dict) else None
+            if isinstance(was, str) and was != here and "best_model_path" in state:
+                state.update(_moved(state, was, here))
+        return checkpoint
+
+
+def _moved(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """A ModelCheckpoint state's paths under `old` moved under `new` (its other values as they were)."""
+    def move(value: Any) -> Any:
+        return new + value[len(old):] if isinstance(value, str) and value.startswith(old) else value
+
+    moved = {key: move(state[key]) for key in ("dirpath", "best_model_path", "kth_best_model_path",
+                                               "last_model_path") if key in state}
+    if isinstance(state.get("best_k_models"), dict):
+        moved["best_k_models"] = {move(key): value for key, value in state["best_k_models"].items()}
+    return moved
+
 
 def read_checkpoint(path: str | Path, trusted: Iterable[str] = (), config_dirs: Iterable[Path] = ()) -> dict[str, Any]:
     """A checkpoint's contents, loaded with weights_only (plain containers and tensors, never code), whose

@@ -53,10 +53,16 @@ def show_start(cfg: DictConfig, run_dir: Path, datamodule, summary, trainer, fol
     device = trainer.strategy.root_device
     sizes = f"train {len(datamodule.train_set)} / val {len(datamodule.val_set)} / test {len(datamodule.test_set)}"
     log.info(f"run directory: {run_dir}")
-    log.info(f"device: {device.type}{'' if device.index is None else f':{device.index}'} ({trainer.num_devices} device(s))")
+    import torch
+
+    each = " each" if trainer.num_devices > 1 else ""
+    threads = f", {torch.get_num_threads()} thread(s){each}" if device.type == "cpu" else ""
+    log.info(f"device: {device.type}{'' if device.index is None else f':{device.index}'} ({trainer.num_devices} "
+             f"device(s){threads})")
     log.info(f"data: {spec.name} ({spec.task}, input {tuple(spec.input_shape)}, outputs {spec.num_outputs}), {sizes}")
     layers = f"\n{summary}" if cfg.get("verbose") else f"; layers in {run_dir / 'model_summary.txt'}"
-    auto = " (model=auto's choice for this data; model=<name> picks another)" if _choices().get("model") == "auto" else ""
+    chose = _choices().get("model") == "auto" and not cfg.get("resume")
+    auto = " (model=auto's choice for this data; model=<name> picks another)" if chose else ""
     log.info(f"model: {cfg.model.name}{auto}, {summary.total_parameters:,} parameters "
              f"({summary.trainable_parameters:,} trainable), input {tuple(spec.input_shape)} -> "
              f"{spec.num_outputs} output(s){layers}")
@@ -67,9 +73,13 @@ def show_setup(cfg: DictConfig) -> None:
     the defaults. verbose=true adds every value as a tree (config.yaml in the run directory holds them all)."""
     from hydra.core.hydra_config import HydraConfig
 
-    if HydraConfig.initialized():
+    if cfg.get("resume"):  # the stored config's presets, not this command line's defaults
+        log.info(f"resumed: the run's own config ({cfg.resume}/config.yaml)")
+    elif HydraConfig.initialized():
         log.info(f"presets: {' '.join(f'{group}={choice}' for group, choice in _choices().items())}")
-        keys = [o for o in HydraConfig.get().overrides.task if o.partition("=")[0].lstrip("+~") not in _choices()]
+    if HydraConfig.initialized():
+        keys = [o for o in HydraConfig.get().overrides.task
+                if o.partition("=")[0].lstrip("+~") not in (*_choices(), "resume")]
         if keys:
             log.info(f"set: {' '.join(keys)}")
     if cfg.get("verbose"):

@@ -40,6 +40,18 @@ def scratch_run_dir(stamp: str) -> str:
     return str(Path(tempfile.gettempdir()) / "dltrain-ranks" / f"{stamp}-rank{launcher_rank()}")
 
 
+def share_cpu_threads(processes: int) -> None:
+    """Give torch an equal share of this machine's cores when `processes` processes train on them at once
+    (DDP ranks on the CPU, parallel sweep jobs), as torchrun does for its processes; an OMP_NUM_THREADS the
+    user set wins. Each process taking every core would make them wait on each other's threads."""
+    if processes <= 1 or os.environ.get("OMP_NUM_THREADS"):
+        return
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cores // processes))
+
+
 # What Lightning's launcher sets in this process's environment when it starts the other ranks.
 _LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 

@@ -63,6 +63,7 @@ class TrainingModule(pl.LightningModule):
         self._pending = {stage: _Pending() for stage in ("train", "val", "test")}
         self.logged_epochs: dict[str, int] = {}  # stage -> the epoch its logged values are of (sanity check aside)
         self._plateau_pending: dict[str, Any] | None = None  # see on_save_checkpoint
+        self._resumed = False  # set when Lightning restores a checkpoint into this module (see on_train_start)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -150,6 +151,7 @@ class TrainingModule(pl.LightningModule):
             checkpoint[PLATEAU_KEY] = {"epoch": self.current_epoch, "value": float(value)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resumed = True
         pending = checkpoint.get(PLATEAU_KEY)
         valid = isinstance(pending, dict) and isinstance(pending.get("epoch"), int) \
             and isinstance(pending.get("value"), float)
@@ -158,10 +160,22 @@ class TrainingModule(pl.LightningModule):
     def on_train_start(self) -> None:
         """A resumed run takes the plateau step its checkpoint's epoch had not taken yet (see
         on_save_checkpoint): the scheduler's own count of steps tells whether it had."""
+        if self._resumed:
+            self._apply_optimizer_settings()
         pending, scheduler = self._plateau_pending, self._plateau()
         self._plateau_pending = None
         if pending is not None and scheduler is not None and scheduler.last_epoch == pending["epoch"]:
             scheduler.step(pending["value"])
+
+    def _apply_optimizer_settings(self) -> None:
+        """A resumed run's optimizer as configured now: Lightning restores the checkpoint's param_groups, whose
+        lr, weight_decay, momentum... would otherwise silently override a key changed on resume."""
+        settings = getattr(self.optimizer_factory, "keywords", {})
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                for key, value in settings.items():
+                    if key in group and key != "params":
+                        group[key] = tuple(value) if isinstance(group[key], tuple) else value
 
     def _plateau(self) -> torch.optim.lr_scheduler.ReduceLROnPlateau | None:
         """The run's ReduceLROnPlateau scheduler, if it has one."""

@@ -85,6 +85,19 @@ def _check_schedule_length(stored: DictConfig, merged: DictConfig) -> None:
                               "length; resume without it, or start a new run")
 
 
+def _check_scheduled_optimizer(stored: DictConfig, merged: DictConfig) -> None:
+    """A resumed run continues its optimizer's state, and a new optimizer.<key> is applied to it (see
+    TrainingModule.on_train_start); but where a scheduler sets the learning rate, its restored state would
+    undo a new optimizer.lr at its next step: refused rather than silently ignored."""
+    if OmegaConf.select(stored, "scheduler.scheduler", default=None) is None:
+        return
+    before, after = (OmegaConf.select(c, "optimizer.lr", default=None) for c in (stored, merged))
+    if before != after:
+        raise ConfigError(f"resume: optimizer.lr={after} would be undone by the run's scheduler, which sets the "
+                          f"learning rate from its own restored state (the run started with {before}); resume "
+                          "without it, or start a new run")
+
+
 def resumed_config(run_dir: Path, overrides: list[str], config_dirs: tuple[Path, ...] = ()) -> DictConfig:
     """The run's stored config with this command's key=value overrides on top (e.g. trainer.max_epochs=50).
 
@@ -132,5 +145,6 @@ def resumed_config(run_dir: Path, overrides: list[str], config_dirs: tuple[Path,
     with open_dict(merged):
         merged.merge_with(added)
     _check_schedule_length(stored, merged)
+    _check_scheduled_optimizer(stored, merged)
     merged.resume = str(run_dir)
     return merged

@@ -28,7 +28,7 @@ from dltrain.checkpoints import (AtomicCheckpointIO, InterruptCheckpoint, RngSta
 from dltrain.config_check import check_config
 from dltrain.data.datamodule import build_datamodule
 from dltrain.data.folds import Fold
-from dltrain.distributed import is_rank_zero
+from dltrain.distributed import is_rank_zero, share_cpu_threads
 from dltrain.errors import ConfigError, DiskError, RunInterrupted, RunStopped, TrainingDiverged, one_line
 from dltrain.instantiate import build
 from dltrain.losses import loss_name
@@ -227,6 +227,8 @@ def _train(cfg: DictConfig, run_dir: Path, resume: bool, callbacks: tuple[pl.Cal
     loggers = build_loggers(cfg, run_dir)
     trainer = build_trainer(cfg, build_callbacks(cfg, run_dir, list(callbacks)), run_dir, loggers)
     skip_nvml_probe_without_gpus(trainer)
+    if trainer.strategy.root_device.type == "cpu":
+        share_cpu_threads(trainer.num_devices)  # DDP ranks on this machine's CPU
     console.show_start(cfg, run_dir, datamodule, summary, trainer, fold=f"{fold.number}/{fold.of}" if fold else None)
     if resume:
         log.info(f"resuming from {last} ({epochs_done} epoch(s) done)")

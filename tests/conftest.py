@@ -39,7 +39,8 @@ def dltrain_command(*args: str, cwd: Path, env: dict | None = None, timeout: int
     output (not a terminal)."""
     installed = Path(sys.executable).with_name(script)
     command = [str(installed)] if installed.exists() or script != "dltrain" else [sys.executable, "-m", "dltrain"]
-    full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | (env or {})
+    full_env = {k: v for k, v in ({k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | (env or {})).items()
+                if v is not None}  # env: a value of None leaves the variable out
     return subprocess.run(
         command + list(args), cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )

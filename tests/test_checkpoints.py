@@ -306,7 +306,10 @@ def test_resume_takes_key_overrides_but_not_a_group_the_seed_the_monitor_or_the_
         with pytest.raises(ConfigError, match=f"{change} would change {what}"):
             resumed_config(tmp_path, ["resume=last", change])
     OmegaConf.save(load_config(["model=mlp", "scheduler=onecycle"]), tmp_path / "config.yaml", resolve=True)
-    assert resumed_config(tmp_path, ["optimizer.lr=0.01"]).optimizer.lr == 0.01
+    assert resumed_config(tmp_path, ["optimizer.weight_decay=0.01"]).optimizer.weight_decay == 0.01
+    with pytest.raises(ConfigError, match=r"optimizer.lr=0.01 would be undone by the run's scheduler, which sets the "
+                                          r"learning rate from its own restored state \(the run started with 0.001\)"):
+        resumed_config(tmp_path, ["optimizer.lr=0.01"])  # (applied to a run without a scheduler: see moved_elsewhere)
     with pytest.raises(ConfigError, match="trainer.max_epochs=50 would change the length of a scheduler=onecycle run "
                                           r"\(it started with 30\)"):
         resumed_config(tmp_path, ["trainer.max_epochs=50"])
@@ -392,3 +395,23 @@ def test_a_nan_loss_stops_the_run_naming_epoch_and_step(tmp_path):
     assert line.startswith("dltrain: error: loss became") and "at epoch 1, batch" in line
     results = read_results(only_run_dir(tmp_path))
     assert results["status"] == "diverged" and "loss became" in results["error"]
+
+
+def test_a_run_folder_moved_elsewhere_resumes_as_if_it_had_stayed(run, tmp_path):
+    """Lightning restores a ModelCheckpoint fully only in the folder it saved in: a moved run would keep its old
+    folder's best path (an internal error, or the old folder's file tested) and forget its best score."""
+    import shutil
+
+    from dltrain.resume import resumed_config
+
+    first, results = run(["model=mlp", "trainer.max_epochs=3", "callbacks.early_stopping=null"])
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.copytree(first, moved)
+    shutil.rmtree(first)
+    again = train(resumed_config(moved, []), moved, resume=True)  # nothing left to train: the stored best stands
+    assert again["best_checkpoint"] == "checkpoints/best.ckpt" and again["best_val"] == results["best_val"]
+    # a learning rate far too high from here on: every later epoch is worse than the best before the move
+    resumed = train(resumed_config(moved, ["trainer.max_epochs=5", "optimizer.lr=3.0"]), moved, resume=True)
+    losses = [row["val_loss"] for row in read_metrics(moved)]
+    assert len(losses) == 5 and min(losses[3:]) > min(losses[:3])
+    assert resumed["best_val"] == pytest.approx(min(losses), rel=1e-6) and resumed["best_epoch"] <= 3

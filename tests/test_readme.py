@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -96,27 +97,37 @@ def run(line: str, where: Path) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", "-c", line], cwd=where, env=env, capture_output=True, text=True, timeout=600)
 
 
-def with_run(line: str, where: Path) -> str:
-    """`<run>` (and `<other>`) replaced by a run of the kind the line reads: a table for new.csv, images for
-    photos/."""
+_MADE: dict[str, Path] = {}  # a run of each kind, trained once per test process and copied where a line reads one
+
+
+def with_run(line: str, where: Path, scratch) -> str:
+    """`<run>` (and `<other>`) replaced by a run of the kind the line reads: a table for new.csv and test.csv,
+    images for photos/. The run is trained once (in a folder from `scratch`, beside the same user files) and
+    copied: its data paths are relative, so it reads `where`'s files as its own."""
     if "<run>" not in line:
         return line
     data = ("data=csv data.path=train.csv data.target=label data.missing=impute" if "new.csv" in line or "test.csv" in line
             else "data=image_folder data.path=photos data.image_size=[8,8]" if "photos/" in line else "model=mlp")
     for name in ("made", "other") if "<other>" in line else ("made",):
-        proc = run(f"dltrain {data} trainer.max_epochs=2 hydra.run.dir=outputs/runs/{name}", where)
-        assert proc.returncode == 0, proc.stderr[-2000:]
+        if (data, name) not in _MADE:
+            home = scratch.mktemp("made")
+            write_user_files(home, line)
+            proc = run(f"dltrain {data} trainer.max_epochs=2 hydra.run.dir=outputs/runs/{name}", home)
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            _MADE[data, name] = home / "outputs" / "runs" / name
+        shutil.copytree(_MADE[data, name], where / "outputs" / "runs" / name)
     return line.replace("<run>", "made").replace("<other>", "other")
 
 
 @pytest.mark.parametrize("line", readme_lines())
-def test_a_readme_line_works_as_written(tmp_path, line):
+def test_a_readme_line_works_as_written(tmp_path, tmp_path_factory, line):
     why = skipped(line)
     if why and not (why.endswith("GPU") and torch.cuda.is_available() and "several" not in why):
         pytest.skip(f"needs {why}")
     write_user_files(tmp_path, line)
     # `pip install <package> && dltrain ...`: the test extra has installed the package (no network in tests)
-    command = shortened(with_run(line.split("&&")[-1].strip() if line.startswith("pip install") else line, tmp_path))
+    command = shortened(with_run(line.split("&&")[-1].strip() if line.startswith("pip install") else line, tmp_path,
+                                 tmp_path_factory))
     if "resume=last" in command:  # continues the newest run: there must be one
         # the newest run, one whose stored early stopping ends its resumed epochs soon (every resumed key is
         # the run's own)

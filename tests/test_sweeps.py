@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from pathlib import Path
 
 import optuna
@@ -184,7 +185,8 @@ def test_a_sweep_over_a_classification_and_a_regression_ranks_each_job_among_its
 
 
 def test_jobs_run_in_parallel_with_the_joblib_launcher_each_in_its_own_directory(tmp_path):
-    proc = dltrain_command("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2", *SHORT, cwd=tmp_path)
+    proc = dltrain_command("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2", *SHORT, cwd=tmp_path,
+                           env={"OMP_NUM_THREADS": None})  # as a user starts it: dltrain shares the cores
     assert proc.returncode == 0, proc.stderr
     sweep_dir = only_sweep_dir(tmp_path)
     rows = summary_rows(sweep_dir)
@@ -197,6 +199,9 @@ def test_jobs_run_in_parallel_with_the_joblib_launcher_each_in_its_own_directory
         lines = [line for line in proc.stderr.splitlines() if line.startswith(f"[job {job}] ")]
         assert [line.split()[2:4] for line in lines if "val_loss=" in line] == [["epoch", f"{e}/2"] for e in (1, 2)]
         assert not any(line.startswith("[job") for line in (sweep_dir / job / "dltrain.log").read_text().splitlines())
+        # two jobs at once share the cores instead of each taking all of them
+        threads = max(1, len(os.sched_getaffinity(0)) // 2)
+        assert f"[job {job}] device: cpu (1 device(s), {threads} thread(s))" in lines
     assert not any(line.startswith("epoch ") for line in proc.stderr.splitlines())
 
 
