@@ -64,6 +64,7 @@ class TrainingModule(pl.LightningModule):
         self.logged_epochs: dict[str, int] = {}  # stage -> the epoch its logged values are of (sanity check aside)
         self._plateau_pending: dict[str, Any] | None = None  # see on_save_checkpoint
         self._resumed = False  # set when Lightning restores a checkpoint into this module (see on_train_start)
+        self.resumed_settings: dict[str, Any] = {}  # optimizer keys a resume changes, set by the run
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -168,12 +169,12 @@ class TrainingModule(pl.LightningModule):
             scheduler.step(pending["value"])
 
     def _apply_optimizer_settings(self) -> None:
-        """A resumed run's optimizer as configured now: Lightning restores the checkpoint's param_groups, whose
-        lr, weight_decay, momentum... would otherwise silently override a key changed on resume."""
-        settings = getattr(self.optimizer_factory, "keywords", {})
+        """The optimizer keys changed on resume (resumed_settings) set on the restored optimizer: Lightning
+        restores the checkpoint's param_groups, whose values would otherwise silently win. Only the changed
+        ones: the others (a scheduler's lr among them) go on from their restored state."""
         for optimizer in self.trainer.optimizers:
             for group in optimizer.param_groups:
-                for key, value in settings.items():
+                for key, value in self.resumed_settings.items():
                     if key in group and key != "params":
                         group[key] = tuple(value) if isinstance(group[key], tuple) else value
 

@@ -210,6 +210,9 @@ def _train(cfg: DictConfig, run_dir: Path, resume: bool, callbacks: tuple[pl.Cal
     if resume:  # refuse a checkpoint of another model or data shape in one line
         check_weights_fit(resumed, config, datamodule.spec.to_dict())
         check_training_state(resumed, module, module.optimizer_factory, last)
+        before = resumed["hyper_parameters"]["config"].get("optimizer") or {}
+        module.resumed_settings = {key: value for key, value in config["optimizer"].items()
+                                   if not key.startswith("_") and before.get(key) != value}
         epochs_done = resumed["epoch"] + 1
     if rank_zero:  # the run's files change only once every check has passed
         mark_running(run_dir)
