@@ -63,9 +63,9 @@ def _train_job(cfg: DictConfig) -> dict | None:
         _sweep = (Path(hydra_cfg.sweep.dir), str(cfg.monitor), str(cfg.mode))
         if not str(hydra_cfg.launcher.get("_target_", "")).endswith("BasicLauncher"):
             _prefix_terminal_lines(f"[job {hydra_cfg.job.num}] ")
-            from dltrain.distributed import share_cpu_threads
+            from dltrain.distributed import cpu_cores, share_cpu_threads
 
-            share_cpu_threads(_parallel_jobs(hydra_cfg.launcher.get("n_jobs")))
+            share_cpu_threads(_parallel_jobs(hydra_cfg.launcher.get("n_jobs"), cpu_cores()))
     try:
         earlier = _continued_job(run_dir, hydra_cfg) if in_sweep and not cfg.resume else None
         if earlier is not None and earlier.get("status") in ("completed", "pruned"):
@@ -109,11 +109,11 @@ def _train_job(cfg: DictConfig) -> dict | None:
         sys.exit(EXIT_USER_ERROR)
 
 
-def _parallel_jobs(n_jobs: Any) -> int:
+def _parallel_jobs(n_jobs: Any, cores: int) -> int:
     """How many jobs joblib's n_jobs runs at once: a count, or -1 for every core, -2 for all but one, ..."""
     if not isinstance(n_jobs, int) or n_jobs == 0:
         return 1
-    return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+    return n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
 
 
 def _prefix_terminal_lines(prefix: str) -> None:

@@ -40,6 +40,11 @@ def scratch_run_dir(stamp: str) -> str:
     return str(Path(tempfile.gettempdir()) / "dltrain-ranks" / f"{stamp}-rank{launcher_rank()}")
 
 
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity: a container's or taskset's share, not the machine's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def share_cpu_threads(processes: int) -> None:
     """Give torch an equal share of this machine's cores when `processes` processes train on them at once
     (DDP ranks on the CPU, parallel sweep jobs), as torchrun does for its processes; an OMP_NUM_THREADS the
@@ -48,8 +53,7 @@ def share_cpu_threads(processes: int) -> None:
         return
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, cores // processes))
+    torch.set_num_threads(max(1, cpu_cores() // processes))
 
 
 # What Lightning's launcher sets in this process's environment when it starts the other ranks.

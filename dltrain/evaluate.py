@@ -29,15 +29,14 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None, tru
     from dltrain import console
     from dltrain.checkpoints import open_checkpoint
     from dltrain.data.datamodule import build_datamodule, evaluation_loader, tensor_dataset
-    from dltrain.data.inputs import read_labelled
+    from dltrain.data.inputs import check_unknown_category, read_labelled
     from dltrain.errors import ConfigError
     from dltrain.run_files import write_json
     from dltrain.train import quiet_libraries
 
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split={split} is not a split: expected train, val or test")
-    if on_unknown_category not in ("error", "zeros"):
-        raise ConfigError(f"on_unknown_category={on_unknown_category} is not valid: expected error or zeros")
+    check_unknown_category(on_unknown_category)
     quiet_libraries()
     path, run_dir, checkpoint, module = open_checkpoint(ckpt_path, trust)
     config = module.hparams.config

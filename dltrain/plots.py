@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from dltrain.console import swept_values, varying_overrides
-from dltrain.run_files import write_with
+from dltrain.run_files import read_record, write_with
 
 
 def save_figure(figure: Figure, path: Path) -> None:
@@ -52,18 +52,7 @@ def plot_run(run_dir: Path, results: dict[str, Any] | None = None) -> list[Path]
 
 def _read_run_record(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """results.json and config.yaml of a run, read as data ({} where missing or unreadable)."""
-    import json
-
-    import yaml
-
-    try:
-        results = json.loads((run_dir / "results.json").read_text())
-    except (OSError, ValueError):
-        results = {}
-    try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        config = {}
+    results, config = (read_record(run_dir / name) for name in ("results.json", "config.yaml"))
     return (results if isinstance(results, dict) else {}), (config if isinstance(config, dict) else {})
 
 

@@ -13,7 +13,6 @@ from dltrain.tools import listed, run_tool
 
 KEYS = {"ckpt_path": None, "input": None, "output": None, "batch_size": "1024", "trust": None,
         "on_unknown_category": "error", "keep": None}
-UNKNOWN_CATEGORY = ("error", "zeros")
 
 
 def predict(ckpt_path: str, input: str, output: str | None = None, batch_size: str = "1024",
@@ -24,15 +23,14 @@ def predict(ckpt_path: str, input: str, output: str | None = None, batch_size: s
     import torch
 
     from dltrain.checkpoints import open_checkpoint
-    from dltrain.data.inputs import read_inputs
+    from dltrain.data.inputs import check_unknown_category, read_inputs
     from dltrain.errors import ConfigError
     from dltrain.predictions import prediction_table
     from dltrain.run_files import write_atomic
 
     if not batch_size.isdigit() or int(batch_size) < 1:
         raise ConfigError(f"batch_size={batch_size} is not valid: expected an integer > 0")
-    if on_unknown_category not in UNKNOWN_CATEGORY:
-        raise ConfigError(f"on_unknown_category={on_unknown_category} is not valid: expected error or zeros")
+    check_unknown_category(on_unknown_category)
     path, run_dir, _, module = open_checkpoint(ckpt_path, trust)
     module.eval()
     source = Path(input).expanduser()

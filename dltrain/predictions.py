@@ -28,16 +28,11 @@ def prediction_table(module, features, batch_size: int = 1024):
     else:
         table["prediction"] = (outputs[:, 0] * spec.target_std + spec.target_mean).numpy()
         return table
-    names = class_names(spec)
+    names = spec.labels()
     table["prediction"] = [names[i] for i in probabilities.argmax(axis=1)]
     for i, name in enumerate(names):
         table[f"prob_{name}"] = probabilities[:, i]
     return table
-
-
-def class_names(spec) -> list[str]:
-    """The classes' names as the data gave them, or their numbers."""
-    return spec.class_names or [str(i) for i in range(max(spec.num_classes, 2))]
 
 
 def labelled_predictions(module, dataset):
@@ -50,6 +45,6 @@ def labelled_predictions(module, dataset):
     if spec.task == REGRESSION:
         true = targets * spec.target_std + spec.target_mean
     else:
-        names = class_names(spec)
+        names = spec.labels()
         true = [names[int(t)] for t in targets]
     return pd.concat([pd.DataFrame({"true": true}), prediction_table(module, dataset.features)], axis=1)

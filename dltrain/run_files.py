@@ -67,6 +67,18 @@ def read_results(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def read_record(path: Path) -> Any:
+    """A run folder's JSON or YAML file read as data (yaml.safe_load: no tags that build objects), or None
+    where it is missing or unreadable: for readers that show what they find (dltrain-runs, the plots)."""
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+        return json.loads(text) if Path(path).suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+
+
 def record_failure(run_dir: Path, error: str) -> dict[str, Any]:
     """Mark a sweep job failed in its results.json (keeping what a diverged run wrote there), and return it."""
     path = Path(run_dir) / "results.json"

@@ -8,11 +8,11 @@ Two runs compare every config key that differs, then their results. Run folders 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
+from dltrain.run_files import read_record
 from dltrain.tools import run_tool
 
 KEYS = {"path": "outputs", "other": None}
@@ -25,7 +25,7 @@ def find_runs(root: Path) -> list[Path]:
 
     if not root.is_dir():
         raise DataError(f"{root}: no such folder (give the outputs folder, or two run folders to compare)")
-    found = {path.parent for path in root.rglob("results.json")} | ({root} if (root / "results.json").exists() else set())
+    found = {path.parent for path in root.rglob("results.json")}  # root's own results.json included
     runs = [run for run in found if not any(parent in found for parent in run.parents)]
     return sorted(runs, key=_started, reverse=True)
 
@@ -39,7 +39,7 @@ def summary(run: Path) -> dict[str, Any]:
     """One run's row: what it was and how it went."""
     from dltrain.run_claim import in_use
 
-    results = _read_json(run / "results.json")
+    results = _read_dict(run / "results.json")
     status = results.get("status", "unreadable")
     if status == "running" and not in_use(run):
         status = "stopped"  # its process is gone (killed): dltrain resume=<run> continues it
@@ -59,21 +59,12 @@ def summary(run: Path) -> dict[str, Any]:
 
 
 def _overrides(run: Path) -> list[str]:
-    import yaml
-
-    path = run / ".hydra" / "overrides.yaml"
-    try:
-        loaded = yaml.safe_load(path.read_text()) if path.exists() else []
-    except (OSError, yaml.YAMLError):
-        return []
+    loaded = read_record(run / ".hydra" / "overrides.yaml")
     return [str(o) for o in loaded] if isinstance(loaded, list) else []
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        loaded = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+def _read_dict(path: Path) -> dict[str, Any]:
+    loaded = read_record(path)
     return loaded if isinstance(loaded, dict) else {}
 
 
@@ -88,18 +79,11 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
 
 def differences(first: Path, second: Path) -> list[tuple[str, str, str]]:
     """(key, first's, second's) for every config key that differs, then every result of either run."""
-    import yaml
-
-    configs = []
-    for run in (first, second):
-        try:
-            configs.append(_flat(yaml.safe_load((run / "config.yaml").read_text()) or {}))
-        except (OSError, yaml.YAMLError):
-            configs.append({})
+    configs = [_flat(_read_dict(run / "config.yaml")) for run in (first, second)]
     keys = list(dict.fromkeys([*configs[0], *configs[1]]))
     rows = [(key, str(configs[0].get(key, "-")), str(configs[1].get(key, "-"))) for key in keys  # as written
             if configs[0].get(key, "-") != configs[1].get(key, "-")]
-    results = [_flat(_read_json(run / "results.json")) for run in (first, second)]
+    results = [_flat(_read_dict(run / "results.json")) for run in (first, second)]
     figures = [key for key in dict.fromkeys([*results[0], *results[1]])
                if key.split(".")[0] in ("status", "epochs_run", "best_val", "best_epoch", "early_stopped", "val",
                                         "test", "cv", "wall_time_s", "num_parameters")

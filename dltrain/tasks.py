@@ -32,6 +32,10 @@ class DataSpec:
     def num_outputs(self) -> int:
         return self.num_classes if self.task == MULTICLASS else 1
 
+    def labels(self) -> list[str]:
+        """The classes' names as the data gave them, or their numbers, in output order."""
+        return self.class_names or [str(i) for i in range(max(self.num_classes, 2))]
+
     def to_dict(self) -> dict:
         """Plain containers only, so a checkpoint loads with weights_only."""
         out = asdict(self)

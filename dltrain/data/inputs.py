@@ -13,6 +13,14 @@ from dltrain.errors import DataError
 from dltrain.tasks import REGRESSION
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
+UNKNOWN_CATEGORY = ("error", "zeros")  # what a category training never saw does: refused, or all zeros
+
+
+def check_unknown_category(value: str) -> None:
+    from dltrain.errors import ConfigError
+
+    if value not in UNKNOWN_CATEGORY:
+        raise ConfigError(f"on_unknown_category={value} is not valid: expected {' or '.join(UNKNOWN_CATEGORY)}")
 
 
 def read_inputs(source: Path, spec, missing: str = "impute", on_unknown: str = "zeros", keep: list[str] = ()
@@ -93,7 +101,7 @@ def table_features(frame: pd.DataFrame, spec, missing: str, on_unknown: str, sou
 
 def _class_numbers(labels: list, spec, source: Path) -> np.ndarray:
     """Class labels as the checkpoint's class numbers; a class training never had is refused."""
-    names = spec.class_names or [str(i) for i in range(max(spec.num_classes, 2))]
+    names = spec.labels()
     index = {name: number for number, name in enumerate(names)}
     unknown = next((label for label in labels if _label(label) not in index), None)
     if unknown is not None:
