@@ -15,7 +15,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.callbacks.early_stopping import EarlyStoppingReason
 from pytorch_lightning.loggers import Logger, MLFlowLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
@@ -272,7 +272,7 @@ def _train(cfg: DictConfig, run_dir: Path, resume: bool, callbacks: tuple[pl.Cal
         raise RunInterrupted(f"interrupted by {interrupt.signal_name}: saved {interrupt.path}", code, then) from None
 
     # before the test, which restores every callback's state from the best checkpoint, early stopping's included
-    stop_reason = stopped_early(trainer.early_stopping_callback)
+    stop_reason = stopped_early(trainer)
     best_epoch, val = _best_epoch(run_dir / "metrics.csv", cfg.monitor, cfg.mode) if rank_zero else (None, {})
     checkpoint = best_checkpoint(trainer)
     best_path = checkpoint.best_model_path if checkpoint else ""
@@ -296,9 +296,13 @@ def best_checkpoint(trainer: pl.Trainer) -> ModelCheckpoint | None:
     return next((cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor), None)
 
 
-def stopped_early(stopper: EarlyStopping | None) -> str | None:
-    """Why early stopping ended the run, in words, or None where it did not."""
+def stopped_early(trainer: pl.Trainer) -> str | None:
+    """Why early stopping ended the run, in words, or None where it did not: also where it fired at the last
+    epoch, which trainer.max_epochs ended anyway."""
+    stopper = trainer.early_stopping_callback
     if stopper is None or stopper.stopping_reason is EarlyStoppingReason.NOT_STOPPED:
+        return None
+    if trainer.max_epochs and 0 < trainer.max_epochs <= trainer.current_epoch:
         return None
     monitor = stopper.monitor
     return {
@@ -313,10 +317,10 @@ def stopped_early(stopper: EarlyStopping | None) -> str | None:
 
 def _results(cfg, config, trainer, datamodule, summary, run_dir: Path, started: float, status: str, **extra) -> dict:
     """results.json: what the run was, how it went, and where its checkpoints are."""
-    checkpoint, stopper = best_checkpoint(trainer), trainer.early_stopping_callback
+    checkpoint = best_checkpoint(trainer)
     last = last_checkpoint_file(run_dir)
     best = checkpoint.best_model_score if checkpoint else None
-    stop_reason = stopped_early(stopper)
+    stop_reason = stopped_early(trainer)
     results = {
         "status": status,
         "model": config["model"]["name"],

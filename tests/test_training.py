@@ -69,6 +69,13 @@ def test_early_stopping_ends_a_run_when_the_metric_stalls(run):
     assert results["epochs_run"] == 3 and len(read_metrics(run_dir)) == 3
 
 
+def test_early_stopping_that_fires_at_the_last_epoch_did_not_end_the_run_early(run):
+    # min_delta=10, patience=2: early stopping fires after epoch 3, which trainer.max_epochs=3 ends anyway
+    _, results = run(["model=mlp", "trainer.max_epochs=3", "callbacks.early_stopping.min_delta=10",
+                      "callbacks.early_stopping.patience=2"])
+    assert results["epochs_run"] == 3 and results["early_stopped"] is False and results["stop_reason"] is None
+
+
 def test_early_stopping_is_on_by_default():
     from dltrain.config import load_config
 
