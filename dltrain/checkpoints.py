@@ -155,9 +155,10 @@ def load_module(checkpoint: dict[str, Any], config: dict[str, Any] | None = None
 
 
 def check_weights_fit(checkpoint: dict[str, Any], config: dict[str, Any] | None = None,
-                      spec: dict | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+                      spec: dict | None = None, network_only: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """Refuse a checkpoint whose weights do not fit the module its stored config (or the given one) builds;
-    returns that config and data spec.
+    returns that config and data spec. `network_only`: the weights are the network's alone (model.*), as an
+    export's safetensors file holds them.
 
     The module is built on the meta device, which allocates nothing, and its tensors' names, shapes and
     dtypes compared with the file's: a crafted data spec or config asking for a huge network is refused
@@ -171,14 +172,15 @@ def check_weights_fit(checkpoint: dict[str, Any], config: dict[str, Any] | None 
     config, spec = config or stored["config"], spec or stored["data_spec"]
     try:
         if from_file:
-            spec = _checked_spec(spec)
+            spec = checked_spec(spec)
             _check_sizes(config, state)
             try:
                 check_config(OmegaConf.create(config))
             except ConfigError as exc:
                 raise CheckpointError(f"the checkpoint's stored config is not valid: {exc}; refused") from None
         with torch.device("meta"):
-            expected = build_module(config, spec).state_dict()
+            expected = {key: value for key, value in build_module(config, spec).state_dict().items()
+                        if not network_only or key.startswith("model.")}
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, OmegaConfBaseException) as exc:
         if not from_file:
             raise
@@ -265,7 +267,7 @@ _KINDS = (TABLE, IMAGE, SEQUENCE)
 _MAX_INPUT_VALUES = 2**31  # values in one input row: far beyond any model dltrain builds
 
 
-def _checked_spec(spec: dict[str, Any]) -> dict[str, Any]:
+def checked_spec(spec: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's data spec, refused unless every field has the type and range training writes."""
     def fail(field: str, expected: str) -> CheckpointError:
         return CheckpointError(f"the checkpoint's data spec has {field}={spec.get(field)!r}: expected {expected}; "

@@ -28,11 +28,11 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None, tru
 
     from dltrain import console
     from dltrain.checkpoints import open_checkpoint
-    from dltrain.data.datamodule import build_datamodule, evaluation_loader, tensor_dataset
+    from dltrain.data.datamodule import evaluation_loader, stored_datamodule, tensor_dataset
     from dltrain.data.inputs import check_unknown_category, read_labelled
     from dltrain.errors import ConfigError
     from dltrain.run_files import write_json
-    from dltrain.train import quiet_libraries
+    from dltrain.quiet import quiet_libraries
 
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split={split} is not a split: expected train, val or test")
@@ -49,8 +49,7 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None, tru
         scored, name = {"split": "input", "input": str(source.resolve()), "rows": len(targets)}, \
             f"eval_{path.stem}_{source.stem}.json"
     else:
-        data = dict(config["data"]) | ({"download": False} if "download" in config["data"] else {})
-        datamodule = build_datamodule(data, config["seed"])
+        datamodule = stored_datamodule(config)
         loader = {"train": datamodule.train_dataloader, "val": datamodule.val_dataloader,
                   "test": datamodule.test_dataloader}[split]()
         scored, name = {"split": split}, f"eval_{path.stem}.json"

@@ -7,7 +7,8 @@ import numpy as np
 
 
 def prediction_table(module, features, batch_size: int = 1024):
-    """A DataFrame of the module's predictions: the class and each class's probability, or the value."""
+    """A DataFrame of the module's predictions: the class and each class's probability, or the value (in
+    batches of `batch_size` rows, under inference_mode)."""
     import pandas as pd
     import torch
 
@@ -16,7 +17,7 @@ def prediction_table(module, features, batch_size: int = 1024):
     spec = module.spec
     was_training = module.training
     module.eval()
-    with torch.no_grad():
+    with torch.inference_mode():
         outputs = torch.cat([module(batch.to(module.device)).float().cpu() for batch in features.split(batch_size)])
     module.train(was_training)
     table = pd.DataFrame(index=range(len(outputs)))

@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,41 +36,12 @@ from dltrain.models.summary import network_summary
 from dltrain.module import TrainingModule
 from dltrain.preflight import check_before_data, check_before_training
 from dltrain.progress import EpochProgressBar
+from dltrain.quiet import quiet_libraries
 from dltrain.run_claim import claimed, mark_running
 from dltrain.run_files import remove_unfinished_writes, write_atomic, write_json
 from dltrain.trust import targets_of
 
 log = logging.getLogger("dltrain")
-
-# Lightning's advice that fits other workloads (in-memory batches need no worker processes, metrics
-# are logged per epoch so short epochs are fine) and deprecations inside Lightning a user cannot act on.
-_UNHELPFUL_WARNINGS = (
-    r".*does not have many workers.*",
-    r".*The number of training batches .* is smaller than the logging interval.*",
-    r".*Checkpoint directory .* exists and is not empty.*",
-    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # Lightning's own use of a torch API
-    r".*when logging on epoch level in distributed setting.*",  # values come reduced by torchmetrics
-    r".*Using `DistributedSampler` with the dataloaders. During `trainer.test\(\)`.*",  # dltrain's repeats no row
-    r".*Grad strides do not match bucket view strides.*",  # torch's DDP on CPU convolutions: nothing to change
-)
-
-
-def quiet_libraries() -> None:
-    """Silence library chatter that does not help a dltrain user."""
-    for pattern in _UNHELPFUL_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
-    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero", "mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow sets its loggers' level when imported
-    logging.getLogger("pytorch_lightning.loggers.mlflow").addFilter(_NotCreatingExperiment())
-
-
-class _NotCreatingExperiment(logging.Filter):
-    """MLFlowLogger's warning that it creates a missing experiment: what a first run should do."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "not found. Creating it" not in record.getMessage()
-
 
 def skip_nvml_probe_without_gpus(trainer: pl.Trainer) -> None:
     """Stop torch from loading NVML at every optimizer step of a CPU run on a machine without GPUs.

@@ -50,7 +50,8 @@ def test_help_lists_every_group_and_option(tmp_path):
         options = ", ".join(sorted(f.stem for f in group.glob("*.yaml")))
         assert f"{group.name}: {options}\n" in proc.stdout
     assert "optimizer.lr" in proc.stdout and "dltrain -m" in proc.stdout
-    assert "dltrain-eval ckpt_path=<run dir>" in proc.stdout and "dltrain-predict ckpt_path=<run dir>" in proc.stdout
+    for command in ("dltrain-eval", "dltrain-predict", "dltrain-export", "dltrain-serve"):
+        assert f"{command} ckpt_path=<run dir>" in proc.stdout
     assert not (tmp_path / "outputs").exists()
 
 

@@ -22,7 +22,8 @@ from datafiles import write_image_folder, write_mnist
 README = Path(__file__).resolve().parents[1] / "README.md"
 NEEDS = {  # a pattern in the line -> why this machine cannot run it
     "trainer=gpu": "a GPU", "trainer=ddp ": "several GPUs", "data.download=true": "a download",
-    "http://": "a server", "submitit": "a SLURM cluster", "torchrun": "two machines", "python3 -m venv": "CI itself",
+    "http://": "a server", "dltrain-serve ckpt_path": "a server that runs until stopped (tests/test_serve.py runs it)",
+    "submitit": "a SLURM cluster", "torchrun": "two machines", "python3 -m venv": "CI itself",
 }
 
 

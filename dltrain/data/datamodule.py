@@ -188,3 +188,10 @@ def build_datamodule(data_cfg: dict[str, Any], seed: int, data: ArrayData | None
     """The data module of a data config (of `data` already loaded, split into `rows`, when given)."""
     options = {k: v for k, v in data_cfg.items() if k in LOADER_KEYS and k != "augment"}
     return ArrayDataModule(data if data is not None else load_data(data_cfg), seed=seed, rows=rows, **options)
+
+
+def stored_datamodule(config: dict[str, Any]) -> ArrayDataModule:
+    """The data module of a run's stored config, read as training read it and never downloading: a checkpoint
+    does not send for files (dltrain-eval, and dltrain-export's check on the run's test rows)."""
+    data = dict(config["data"]) | ({"download": False} if "download" in config["data"] else {})
+    return build_datamodule(data, config["seed"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -80,10 +81,13 @@ class TableEncoder:
                 start += width
         return out
 
-    def check(self, frame: pd.DataFrame, missing: str, on_unknown: str, source: str) -> None:
-        """Refuse new rows that training would have refused, naming column and line (line 1 is the header): a
-        word in a numeric column, an infinite number, an empty cell where training dropped such rows
-        (missing=drop), and with on_unknown=error a category the training split never had."""
+    def check(self, frame: pd.DataFrame, missing: str, on_unknown: str, source: str,
+              where: Callable[[int], str] | None = None) -> None:
+        """Refuse new rows that training would have refused, naming column and row (`where(row)`; by default
+        the line of `source`, line 1 being the header): a word in a numeric column, an infinite number, an
+        empty cell where training dropped such rows (missing=drop), and with on_unknown=error a category the
+        training split never had."""
+        where = where or (lambda row: f"{source} line {row + 2}")
         for column in self.columns:
             values = frame[column["name"]]
             present = values.notna().to_numpy(dtype=bool)
@@ -106,7 +110,7 @@ class TableEncoder:
             if bad is not None:
                 row = int(np.flatnonzero(bad)[0])
                 value = f" value {values.iloc[row]!r}" if present[row] else ""
-                raise DataError(f"{source} line {row + 2}: column '{column['name']}'{value} {why}")
+                raise DataError(f"{where(row)}: column '{column['name']}'{value} {why}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"columns": self.columns}

@@ -34,14 +34,18 @@ def image_transform(image_size: list[int], channels: int):
     return transforms.Compose(steps + [transforms.ToTensor()])
 
 
-def load_images(files: list[str], transform, channels: int, image_size: list[int]) -> np.ndarray:
-    """The images of `files` as one (N, C, H, W) float32 array; an unreadable file is named.
+def load_images(files: list[str] | list[bytes], transform, channels: int, image_size: list[int],
+                names: list[str] | None = None) -> np.ndarray:
+    """The images of `files` (paths, or the encoded files' bytes) as one (N, C, H, W) float32 array; an
+    unreadable one is named (by its path, or by `names`).
 
-    Read by pillow with its decompression-bomb limit on, and past it refused: an image over
-    Image.MAX_IMAGE_PIXELS (pillow only warns between one and two times the limit) would take gigabytes.
+    Read by pillow as torchvision's default loader reads them (to RGB, then `transform`), with its
+    decompression-bomb limit on, and past it refused: an image over Image.MAX_IMAGE_PIXELS (pillow only
+    warns between one and two times the limit) would take gigabytes.
     """
+    import io
+
     from PIL import Image, UnidentifiedImageError
-    from torchvision.datasets.folder import default_loader
 
     if Image.MAX_IMAGE_PIXELS is None:  # switched off by some library: back to pillow's own limit
         Image.MAX_IMAGE_PIXELS = int(1024 * 1024 * 1024 // 4 // 3)
@@ -49,14 +53,16 @@ def load_images(files: list[str], transform, channels: int, image_size: list[int
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         for i, file in enumerate(files):
+            name = names[i] if names else file
             try:
-                images[i] = transform(default_loader(file)).numpy()
+                with Image.open(io.BytesIO(file) if isinstance(file, bytes) else file) as image:
+                    images[i] = transform(image.convert("RGB")).numpy()
             except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-                raise DataError(f"{file}: refused, an image larger than pillow's limit of "
+                raise DataError(f"{name}: refused, an image larger than pillow's limit of "
                                 f"{Image.MAX_IMAGE_PIXELS:,} pixels ({exc}); shrink or remove it") from None
-            except (UnidentifiedImageError, OSError) as exc:
-                raise DataError(f"{file}: not a readable image ({type(exc).__name__}); remove or replace it"
-                                ) from None
+            except (UnidentifiedImageError, OSError, ValueError) as exc:
+                raise DataError(f"{name}: not a readable image ({type(exc).__name__}); expected a PNG or JPEG file "
+                                "pillow can read") from None
     return images
 
 

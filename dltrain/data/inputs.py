@@ -3,6 +3,7 @@ preprocessing training stored in the checkpoint: the table encoding, the image s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -87,16 +88,23 @@ def read_labelled(source: Path, spec, target: str | None, missing: str = "impute
     return features, _class_numbers(truth.tolist(), spec, source)
 
 
-def table_features(frame: pd.DataFrame, spec, missing: str, on_unknown: str, source: Path) -> np.ndarray:
-    """A table's feature matrix, encoded as training encoded its columns; missing columns are refused."""
+def table_features(frame: pd.DataFrame, spec, missing: str, on_unknown: str, source: Path | str,
+                   where: Callable[[int], str] | None = None) -> np.ndarray:
+    """A table's feature matrix, encoded as training encoded its columns; missing columns are refused, and
+    rows training would have refused (TableEncoder.check, naming the row by `where`)."""
     if spec.encoder is None:
-        raise DataError(f"input={source} is a table, but the checkpoint was trained on {spec.kind} data")
+        raise DataError(f"{_named(source)} is a table, but the checkpoint was trained on {spec.kind} data")
     encoder = TableEncoder.from_dict(spec.encoder)
     lacking = [c["name"] for c in encoder.columns if c["name"] not in frame.columns]
     if lacking:
-        raise DataError(f"input={source}: missing columns {', '.join(lacking)} (the model was trained on them)")
-    encoder.check(frame, missing, on_unknown, str(source))
+        raise DataError(f"{_named(source)}: missing columns {', '.join(lacking)} (the model was trained on them)")
+    encoder.check(frame, missing, on_unknown, str(source), where)
     return encoder.transform(frame)
+
+
+def _named(source: Path | str) -> str:
+    """How a message names an input: a file as the input= key that gave it, anything else as given."""
+    return f"input={source}" if isinstance(source, Path) else source
 
 
 def _class_numbers(labels: list, spec, source: Path) -> np.ndarray:
@@ -150,12 +158,30 @@ def _array_features(source: Path, spec, missing: str, on_unknown: str) -> np.nda
                 loaded = loaded[loaded.files[0]]
     except (OSError, ValueError) as exc:
         raise DataError(f"input={source}: cannot be read as a numpy array file of numbers ({exc})") from None
-    features = np.asarray(loaded, dtype=np.float32)
+    return array_features(np.asarray(loaded, dtype=np.float32), spec, missing, on_unknown, source)
+
+
+def array_features(features: np.ndarray, spec, missing: str, on_unknown: str, source: Path | str,
+                   where: Callable[[int], str] | None = None) -> np.ndarray:
+    """Float rows shaped as training's inputs (else refused, naming `source`); a table's standardized as
+    training did."""
     if tuple(features.shape[1:]) != tuple(spec.input_shape):
-        raise DataError(f"input={source} has rows of shape {tuple(features.shape[1:])}, but the checkpoint "
+        raise DataError(f"{_named(source)} has rows of shape {tuple(features.shape[1:])}, but the checkpoint "
                         f"was trained on {tuple(spec.input_shape)}")
     if spec.encoder is not None:  # a table given as an array: standardize as training did
         names = [c["name"] for c in spec.encoder["columns"]]
         frame = pd.DataFrame(features, columns=names)
-        return table_features(frame, spec, missing, on_unknown, source)
+        return table_features(frame, spec, missing, on_unknown, source, where)
     return features
+
+
+def image_features(images: list[bytes], names: list[str], spec) -> np.ndarray:
+    """Encoded image files (PNG, JPEG: their bytes) read as training's images, each named by `names` when
+    unreadable."""
+    if spec.kind != "image":
+        raise DataError(f"{names[0] if names else 'images'}: images were sent, but the model was trained on "
+                        f"{spec.kind} data")
+    from dltrain.data.images import image_transform, load_images
+
+    channels, *size = spec.input_shape
+    return load_images(images, image_transform(size, channels), channels, size, names)

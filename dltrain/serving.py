@@ -1,0 +1,298 @@
+"""dltrain-serve's web app (FastAPI): a checkpoint's predictions over HTTP, the inputs read and encoded exactly
+as dltrain-predict reads files (dltrain.data.inputs) and the answer made by the same prediction table.
+
+A bad request is answered with a 4xx JSON error whose detail names the field, and the app goes on serving:
+413 for a body over max_body_mb or a batch over max_batch_rows, 400 for a body that is not JSON, 415 for a
+content type it does not take, 422 for content that does not fit the model. A request is one batched
+forward pass under torch.inference_mode, run in a worker thread so the server keeps answering meanwhile.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.concurrency import run_in_threadpool
+
+from dltrain.errors import DataError, one_line
+
+SETTINGS_VARIABLE = "DLTRAIN_SERVE_SETTINGS"  # how uvicorn's worker processes (workers > 1) get the settings
+log = logging.getLogger("dltrain.serve")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the server serves and its limits (dltrain-serve's keys)."""
+
+    ckpt_path: str
+    trust: str | None = None
+    on_unknown_category: str = "error"
+    max_batch_rows: int = 1024
+    max_body_mb: float = 16.0
+
+
+class BadRequest(Exception):
+    """A request the model cannot answer: its HTTP status and what is wrong, naming the field."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+@dataclass
+class Served:
+    """The loaded model and what /metadata says about it."""
+
+    module: Any
+    missing: str
+    metadata: dict[str, Any]
+
+
+def load_served(settings: Settings) -> Served:
+    """The checkpoint's module (read by the trust rule, as every command reads one) and its metadata."""
+    from dltrain.checkpoints import open_checkpoint
+    from dltrain.preprocessing import describe
+    from dltrain.run_files import read_results
+
+    path, run_dir, checkpoint, module = open_checkpoint(settings.ckpt_path, settings.trust)
+    module.eval()
+    config, spec = module.hparams.config, module.spec
+    metadata = {
+        "model": config["model"]["name"],
+        "parameters": sum(p.numel() for p in module.model.parameters()),
+        "data": spec.name, "task": spec.task, "kind": spec.kind,
+        "classes": spec.labels() if spec.task != "regression" else None,
+        "checkpoint": str(path.resolve()), "epoch": checkpoint["epoch"],
+        "test_metrics": read_results(run_dir).get("test") or {},
+        "inputs": describe(spec, config),
+        "request": _request_help(spec.kind),
+        "limits": {"max_batch_rows": settings.max_batch_rows, "max_body_mb": settings.max_body_mb},
+    }
+    return Served(module, (config.get("data") or {}).get("missing", "impute"), metadata)
+
+
+def _request_help(kind: str) -> str:
+    return {"table": 'JSON {"rows": [{"<column>": <value>, ...}, ...]}',
+            "image": 'JSON {"images": ["<base64 PNG or JPEG>", ...]}, or multipart/form-data files',
+            "sequence": 'JSON {"inputs": [<one row: nested lists of the input shape>, ...]}'}[kind]
+
+
+_BODY_SCHEMA = {  # /predict's request body in the OpenAPI docs (/docs): it is read by hand to name bad fields
+    "required": True,
+    "content": {
+        "application/json": {"schema": {"type": "object", "properties": {
+            "rows": {"type": "array", "items": {"type": "object"},
+                     "description": "a table model: one object per row, column -> value"},
+            "inputs": {"type": "array", "items": {},
+                       "description": "nested lists, one per row, of the model's input shape (arrays, sequences)"},
+            "images": {"type": "array", "items": {"type": "string", "format": "byte"},
+                       "description": "an image model: base64 PNG or JPEG files"}}}},
+        "multipart/form-data": {"schema": {"type": "object", "properties": {
+            "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
+    },
+}
+
+
+def create_app(served: Served, settings: Settings) -> FastAPI:
+    """The app: POST /predict, GET /health, GET /metadata, and FastAPI's /docs."""
+    app = FastAPI(title="dltrain-serve", description=f"Predictions of {served.metadata['model']} on "
+                  f"{served.metadata['data']} ({served.metadata['task']}).")
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:  # a bug: logged, never sent
+        log.exception("internal error answering %s", request.url.path)
+        return JSONResponse({"detail": "internal error (a bug in dltrain-serve, logged by the server)"},
+                            status_code=500)
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metadata")
+    def metadata() -> dict[str, Any]:
+        return served.metadata
+
+    @app.post("/predict", openapi_extra={"requestBody": _BODY_SCHEMA})
+    async def predict(request: Request) -> dict[str, Any]:
+        """The predictions of the rows, inputs or images sent: class and probabilities, or the value."""
+        body = await _read_body(request, settings.max_body_mb)
+        features = await _features(request, body, served, settings)
+        return {"predictions": await run_in_threadpool(_predict, served, features)}
+
+    return app
+
+
+async def _read_body(request: Request, max_body_mb: float) -> bytes:
+    """The request's body, refused once it passes max_body_mb (announced or sent)."""
+    limit = int(max_body_mb * 1024 * 1024)
+    too_big = BadRequest(413, f"body: over max_body_mb={max_body_mb:g} MB; send fewer rows per request")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_big
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_big
+    return bytes(body)
+
+
+async def _features(request: Request, body: bytes, served: Served, settings: Settings) -> np.ndarray:
+    """The model-ready rows of a JSON or multipart request."""
+    spec = served.module.spec
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        names, images = await _uploaded_files(request, body)
+        _check_count(len(images), "files", settings)
+        return _data(lambda: _image_features(images, names, spec))
+    if kind not in ("application/json", ""):
+        raise BadRequest(415, f"content-type {kind}: expected application/json (send the header Content-Type: "
+                              "application/json; curl: -H 'content-type: application/json'), or multipart/form-data "
+                              "files for an image model")
+    try:
+        payload = json.loads(body, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(400, f"body: not valid JSON ({one_line(exc)[:200]})") from None
+    if not isinstance(payload, dict) or len(payload) != 1 or next(iter(payload)) not in ("rows", "inputs", "images"):
+        got = ", ".join(map(str, payload)) if isinstance(payload, dict) else type(payload).__name__
+        raise BadRequest(422, f"body: expected one field, rows (a table), inputs (nested lists) or images "
+                              f"(base64 files), got {got or 'none'}; this model takes {_request_help(spec.kind)}")
+    field, values = next(iter(payload.items()))
+    if not isinstance(values, list) or not values:
+        raise BadRequest(422, f"{field}: expected a non-empty list, one entry per row")
+    _check_count(len(values), field, settings)
+    if field == "rows":
+        return _data(lambda: _table_rows(values, served, settings))
+    if field == "images":
+        return _data(lambda: _image_features([_decoded(v, i) for i, v in enumerate(values)],
+                                             [f"images[{i}]" for i in range(len(values))], spec))
+    return _data(lambda: _array_rows(values, served, settings))
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number; send finite numbers")
+
+
+def _check_count(count: int, field: str, settings: Settings) -> None:
+    if count > settings.max_batch_rows:
+        raise BadRequest(413, f"{field}: {count} rows, over max_batch_rows={settings.max_batch_rows}; split the "
+                              "batch")
+
+
+def _data(read) -> np.ndarray:
+    """`read()`'s rows, a data error (a wrong column, value or image) answered as a 422 naming it."""
+    try:
+        return read()
+    except DataError as exc:
+        raise BadRequest(422, str(exc)) from None
+
+
+def _table_rows(rows: list, served: Served, settings: Settings) -> np.ndarray:
+    import pandas as pd
+
+    from dltrain.data.inputs import table_features
+
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise BadRequest(422, f"rows[{i}]: expected an object of column -> value, got {type(row).__name__}")
+        for column, value in row.items():
+            if value is not None and not isinstance(value, (str, int, float)):
+                raise BadRequest(422, f"rows[{i}].{column}: a {type(value).__name__} is not a table value; expected "
+                                      "a number, text or null")
+    if served.module.spec.encoder is None:
+        raise BadRequest(422, f"rows: this model was trained on {served.module.spec.kind} data; it takes "
+                              f"{_request_help(served.module.spec.kind)}")
+    return table_features(pd.DataFrame(rows), served.module.spec, served.missing, settings.on_unknown_category,
+                          "rows", where=lambda row: f"rows[{row}]")
+
+
+def _array_rows(values: list, served: Served, settings: Settings) -> np.ndarray:
+    from dltrain.data.inputs import array_features
+
+    try:
+        array = np.asarray(values, dtype=np.float32)
+    except (ValueError, TypeError):
+        raise BadRequest(422, f"inputs: not a list of equally shaped rows of numbers; each row has the input shape "
+                              f"{tuple(served.module.spec.input_shape)}") from None
+    if not np.isfinite(array).all():
+        raise BadRequest(422, f"inputs[{int(np.flatnonzero(~np.isfinite(array).reshape(len(array), -1).all(1))[0])}]:"
+                              " holds a value too large for float32; send finite numbers")
+    return array_features(array, served.module.spec, served.missing, settings.on_unknown_category, "inputs",
+                          where=lambda row: f"inputs[{row}]")
+
+
+def _decoded(value: Any, index: int) -> bytes:
+    """A base64 image (a data: URL's prefix allowed)."""
+    if not isinstance(value, str):
+        raise BadRequest(422, f"images[{index}]: expected a base64 string, got {type(value).__name__}")
+    try:
+        return base64.b64decode(value.split(",", 1)[1] if value.startswith("data:") else value, validate=True)
+    except (binascii.Error, ValueError, IndexError):
+        raise BadRequest(422, f"images[{index}]: not valid base64") from None
+
+
+def _image_features(images: list[bytes], names: list[str], spec) -> np.ndarray:
+    from dltrain.data.inputs import image_features
+
+    return image_features(images, names, spec)
+
+
+async def _uploaded_files(request: Request, body: bytes) -> tuple[list[str], list[bytes]]:
+    """The files of a multipart body (already read within the limit, replayed to Starlette's form parser)."""
+    async def replay() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form()
+    except Exception as exc:  # noqa: BLE001 - the multipart parser's errors have no common type
+        raise BadRequest(400, f"body: not a readable multipart form ({one_line(exc)[:200]})") from None
+    files = [(key, value) for key, value in form.multi_items() if not isinstance(value, str)]  # str: a field
+    if not files:
+        raise BadRequest(422, "files: the multipart form holds no file; send each image as a file field")
+    names = [value.filename or f"{key}[{i}]" for i, (key, value) in enumerate(files)]
+    return names, [await value.read() for _, value in files]
+
+
+def _predict(served: Served, features: np.ndarray) -> list[dict[str, Any]]:
+    """One forward pass over every row: the class and probabilities, or the value in the target's units."""
+    import torch
+
+    from dltrain.predictions import prediction_table
+
+    table = prediction_table(served.module, torch.from_numpy(np.ascontiguousarray(features)), max(len(features), 1))
+    answers = []
+    for row in table.to_dict("records"):
+        answer: dict[str, Any] = {"prediction": _plain(row.pop("prediction"))}
+        if row:  # a classifier: prob_<class> columns
+            answer["probabilities"] = {name[len("prob_"):]: float(value) for name, value in row.items()}
+        answers.append(answer)
+    return answers
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the JSON value it is."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def app_from_environment() -> FastAPI:
+    """The app for a uvicorn worker process (workers > 1), from the settings dltrain-serve put in the
+    environment."""
+    settings = Settings(**json.loads(os.environ[SETTINGS_VARIABLE]))
+    return create_app(load_served(settings), settings)
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    return {SETTINGS_VARIABLE: json.dumps(asdict(settings))}
+

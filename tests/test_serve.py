@@ -1,0 +1,192 @@
+"""dltrain-serve: the real server (uvicorn on 127.0.0.1, a free port) answers what dltrain-predict gives for the
+same inputs, refuses bad requests with a 4xx JSON error naming the field, and goes on serving."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import dltrain_command
+from datafiles import write_image_folder, write_table
+from dltrain.checkpoints import read_checkpoint
+from dltrain.preprocessing import describe
+from dltrain.tasks import DataSpec
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """`dltrain-serve` started as a user starts it, stopped with Ctrl-C (SIGINT)."""
+
+    def __init__(self, cwd: Path, *keys: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([str(Path(sys.executable).with_name("dltrain-serve")), *keys, f"port={self.port}"],
+                                     cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.proc.communicate()
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).json() == {"status": "ok"}:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise AssertionError("the server did not answer /health")
+
+    def stop(self) -> tuple[int, str, str]:
+        self.proc.send_signal(signal.SIGINT)
+        out, err = self.proc.communicate(timeout=60)
+        return self.proc.returncode, out, err
+
+
+def same_as_predict(answers: list[dict], predicted: pd.DataFrame) -> None:
+    """The server's answers equal dltrain-predict's CSV rows: the class and every probability, or the value."""
+    assert len(answers) == len(predicted)
+    probabilities = [c for c in predicted.columns if c.startswith("prob_")]
+    for answer, (_, row) in zip(answers, predicted.iterrows()):
+        if probabilities:
+            assert str(answer["prediction"]) == str(row["prediction"])
+            assert sorted(answer["probabilities"]) == sorted(c[len("prob_"):] for c in probabilities)
+            for column in probabilities:
+                got = answer["probabilities"][column[len("prob_"):]]
+                assert math.isclose(got, row[column], rel_tol=1e-6, abs_tol=1e-7)
+        else:
+            assert math.isclose(answer["prediction"], row["prediction"], rel_tol=1e-6)
+
+
+def test_a_table_server_answers_as_dltrain_predict_refuses_bad_requests_and_goes_on_serving(run, tmp_path):
+    write_table(tmp_path / "train.csv")
+    run_dir, results = run(["data=csv", f"data.path={tmp_path / 'train.csv'}", "data.target=label",
+                            "data.missing=impute"])
+    new = pd.read_csv(tmp_path / "train.csv").drop(columns="label")[:30]
+    new.to_csv(tmp_path / "new.csv", index=False)
+    proc = dltrain_command(f"ckpt_path={run_dir}", "input=new.csv", cwd=tmp_path, script="dltrain-predict")
+    assert proc.returncode == 0, proc.stderr
+    predicted = pd.read_csv(run_dir / "predictions_new.csv")
+    rows = json.loads(new.to_json(orient="records"))  # the empty cell is null
+    assert any(value is None for row in rows for value in row.values())
+
+    server = Server(tmp_path, f"ckpt_path={run_dir}", "max_batch_rows=40", "max_body_mb=0.01")
+    try:
+        answer = httpx.post(f"{server.url}/predict", json={"rows": rows})
+        assert answer.status_code == 200, answer.text
+        same_as_predict(answer.json()["predictions"], predicted)
+        meta = httpx.get(f"{server.url}/metadata").json()
+        stored = read_checkpoint(run_dir / "checkpoints" / "best.ckpt")["hyper_parameters"]
+        assert meta["model"] == "mlp" and meta["task"] == "binary" and meta["classes"] == ["big", "small"]
+        assert meta["test_metrics"] == results["test"]
+        expected = describe(DataSpec.from_dict(stored["data_spec"]), stored["config"])
+        assert meta["inputs"] == json.loads(json.dumps(expected))
+        row = rows[0]
+        bad = [  # (request, status, the detail's words)
+            ({"json": {"rows": [{k: v for k, v in row.items() if k != "size"}]}}, 422,
+             "rows: missing columns size (the model was trained on them)"),
+            ({"json": {"rows": [row, row | {"size": "tall"}]}}, 422,
+             "rows[1]: column 'size' value 'tall' is not a number, and the column is numeric"),
+            ({"json": {"rows": [row | {"colour": ["red"]}]}}, 422, "rows[0].colour: a list is not a table value"),
+            ({"json": {"rows": [[1, 2, 3]]}}, 422, "rows[0]: expected an object of column -> value, got list"),
+            ({"json": {"rows": [row] * 41}}, 413, "rows: 41 rows, over max_batch_rows=40; split the batch"),
+            ({"json": {"rows": [row | {"colour": "x" * 20000}]}}, 413, "body: over max_body_mb=0.01 MB"),
+            ({"content": b'{"rows": [', "headers": {"content-type": "application/json"}}, 400, "body: not valid JSON"),
+            ({"content": b'{"rows": [{"size": NaN}]}', "headers": {"content-type": "application/json"}}, 400,
+             "NaN is not a JSON number"),
+            ({"json": {"rowz": [row]}}, 422, "body: expected one field, rows (a table), inputs (nested lists) or "
+                                             "images (base64 files), got rowz"),
+            ({"json": {"rows": []}}, 422, "rows: expected a non-empty list, one entry per row"),
+            ({"json": {"images": ["aGVsbG8="]}}, 422, "images[0]: images were sent, but the model was trained on "
+                                                      "table data"),
+            ({"content": b"size=3", "headers": {"content-type": "application/x-www-form-urlencoded"}}, 415,
+             "expected application/json"),
+        ]
+        for request, status, words in bad:
+            answer = httpx.post(f"{server.url}/predict", **request)
+            assert answer.status_code == status and words in answer.json()["detail"], (request, answer.text)
+        same_as_predict(httpx.post(f"{server.url}/predict", json={"rows": rows}).json()["predictions"], predicted)
+        assert httpx.get(f"{server.url}/docs").status_code == 200
+        assert "/predict" in httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    finally:
+        code, out, err = server.stop()
+    assert code == 0 and "Traceback" not in out + err, err[-2000:]
+
+
+def test_an_image_server_reads_base64_and_multipart_files_as_dltrain_predict_reads_the_folder(run, tmp_path):
+    write_image_folder(tmp_path / "images")
+    run_dir, _ = run(["data=image_folder", f"data.path={tmp_path / 'images'}", "data.image_size=[8,8]", "model=cnn",
+                      "data.val_fraction=0.25", "data.test_fraction=0.25"])
+    proc = dltrain_command(f"ckpt_path={run_dir}", f"input={tmp_path / 'images'}", cwd=tmp_path,
+                           script="dltrain-predict")
+    assert proc.returncode == 0, proc.stderr
+    predicted = pd.read_csv(run_dir / "predictions_images.csv")
+    files = [Path(f) for f in predicted.file]
+    server = Server(tmp_path, f"ckpt_path={run_dir}", "workers=2")  # two worker processes, one port
+    try:
+        encoded = [base64.b64encode(f.read_bytes()).decode() for f in files]
+        answer = httpx.post(f"{server.url}/predict", json={"images": encoded})
+        assert answer.status_code == 200, answer.text
+        same_as_predict(answer.json()["predictions"], predicted)
+        uploads = [("files", (f.name, f.read_bytes(), "image/png")) for f in files]
+        answer = httpx.post(f"{server.url}/predict", files=uploads)
+        assert answer.status_code == 200, answer.text
+        same_as_predict(answer.json()["predictions"], predicted)
+        broken = base64.b64encode(b"not a png").decode()
+        answer = httpx.post(f"{server.url}/predict", json={"images": [encoded[0], broken]})
+        assert answer.status_code == 422 and answer.json()["detail"].startswith("images[1]: not a readable image")
+        answer = httpx.post(f"{server.url}/predict", files=[("files", ("notes.txt", b"hello", "text/plain"))])
+        assert answer.status_code == 422 and answer.json()["detail"].startswith("notes.txt: not a readable image")
+        answer = httpx.post(f"{server.url}/predict", json={"images": ["%%%"]})
+        assert answer.status_code == 422 and answer.json()["detail"] == "images[0]: not valid base64"
+        assert httpx.post(f"{server.url}/predict", json={"images": encoded[:1]}).status_code == 200
+    finally:
+        code, out, err = server.stop()
+    assert code == 0 and "Traceback" not in out + err, err[-2000:]
+
+
+def test_a_sequence_regression_answers_in_the_target_units_as_dltrain_predict(run, tmp_path):
+    """In-process (FastAPI's TestClient): nested-list inputs, and values in the target's units."""
+    from fastapi.testclient import TestClient
+
+    from dltrain.predict import predict
+    from dltrain.serving import Settings, create_app, load_served
+
+    run_dir, _ = run(["data=sine", "model=lstm", "trainer.max_epochs=1"])
+    x = np.random.default_rng(0).normal(size=(6, 20, 1)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    predicted = pd.read_csv(predict(str(run_dir), str(tmp_path / "x.npy")))
+    settings = Settings(str(run_dir), max_batch_rows=6)
+    client = TestClient(create_app(load_served(settings), settings))
+    answer = client.post("/predict", json={"inputs": x.tolist()})
+    assert answer.status_code == 200, answer.text
+    same_as_predict(answer.json()["predictions"], predicted)
+    assert client.post("/predict", json={"inputs": x[:, :5].tolist()}).json()["detail"] == (
+        "inputs has rows of shape (5, 1), but the checkpoint was trained on (20, 1)")
+    assert client.post("/predict", json={"inputs": [[[1.0]] * 20, [[1.0]] * 19]}).status_code == 422
+    assert client.post("/predict", json={"inputs": x.tolist() + x[:1].tolist()}).status_code == 413
+
+
+@pytest.mark.parametrize("keys, message", [
+    (["ckpt_path=run", "port=http"], "port=http is not valid: expected a whole number >= 1"),
+    (["ckpt_path=run", "port=70000"], "port=70000 is not valid: expected a port number from 1 to 65535"),
+    (["ckpt_path=run", "workers=0"], "workers=0 is not valid: expected a whole number >= 1"),
+    (["ckpt_path=run", "max_body_mb=-1"], "max_body_mb=-1 is not valid: expected a number of megabytes > 0"),
+    (["run"], "no checkpoint at run"),
+])
+def test_serve_refuses_a_bad_key_or_checkpoint_in_one_line_before_starting(tmp_path, keys, message):
+    proc = dltrain_command(*keys, cwd=tmp_path, script="dltrain-serve")
+    assert proc.returncode == 1 and proc.stderr.strip() == f"dltrain-serve: error: {message}"
+    assert proc.stdout == ""
