@@ -11,11 +11,12 @@ from typing import Any
 from torch.optim import Optimizer
 
 from dltrain.data.augment import build_augmentation
+from dltrain.data.spec import DataSpec
 from dltrain.instantiate import build
 from dltrain.losses import build_loss
+from dltrain.metrics import make_metrics
 from dltrain.models.build import build_model
 from dltrain.module import Schedule, TrainingModule
-from dltrain.tasks import DataSpec, make_metrics
 
 
 def build_module(config: dict[str, Any], data_spec: dict[str, Any]) -> TrainingModule:

@@ -1,4 +1,5 @@
-"""Callbacks of dltrain's own: the per-epoch metrics table and its one line per epoch in the log."""
+"""Callbacks of dltrain's own: the per-epoch metrics table and its log line, the random generators' state in
+each checkpoint, and the checkpoint an interrupt saves."""
 
 from __future__ import annotations
 
@@ -6,10 +7,15 @@ import csv
 import io
 import logging
 import math
+import os
+import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger("dltrain")
 
@@ -62,3 +68,55 @@ class EpochMetricsCSV(pl.Callback):
 
 def _fmt(value: float) -> str:
     return f"{value:.4f}" if math.isfinite(value) and abs(value) < 1e4 else f"{value:.4g}"
+
+
+class RngState(pl.Callback):
+    """Stores the random generators' states in each checkpoint and restores them on resume.
+
+    Shuffling, dropout and augmentation draw from torch's generator; restoring it makes a resumed run
+    continue exactly as the uninterrupted one would.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+class InterruptCheckpoint(pl.Callback):
+    """On Ctrl-C or SIGTERM: save checkpoints/interrupted.ckpt and note the interruption.
+
+    Lightning ignores further Ctrl-C while it shuts down; here a second Ctrl-C stops at once (this callback
+    comes first, so its handler replaces Lightning's SIG_IGN before any other callback's on_exception runs).
+    `fitting`: whether a fit is running, in which Lightning's SIGTERM handler stops the run (see dltrain.cli).
+    """
+
+    fitting = False
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.signal_name: str | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        InterruptCheckpoint.fitting = True
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        InterruptCheckpoint.fitting = False
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        InterruptCheckpoint.fitting = False
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            return
+        signal.signal(signal.SIGINT, _stop_now)
+        self.signal_name = "SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT"
+        trainer.save_checkpoint(self.path, weights_only=False)  # the whole state (Lightning logs a default otherwise)
+
+
+def _stop_now(signum: int, frame: Any) -> None:
+    os._exit(128 + signum)

@@ -1,75 +1,30 @@
-"""Checkpoints: written atomically, read without running code, carrying what an exact resume needs."""
+"""Checkpoints read without running code: refused unless every part is what dltrain writes, then rebuilt.
+
+Free of Lightning at import, so a refused checkpoint costs no Lightning import (the module it rebuilds is
+imported when it is built). Writing them: dltrain.checkpoint_io; the state they carry: dltrain.callbacks.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
-import os
 import pickle
-import signal
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from dltrain.config_check import check_config
-from dltrain.data.arrays import IMAGE, SEQUENCE, TABLE
+from dltrain.data.spec import IMAGE, SEQUENCE, TABLE, TASKS, DataSpec
 from dltrain.errors import ConfigError, UserError, one_line
-from dltrain.run_files import write_with
-from dltrain.tasks import TASKS, DataSpec
 from dltrain.trust import check_stored_config, walk
 
 
 class CheckpointError(UserError):
     """A checkpoint that is missing, unreadable, unsafe, or made for another model or data."""
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Saves to a temporary file beside the target and renames it into place: never a truncated checkpoint.
-
-    Every save is written when Lightning asks for it, so once an epoch has ended best.ckpt and last.ckpt on
-    disk are that epoch's. Not synced to disk: two saves an epoch would pay an fsync each, and after a power
-    cut a checkpoint that did not reach the disk is refused as truncated when loaded, never used half-written.
-    Serialized in memory first, so that a full disk surfaces as the OSError it is (torch's zip writer reports
-    it as a RuntimeError without the cause) and the file keeps its previous contents.
-    """
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        write_with(Path(path), lambda handle: handle.write(buffer.getbuffer()), sync=False)
-
-    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
-                        ) -> dict[str, Any]:
-        """A run folder that was moved or copied (another machine, a backup) resumes as if it had stayed: the
-        ModelCheckpoint states name the folder the checkpoint now lies in (Lightning would otherwise restore
-        only best_model_path, still pointing at the old folder, and forget the best score)."""
-        checkpoint = super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
-        here = str(Path(path).resolve().parent)
-        for state in (checkpoint.get("callbacks") or {}).values():
-            was = state.get("dirpath") if isinstance(state, dict) else None
-            if isinstance(was, str) and was != here and "best_model_path" in state:
-                state.update(_moved(state, was, here))
-        return checkpoint
-
-
-def _moved(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
-    """A ModelCheckpoint state's paths under `old` moved under `new` (its other values as they were)."""
-    def move(value: Any) -> Any:
-        return new + value[len(old):] if isinstance(value, str) and value.startswith(old) else value
-
-    moved = {key: move(state[key]) for key in ("dirpath", "best_model_path", "kth_best_model_path",
-                                               "last_model_path") if key in state}
-    if isinstance(state.get("best_k_models"), dict):
-        moved["best_k_models"] = {move(key): value for key, value in state["best_k_models"].items()}
-    return moved
 
 
 def read_checkpoint(path: str | Path, trusted: Iterable[str] = (), config_dirs: Iterable[Path] = ()) -> dict[str, Any]:
@@ -146,9 +101,9 @@ def describe(config: dict[str, Any], spec: dict[str, Any], parameters: int) -> s
 def load_module(checkpoint: dict[str, Any], config: dict[str, Any] | None = None, spec: dict | None = None):
     """The TrainingModule of a checkpoint (from read_checkpoint), rebuilt from its stored config (or the given
     one) once check_weights_fit has passed, and loaded strictly."""
+    config, spec = check_weights_fit(checkpoint, config, spec)
     from dltrain.builders import build_module
 
-    config, spec = check_weights_fit(checkpoint, config, spec)
     module = build_module(config, spec)
     module.load_state_dict(checkpoint["state_dict"], strict=True)
     return module
@@ -164,8 +119,6 @@ def check_weights_fit(checkpoint: dict[str, Any], config: dict[str, Any] | None 
     dtypes compared with the file's: a crafted data spec or config asking for a huge network is refused
     before any memory is taken, and the real module holds no more than the file's own weights.
     """
-    from dltrain.builders import build_module
-
     stored = checkpoint["hyper_parameters"]
     state = checkpoint["state_dict"]
     from_file = config is None
@@ -178,6 +131,8 @@ def check_weights_fit(checkpoint: dict[str, Any], config: dict[str, Any] | None 
                 check_config(OmegaConf.create(config))
             except ConfigError as exc:
                 raise CheckpointError(f"the checkpoint's stored config is not valid: {exc}; refused") from None
+        from dltrain.builders import build_module  # Lightning's import: only once the cheap checks have passed
+
         with torch.device("meta"):
             expected = {key: value for key, value in build_module(config, spec).state_dict().items()
                         if not network_only or key.startswith("model.")}
@@ -205,7 +160,7 @@ def check_weights_fit(checkpoint: dict[str, Any], config: dict[str, Any] | None 
     return config, spec
 
 
-def check_training_state(checkpoint: dict[str, Any], module: pl.LightningModule, optimizer_factory: Any,
+def check_training_state(checkpoint: dict[str, Any], module: torch.nn.Module, optimizer_factory: Any,
                          path: Path) -> None:
     """Refuse a checkpoint to resume from whose training state (what Lightning restores beside the weights:
     counters, loops, callbacks, optimizer state) is not of the kinds Lightning and torch write, before
@@ -318,55 +273,3 @@ def _check_sizes(config: dict[str, Any], state: dict[str, torch.Tensor]) -> None
         if isinstance(value, list) and all(isinstance(v, int) for v in value) and len(value) > max(tensors, 1):
             raise CheckpointError(f"the checkpoint's config has {len(value)} entries in {path}, more than the "
                                   f"{tensors} weight tensors it holds; refused")
-
-
-class RngState(pl.Callback):
-    """Stores the random generators' states in each checkpoint and restores them on resume.
-
-    Shuffling, dropout and augmentation draw from torch's generator; restoring it makes a resumed run
-    continue exactly as the uninterrupted one would.
-    """
-
-    def state_dict(self) -> dict[str, Any]:
-        state = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        torch.set_rng_state(state_dict["torch"])
-        if "cuda" in state_dict and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state_dict["cuda"])
-
-
-class InterruptCheckpoint(pl.Callback):
-    """On Ctrl-C or SIGTERM: save checkpoints/interrupted.ckpt and note the interruption.
-
-    Lightning ignores further Ctrl-C while it shuts down; here a second Ctrl-C stops at once (this callback
-    comes first, so its handler replaces Lightning's SIG_IGN before any other callback's on_exception runs).
-    `fitting`: whether a fit is running, in which Lightning's SIGTERM handler stops the run (see dltrain.cli).
-    """
-
-    fitting = False
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.signal_name: str | None = None
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        InterruptCheckpoint.fitting = True
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        InterruptCheckpoint.fitting = False
-
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        InterruptCheckpoint.fitting = False
-        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
-            return
-        signal.signal(signal.SIGINT, _stop_now)
-        self.signal_name = "SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT"
-        trainer.save_checkpoint(self.path, weights_only=False)  # the whole state (Lightning logs a default otherwise)
-
-
-def _stop_now(signum: int, frame: Any) -> None:
-    os._exit(128 + signum)

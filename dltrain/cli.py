@@ -18,8 +18,8 @@ def _terminate(signum: int, frame: Any) -> None:
     """SIGTERM outside Lightning's fit: an exception, so that the command ends saying so (Python's default is
     to die silently). Inside fit, Lightning's own handler (which calls this one too) stops at the next batch
     and InterruptCheckpoint saves; this one then does nothing."""
-    checkpoints = sys.modules.get("dltrain.checkpoints")
-    if checkpoints is not None and checkpoints.InterruptCheckpoint.fitting:
+    callbacks = sys.modules.get("dltrain.callbacks")
+    if callbacks is not None and callbacks.InterruptCheckpoint.fitting:
         return
     if "main" not in globals():  # still importing this module: nothing started, nothing to record
         print("dltrain: stopped by SIGTERM before training started", file=sys.stderr)

@@ -24,21 +24,23 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None, tru
     written to `output`.
 
     The run's data is read as training read it, with no download: a checkpoint does not send for files."""
-    import pytorch_lightning as pl
-
-    from dltrain import console
     from dltrain.checkpoints import open_checkpoint
-    from dltrain.data.datamodule import evaluation_loader, stored_datamodule, tensor_dataset
     from dltrain.data.inputs import check_unknown_category, read_labelled
     from dltrain.errors import ConfigError
-    from dltrain.run_files import write_json
     from dltrain.quiet import quiet_libraries
 
+    quiet_libraries()
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split={split} is not a split: expected train, val or test")
     check_unknown_category(on_unknown_category)
-    quiet_libraries()
-    path, run_dir, checkpoint, module = open_checkpoint(ckpt_path, trust)
+    path, run_dir, checkpoint, module = open_checkpoint(ckpt_path, trust)  # a refused file costs no Lightning import
+
+    import pytorch_lightning as pl
+
+    from dltrain import console
+    from dltrain.data.datamodule import evaluation_loader, stored_datamodule, tensor_dataset
+    from dltrain.run_files import write_json
+
     config = module.hparams.config
     if input:
         source = Path(input).expanduser()

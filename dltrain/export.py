@@ -39,14 +39,16 @@ def export(ckpt_path: str, format: str = "onnx", output: str | None = None, trus
 
 def _write(ckpt_path: str, formats: list[str], output: str | None, trust: str | None) -> list[Path]:
     from dltrain.checkpoints import open_checkpoint
+    from dltrain.quiet import quiet_libraries
+
+    quiet_libraries()
+    path, run_dir, checkpoint, module = open_checkpoint(ckpt_path, trust)  # a refused file costs no Lightning import
+
     from dltrain.data.datamodule import stored_datamodule
     from dltrain.exporting import NETWORK_CONFIG, export_network
     from dltrain.preprocessing import describe
-    from dltrain.quiet import quiet_libraries
     from dltrain.run_files import write_json, write_with
 
-    quiet_libraries()
-    path, run_dir, checkpoint, module = open_checkpoint(ckpt_path, trust)
     record = {"config": module.hparams.config, "data_spec": module.hparams.data_spec}
     split, rows = _check_rows(stored_datamodule(record["config"]))
     made = export_network(module.model, module.spec, record, formats, rows, tuple(listed(trust)))

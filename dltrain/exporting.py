@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dltrain.data.spec import BINARY, MULTICLASS, DataSpec
 from dltrain.errors import UserError, one_line
 from dltrain.preprocessing import INPUT_NAME, output_name
-from dltrain.tasks import BINARY, MULTICLASS, DataSpec
 
 FORMATS = ("onnx", "torch_export", "safetensors")
 FILES = {"onnx": "model.onnx", "torch_export": "model.pt2", "safetensors": "model.safetensors"}

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dltrain.data.spec import BINARY, MULTICLASS, REGRESSION, DataSpec
 from dltrain.errors import ConfigError
 from dltrain.instantiate import build
-from dltrain.tasks import BINARY, MULTICLASS, REGRESSION, DataSpec
 
 # loss option -> the tasks it fits
 FITS = {

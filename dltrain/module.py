@@ -12,8 +12,9 @@ import torch
 import torchmetrics
 from torch import Tensor, nn
 
+from dltrain.data.spec import DataSpec
 from dltrain.errors import ConfigError
-from dltrain.tasks import DataSpec, metric_inputs, shape_outputs
+from dltrain.metrics import metric_inputs, shape_outputs
 
 
 PLATEAU_KEY = "dltrain_plateau"  # a checkpoint's pending plateau step: its epoch and the monitored value

@@ -12,7 +12,7 @@ def prediction_table(module, features, batch_size: int = 1024):
     import pandas as pd
     import torch
 
-    from dltrain.tasks import BINARY, MULTICLASS
+    from dltrain.data.spec import BINARY, MULTICLASS
 
     spec = module.spec
     was_training = module.training
@@ -40,7 +40,7 @@ def labelled_predictions(module, dataset):
     """Predictions on a split (features, targets) with the true class or value beside each."""
     import pandas as pd
 
-    from dltrain.tasks import REGRESSION
+    from dltrain.data.spec import REGRESSION
 
     spec, targets = module.spec, dataset.targets.cpu().numpy()
     if spec.task == REGRESSION:

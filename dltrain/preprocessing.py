@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dltrain.data.arrays import IMAGE, SEQUENCE, TABLE
-from dltrain.tasks import BINARY, MULTICLASS, DataSpec
+from dltrain.data.spec import BINARY, IMAGE, MULTICLASS, SEQUENCE, TABLE, DataSpec
 
 FORMAT = "dltrain-preprocessing/1"
 INPUT_NAME = "input"

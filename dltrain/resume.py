@@ -9,8 +9,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from dltrain.distributed import launcher_rank, scratch_run_dir
 from dltrain.errors import ConfigError, one_line
-from dltrain.trust import check_stored_config, targets_of
 from dltrain.paths import config_dir
+from dltrain.trust import check_stored_config, targets_of
 
 RUNS = Path("outputs") / "runs"
 

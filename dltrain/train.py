@@ -21,9 +21,9 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from dltrain import console
 from dltrain.builders import build_module
-from dltrain.callbacks import EpochMetricsCSV
-from dltrain.checkpoints import (AtomicCheckpointIO, InterruptCheckpoint, RngState, check_training_state,
-                                 check_weights_fit, last_checkpoint_file, read_checkpoint)
+from dltrain.callbacks import EpochMetricsCSV, InterruptCheckpoint, RngState
+from dltrain.checkpoint_io import AtomicCheckpointIO
+from dltrain.checkpoints import check_training_state, check_weights_fit, last_checkpoint_file, read_checkpoint
 from dltrain.config_check import check_config
 from dltrain.data.datamodule import build_datamodule
 from dltrain.data.folds import Fold

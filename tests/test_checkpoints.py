@@ -372,7 +372,7 @@ def test_a_checkpoint_of_another_shape_says_what_it_was_trained_for(run):
 
 
 def test_a_failed_checkpoint_write_leaves_nothing_half_written(tmp_path, monkeypatch):
-    from dltrain.checkpoints import AtomicCheckpointIO
+    from dltrain.checkpoint_io import AtomicCheckpointIO
 
     target = tmp_path / "last.ckpt"
     target.write_bytes(b"previous")

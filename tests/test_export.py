@@ -19,10 +19,10 @@ from conftest import dltrain_command
 from datafiles import write_table
 from dltrain.checkpoints import load_module, read_checkpoint
 from dltrain.data.datamodule import stored_datamodule
+from dltrain.data.spec import DataSpec
 from dltrain.errors import ConfigError
 from dltrain.export import export
 from dltrain.exporting import ExportError, export_network, load_safetensors
-from dltrain.tasks import DataSpec
 from dltrain.trust import UntrustedConfig
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import dltrain_command, read_metrics
+from dltrain.data.spec import BINARY, MULTICLASS, REGRESSION, DataSpec
 from dltrain.errors import ConfigError, DataError
-from dltrain.tasks import BINARY, MULTICLASS, REGRESSION, DataSpec
 
 FITTING = {"mse": "linear", "mae": "linear", "huber": "linear",
            "cross_entropy": "iris", "kl_div": "iris", "bce": "breast_cancer"}

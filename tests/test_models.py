@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from dltrain.config import load_config
+from dltrain.data.spec import BINARY, MULTICLASS, REGRESSION, DataSpec
 from dltrain.errors import ConfigError
 from dltrain.models.build import build_model, models_for
 from dltrain.models.layers import ACTIVATIONS
-from dltrain.tasks import BINARY, MULTICLASS, REGRESSION, DataSpec
 
 IMAGES = DataSpec("digits", MULTICLASS, (1, 8, 8), num_classes=10, kind="image")
 TABLE = DataSpec("table", BINARY, (13,))

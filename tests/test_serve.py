@@ -21,8 +21,8 @@ import pytest
 from conftest import dltrain_command
 from datafiles import write_image_folder, write_table
 from dltrain.checkpoints import read_checkpoint
+from dltrain.data.spec import DataSpec
 from dltrain.preprocessing import describe
-from dltrain.tasks import DataSpec
 
 
 def free_port() -> int:

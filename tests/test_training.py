@@ -231,7 +231,8 @@ def test_the_lightning_module_takes_built_parts_and_trains_under_a_plain_trainer
     from torch.utils.data import DataLoader, TensorDataset
 
     from dltrain.module import Schedule, TrainingModule
-    from dltrain.tasks import DataSpec, make_metrics
+    from dltrain.data.spec import DataSpec
+    from dltrain.metrics import make_metrics
 
     torch.manual_seed(0)
     x = torch.randn(256, 3)

@@ -11,9 +11,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, Dataset, RandomSampler, SequentialSampler
 
+from dltrain.data.spec import IMAGE, SEQUENCE, TABLE
 from dltrain.errors import DataError
 
-TABLE, IMAGE, SEQUENCE = "table", "image", "sequence"
 TRAIN, VAL, TEST = 0, 1, 2
 SPLIT_NAMES = {"train": TRAIN, "val": VAL, "valid": VAL, "validation": VAL, "test": TEST}
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dltrain.data.arrays import IMAGE
+from dltrain.data.spec import IMAGE
 from dltrain.errors import ConfigError
 
 

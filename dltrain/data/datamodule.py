@@ -13,11 +13,11 @@ from sklearn.utils.class_weight import compute_class_weight
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
-from dltrain.data.arrays import TABLE, TEST, TRAIN, VAL, ArrayData, TensorBatchDataset, TensorBatchSampler, keep_batch
+from dltrain.data.arrays import TEST, TRAIN, VAL, ArrayData, TensorBatchDataset, TensorBatchSampler, keep_batch
 from dltrain.data.encoding import TableEncoder
+from dltrain.data.spec import MULTICLASS, REGRESSION, TABLE, DataSpec
 from dltrain.errors import DataError
 from dltrain.instantiate import build
-from dltrain.tasks import MULTICLASS, REGRESSION, DataSpec
 
 # Keys of a data config that shape the batches; every other key goes to the source (its _target_).
 LOADER_KEYS = ("batch_size", "val_fraction", "test_fraction", "num_workers", "pin_memory", "augment", "class_weights")

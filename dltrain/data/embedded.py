@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn import datasets
 
-from dltrain.data.arrays import IMAGE, SEQUENCE, ArrayData, as_frame
+from dltrain.data.arrays import ArrayData, as_frame
+from dltrain.data.spec import BINARY, IMAGE, MULTICLASS, REGRESSION, SEQUENCE
 from dltrain.errors import DataError
-from dltrain.tasks import BINARY, MULTICLASS, REGRESSION
 
 
 def digits() -> ArrayData:

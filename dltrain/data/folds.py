@@ -9,8 +9,8 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from dltrain.data.arrays import ArrayData
 from dltrain.data.datamodule import Rows, smallest_class, split_rows
+from dltrain.data.spec import REGRESSION
 from dltrain.errors import DataError
-from dltrain.tasks import REGRESSION
 
 
 def fold_rows(data: ArrayData, folds: int, seed: int, val_fraction: float, test_fraction: float,

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from dltrain.data.arrays import IMAGE, TEST, TRAIN, ArrayData
+from dltrain.data.arrays import TEST, TRAIN, ArrayData
+from dltrain.data.spec import BINARY, IMAGE, MULTICLASS
 from dltrain.errors import DataError
-from dltrain.tasks import BINARY, MULTICLASS
 
 # torchvision class, the folder it reads under data.root, and where to get the files
 VISION_SETS = {

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from dltrain.data.encoding import TableEncoder
+from dltrain.data.spec import REGRESSION
 from dltrain.errors import DataError
-from dltrain.tasks import REGRESSION
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 UNKNOWN_CATEGORY = ("error", "zeros")  # what a category training never saw does: refused, or all zeros

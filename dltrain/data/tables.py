@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from dltrain.data.arrays import SPLIT_NAMES, TABLE, TEST, TRAIN, VAL, ArrayData
+from dltrain.data.arrays import SPLIT_NAMES, TEST, TRAIN, VAL, ArrayData
+from dltrain.data.spec import TABLE
 from dltrain.data.targets import encode_targets
 from dltrain.errors import DataError
 

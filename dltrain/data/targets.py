@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from dltrain.data.spec import BINARY, MULTICLASS, REGRESSION
 from dltrain.errors import DataError
-from dltrain.tasks import BINARY, MULTICLASS, REGRESSION
 
 MAX_INFERRED_CLASSES = 20
 TASK_CHOICES = (None, "classification", MULTICLASS, BINARY, REGRESSION)

@@ -8,10 +8,10 @@ from typing import Any
 from omegaconf import OmegaConf
 from torch import nn
 
+from dltrain.data.spec import DataSpec
 from dltrain.errors import ConfigError
 from dltrain.instantiate import build
 from dltrain.paths import config_dir
-from dltrain.tasks import DataSpec
 
 
 def models_for(task: str, kind: str | None = None) -> list[str]:
