@@ -25,7 +25,7 @@ def serving_times(rows: int, features: int, batch_size: int = 256) -> tuple[floa
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from dltrain.data.arrays import TensorBatchDataset, keep_batch
+    from dltrain.data.batches import TensorBatchDataset, keep_batch
 
     x, y = torch.randn(rows, features), torch.randint(0, 2, (rows,))
 

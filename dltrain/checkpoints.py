@@ -11,7 +11,7 @@ import math
 import pickle
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import OmegaConf
@@ -21,6 +21,9 @@ from dltrain.config_check import check_config
 from dltrain.data.spec import IMAGE, SEQUENCE, TABLE, TASKS, DataSpec
 from dltrain.errors import ConfigError, UserError, one_line
 from dltrain.trust import check_stored_config, walk
+
+if TYPE_CHECKING:
+    from dltrain.module import TrainingModule
 
 
 class CheckpointError(UserError):
@@ -81,7 +84,8 @@ def checkpoint_and_run_dir(path: str | Path) -> tuple[Path, Path]:
     return path, run_dir
 
 
-def open_checkpoint(ckpt_path: str | Path, trust: str | None = None):
+def open_checkpoint(ckpt_path: str | Path, trust: str | None = None
+                    ) -> tuple[Path, Path, dict[str, Any], TrainingModule]:
     """(checkpoint file, run directory, contents, rebuilt module) of a checkpoint or run directory, as the
     commands that read checkpoints take it; `trust`: comma-separated callables the user vouches for (their own
     code, named on the command line), which the stored config may name beside dltrain's presets."""
@@ -98,7 +102,8 @@ def describe(config: dict[str, Any], spec: dict[str, Any], parameters: int) -> s
             f"({spec['task']}, input {tuple(spec['input_shape'])}, {outputs} output(s))")
 
 
-def load_module(checkpoint: dict[str, Any], config: dict[str, Any] | None = None, spec: dict | None = None):
+def load_module(checkpoint: dict[str, Any], config: dict[str, Any] | None = None, spec: dict | None = None
+                ) -> TrainingModule:
     """The TrainingModule of a checkpoint (from read_checkpoint), rebuilt from its stored config (or the given
     one) once check_weights_fit has passed, and loaded strictly."""
     config, spec = check_weights_fit(checkpoint, config, spec)

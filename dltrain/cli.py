@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 from typing import Any
@@ -36,13 +38,14 @@ import hydra  # noqa: E402 - after the handler above
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from dltrain.paths import config_dir  # noqa: E402
-from dltrain.resume import register_resolvers, resumed_config  # noqa: E402
+from dltrain.resume import find_run_dir, register_resolvers, resumed_config  # noqa: E402
 
 EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 1, 2
 register_resolvers()  # at import, so that sweep jobs in worker processes (joblib) resolve the run dir too
 _USER_FULL_ERROR = "DLTRAIN_USER_FULL_ERROR"  # remembers the user's own HYDRA_FULL_ERROR for the job
 _jobs_started = 0  # jobs this process began: before the first, only Hydra's own handling of the command ran
 _sweep: tuple[Path, str, str] | None = None  # (sweep dir, monitor, mode) of the multirun this process runs
+_validating = False  # `dltrain validate ...`: the job checks its config and stops (main sets it)
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
@@ -51,8 +54,8 @@ def _train_job(cfg: DictConfig) -> dict | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from dltrain.config_check import check_config, check_known_keys
     from dltrain.errors import RunInterrupted, one_line, user_error_in
+    from dltrain.validation import validate
 
     global _jobs_started, _sweep
     _jobs_started += 1
@@ -75,20 +78,23 @@ def _train_job(cfg: DictConfig) -> dict | None:
             logging.getLogger("dltrain").info(f"job {hydra_cfg.job.num} continues from {run_dir}")
             cfg = resumed_config(run_dir, [], _config_dirs(hydra_cfg))
         elif cfg.resume:
+            if _validating:  # hydra.run.dir is a scratch folder then: the run is the one resume= names
+                run_dir = find_run_dir(cfg.resume)
             cfg = resumed_config(run_dir, list(hydra_cfg.overrides.task), _config_dirs(hydra_cfg))
-        check_known_keys(cfg, _config_dirs(hydra_cfg))
-        check_config(cfg)  # before the heavy imports, so a config error answers at once
+        validate(cfg, _config_dirs(hydra_cfg))  # once per run, before the heavy imports: a mistake answers at once
+        if _validating:
+            return _say_valid(cfg)
         from dltrain.distributed import ddp_job
 
         with ddp_job(hydra_cfg):
             if OmegaConf.select(cfg, "cv.folds", default=0):
                 from dltrain.cross_validation import cross_validate
 
-                return cross_validate(cfg, run_dir, resume=bool(cfg.resume))
+                return cross_validate(cfg, run_dir, resume=bool(cfg.resume), validated=True)
             from dltrain.sweeps.pruning import trial_pruning
             from dltrain.train import train
 
-            return train(cfg, run_dir, resume=bool(cfg.resume), callbacks=trial_pruning(hydra_cfg, cfg))
+            return train(cfg, run_dir, resume=bool(cfg.resume), callbacks=trial_pruning(hydra_cfg, cfg), validated=True)
     except RunInterrupted:
         raise
     except Exception as exc:
@@ -150,6 +156,17 @@ def _discard_if_unstarted(run_dir: Path) -> None:
 
     if run_dir.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _say_valid(cfg: DictConfig) -> None:
+    """`dltrain validate`'s answer for a config that passed every check, the data's files included."""
+    from dltrain.console import presets
+    from dltrain.validation import check_data_files
+
+    files = check_data_files(cfg)
+    where = f"; data files: {', '.join(map(str, files))}" if files else ""
+    print(f"dltrain validate: the config is valid ({'resuming ' + cfg.resume if cfg.resume else presets()})"
+          f"{where}; nothing was trained or written")
 
 
 def _config_dirs(hydra_cfg: DictConfig) -> tuple[Path, ...]:
@@ -216,6 +233,7 @@ def main() -> None:
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ[_USER_FULL_ERROR] = "1" if full_error else "0"
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    scratch = _validate_command() if sys.argv[1:2] == ["validate"] else None
     try:
         _train_job()
         _fail_if_sweep_jobs_failed()
@@ -240,11 +258,29 @@ def main() -> None:
             raise
         print(f"dltrain: error: {_unparsable(exc) or one_line(user or exc)}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _validate_command() -> str:
+    """`dltrain validate <overrides>`: the same composition and checks as a run, in a scratch run folder (removed
+    afterwards) with no log file, and no training. Returns the scratch folder."""
+    global _validating
+    args = sys.argv[2:]
+    if any(arg in ("-m", "--multirun") for arg in args):
+        print("dltrain: error: dltrain validate checks one config: leave out -m (validate a sweep's combinations one "
+              "at a time)", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    scratch = tempfile.mkdtemp(prefix="dltrain-validate-")
+    sys.argv = [sys.argv[0], *args, f"hydra.run.dir={scratch}", "hydra.output_subdir=null", "hydra/job_logging=none"]
+    _validating = True
+    return scratch
 
 
 def console_main() -> None:
     """The `dltrain` console script: main(), then an exit that skips the final garbage collection."""
-    from dltrain.tools import skip_final_collection
+    from dltrain.console_scripts import skip_final_collection
 
     try:
         main()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 from rich import box
@@ -12,6 +12,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
+
+from dltrain.sweeps.jobs import swept_values, varying_overrides
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+    from pytorch_lightning.utilities.model_summary import ModelSummary
+
+    from dltrain.data.datamodule import ArrayDataModule
 
 log = logging.getLogger("dltrain")
 _console = Console(highlight=False)
@@ -38,7 +46,8 @@ def _add_branch(tree, node: dict[str, Any]) -> None:
             tree.add(escape(f"{key}: {shown}"))
 
 
-def show_start(cfg: DictConfig, run_dir: Path, datamodule, summary, trainer, fold: str | None = None) -> None:
+def show_start(cfg: DictConfig, run_dir: Path, datamodule: ArrayDataModule, summary: ModelSummary, trainer: pl.Trainer,
+               fold: str | None = None) -> None:
     """What the run is, in a few log lines (also in the run's log), once every check has passed (a mistake is
     one line): the set-up (show_setup), what the data source and encoding inferred, the run directory, device,
     data sizes, and the model's size and shapes; verbose=true adds the layer table (model_summary.txt in the run
@@ -76,7 +85,7 @@ def show_setup(cfg: DictConfig) -> None:
     if cfg.get("resume"):  # the stored config's presets, not this command line's defaults
         log.info(f"resumed: the run's own config ({cfg.resume}/config.yaml)")
     elif HydraConfig.initialized():
-        log.info(f"presets: {' '.join(f'{group}={choice}' for group, choice in _choices().items())}")
+        log.info(f"presets: {presets()}")
     if HydraConfig.initialized():
         keys = [o for o in HydraConfig.get().overrides.task
                 if o.partition("=")[0].lstrip("+~") not in (*_choices(), "resume")]
@@ -91,6 +100,11 @@ def _in_sweep() -> bool:
     from hydra.types import RunMode
 
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def presets() -> str:
+    """The chosen preset of each config group, as the command line would name them: data=digits model=auto ..."""
+    return " ".join(f"{group}={choice}" for group, choice in _choices().items())
 
 
 def _choices() -> dict[str, str]:
@@ -182,29 +196,6 @@ def _sweep_table(rows: list[dict[str, Any]], swept: list[dict[str, str]], monito
     for row in cells:
         table.add_row(*row)
     return table
-
-
-def varying_overrides(rows: list[dict[str, Any]]) -> list[list[str]]:
-    """Each job's overrides without those every job shares: what tells the jobs apart."""
-    shared = set.intersection(*(set(row["overrides"]) for row in rows)) if rows else set()
-    return [[o for o in row["overrides"] if o not in shared] for row in rows]
-
-
-def swept_values(varying: list[list[str]]) -> list[dict[str, str]]:
-    """Each job's varying overrides as {key: value} to show: a key by its last part where no other swept key
-    ends the same (lr for optimizer.lr), floats to four significant digits."""
-    keys = list(dict.fromkeys(o.partition("=")[0] for job in varying for o in job))
-    leaves = [key.rsplit(".", 1)[-1] for key in keys]
-    names = {key: leaf if leaves.count(leaf) == 1 else key for key, leaf in zip(keys, leaves)}
-    return [{names[key]: _shown(value) for key, _, value in (o.partition("=") for o in job)} for job in varying]
-
-
-def _shown(value: str) -> str:
-    try:
-        number = float(value)
-    except ValueError:
-        return value
-    return value if value.lstrip("+-").isdigit() else f"{number:.4g}"
 
 
 def show_cross_validation(results: dict[str, Any], run_dir: Path) -> None:

@@ -11,7 +11,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dltrain import console
-from dltrain.config_check import check_config
 from dltrain.data.datamodule import load_data
 from dltrain.data.folds import Fold, fold_rows
 from dltrain.distributed import is_rank_zero
@@ -19,14 +18,18 @@ from dltrain.plots import plot_folds
 from dltrain.run_claim import claimed, holds_run, mark_running
 from dltrain.run_files import read_results, write_atomic, write_json
 from dltrain.train import train
+from dltrain.validation import validate
 
 log = logging.getLogger("dltrain")
 
 
-def cross_validate(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+def cross_validate(cfg: DictConfig, run_dir: Path, resume: bool = False, *, validated: bool = False
+                   ) -> dict[str, Any]:
     """Train cfg.cv.folds models, each on its fold's split; results.json holds every fold's metrics and their
-    mean and standard deviation. resume=True keeps completed folds and continues an interrupted one."""
-    check_config(cfg)
+    mean and standard deviation. resume=True keeps completed folds and continues an interrupted one.
+    `validated`: the caller has validated cfg already; the folds are not validated again."""
+    if not validated:
+        validate(cfg)
     run_dir = Path(run_dir)
     if not is_rank_zero():
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -52,7 +55,7 @@ def _cross_validate(cfg: DictConfig, run_dir: Path, resume: bool) -> dict[str, A
             records.append(earlier)
             continue
         again = resume and holds_run(fold_dir)  # with no checkpoint yet, the fold starts again (see train)
-        records.append(train(cfg, fold_dir, resume=again, fold=Fold(data, rows, number, len(splits))))
+        records.append(train(cfg, fold_dir, resume=again, fold=Fold(data, rows, number, len(splits)), validated=True))
     if not is_rank_zero():
         return {"status": "completed"}
     results = summarize(records, cfg, time.perf_counter() - started)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dltrain.tools import run_tool
+from dltrain.console_scripts import run_tool
 
 KEYS = {"ckpt_path": None, "input": None, "output": None, "split": "test", "trust": None,
         "on_unknown_category": "error"}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dltrain.tools import listed, run_tool
+from dltrain.console_scripts import listed, run_tool
 
 KEYS = {"ckpt_path": None, "format": "onnx", "output": None, "trust": None}
 

@@ -1,8 +1,8 @@
 """`dltrain --help`: the help template of train.yaml with every config group and its options.
 
 Hydra renders the same template, but lists the options by copying its whole config cache once per
-config group (its own groups included): well over a second here, against a target of under one
-second for --help. The config folders say the same thing at once, so they are read directly.
+config group (its own groups included), which makes --help slow (benchmarks/performance.py times it). The
+config folders say the same thing at once, so they are read directly.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from dltrain.console import swept_values, varying_overrides
+from dltrain.sweeps.jobs import swept_values, varying_overrides
 from dltrain.run_files import read_record, write_with
 
 
@@ -23,7 +23,7 @@ def save_figure(figure: Figure, path: Path) -> None:
     """Write a figure as PNG, atomically, cropped to what it shows.
 
     Figures keep matplotlib's default spacing and are cropped by bbox_inches="tight" rather than laid out
-    by layout="constrained", which draws every text once more to place it (about half a second a run).
+    by layout="constrained", which draws every text once more to place it.
     """
     write_with(path, lambda handle: figure.savefig(handle, format="png", dpi=110, bbox_inches="tight"))
 
@@ -101,7 +101,7 @@ def _epoch_axis(ax, epochs: pd.Series) -> None:
 
 def confusion_figure(predictions: pd.DataFrame) -> Figure:
     """The test split's confusion matrix (true class by row, predicted by column), with the counts that are
-    not zero: the mistakes stand out, and the empty cells cost no text to draw (~0.15 s for ten classes)."""
+    not zero: the mistakes stand out, and the empty cells cost no text to draw."""
     from sklearn.metrics import ConfusionMatrixDisplay
 
     labels = sorted(set(predictions["true"].astype(str)) | set(predictions["prediction"].astype(str)), key=_natural)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dltrain.tools import listed, run_tool
+from dltrain.console_scripts import listed, run_tool
 
 KEYS = {"ckpt_path": None, "input": None, "output": None, "batch_size": "1024", "trust": None,
         "on_unknown_category": "error", "keep": None}

@@ -3,10 +3,19 @@ true answer beside them for a labelled split. Shared by training (test_predictio
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+if TYPE_CHECKING:
+    import pandas as pd
+    from torch import Tensor
 
-def prediction_table(module, features, batch_size: int = 1024):
+    from dltrain.data.batches import TensorBatchDataset
+    from dltrain.module import TrainingModule
+
+
+def prediction_table(module: TrainingModule, features: Tensor, batch_size: int = 1024) -> pd.DataFrame:
     """A DataFrame of the module's predictions: the class and each class's probability, or the value (in
     batches of `batch_size` rows, under inference_mode)."""
     import pandas as pd
@@ -36,7 +45,7 @@ def prediction_table(module, features, batch_size: int = 1024):
     return table
 
 
-def labelled_predictions(module, dataset):
+def labelled_predictions(module: TrainingModule, dataset: TensorBatchDataset) -> pd.DataFrame:
     """Predictions on a split (features, targets) with the true class or value beside each."""
     import pandas as pd
 

@@ -5,6 +5,7 @@ validation against the data and module (before training). Each mistake is one li
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -13,6 +14,10 @@ from dltrain.data.datamodule import LOADER_KEYS
 from dltrain.errors import ConfigError
 from dltrain.instantiate import check_arguments
 
+if TYPE_CHECKING:
+    from dltrain.data.datamodule import ArrayDataModule
+    from dltrain.module import TrainingModule
+
 
 def check_before_data(cfg: DictConfig) -> None:
     check_gpus(cfg.trainer)
@@ -20,7 +25,7 @@ def check_before_data(cfg: DictConfig) -> None:
     check_component_arguments(cfg)
 
 
-def check_before_training(cfg: DictConfig, datamodule, module) -> None:
+def check_before_training(cfg: DictConfig, datamodule: ArrayDataModule, module: TrainingModule) -> None:
     """The monitored metrics are ones this task's module logs, and a validation comes before they are needed."""
     config = OmegaConf.to_container(cfg.callbacks or {}, resolve=True)
     monitors = {"monitor": cfg.monitor} | {f"callbacks.{name}.monitor": callback["monitor"] for name, callback in

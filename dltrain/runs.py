@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dltrain.run_files import read_record
-from dltrain.tools import run_tool
+from dltrain.console_scripts import run_tool
 
 KEYS = {"path": "outputs", "other": None}
 MAIN_METRICS = ("test_acc", "test_r2", "test_loss")

@@ -10,7 +10,7 @@ body over max_body_mb or a batch over max_batch_rows is refused. Ctrl-C stops th
 
 from __future__ import annotations
 
-from dltrain.tools import run_tool
+from dltrain.console_scripts import run_tool
 
 KEYS = {"ckpt_path": None, "host": "127.0.0.1", "port": "8000", "workers": "1", "trust": None,
         "on_unknown_category": "error", "max_batch_rows": "1024", "max_body_mb": "16"}

@@ -154,3 +154,35 @@ def test_console_scripts_leave_what_they_loaded_to_the_exit_not_the_collector(tm
     script = CONSOLE_SCRIPT.format(module=module, function=function, argv=argv)
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.stdout.strip().splitlines()[-1] == f"exit {code} frozen {frozen}", proc.stderr
+
+
+@pytest.mark.parametrize("keys, code, said", [
+    ([], 0, "dltrain validate: the config is valid (data=digits model=auto optimizer=adam scheduler=none loss=auto "
+            "trainer=default callbacks=default); nothing was trained or written"),
+    (["data=csv", "data.path=table.csv", "data.target=y"], 0, "; data files: table.csv; nothing was trained"),
+    (["optimizer.lr=-1"], 1, "dltrain: error: optimizer.lr=-1 is not valid: expected a number > 0"),
+    (["+optimizer.betaz=[0.9,0.99]"], 1, "did you mean optimizer.betas"),
+    (["data=csv", "data.path=missing.csv", "data.target=y"], 1,
+     "dltrain: error: data.path: no such file or folder missing.csv"),
+    (["data=mnist", "data.root=nowhere"], 1, "dltrain: error: data=mnist: no nowhere/MNIST/raw (put the files there, "
+                                            "or add data.download=true"),
+    (["-m", "optimizer=adam,sgd"], 1, "dltrain validate checks one config: leave out -m"),
+])
+def test_validate_checks_a_config_and_its_data_files_without_training_or_writing(tmp_path, keys, code, said):
+    (tmp_path / "table.csv").write_text("x,y\n1,0\n2,1\n")
+    proc = dltrain_command("validate", *keys, cwd=tmp_path)
+    assert proc.returncode == code, proc.stderr
+    assert said in (proc.stdout if code == 0 else proc.stderr)
+    assert len((proc.stdout + proc.stderr).strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]  # no outputs/, no log
+
+
+def test_validate_checks_a_resume_against_the_run_it_continues(run, tmp_path):
+    run_dir, _ = run(["model=mlp", "trainer.max_epochs=1"])
+    before = sorted(p.name for p in run_dir.iterdir())
+    proc = dltrain_command("validate", f"resume={run_dir}", "trainer.max_epochs=3", cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == (
+        f"dltrain validate: the config is valid (resuming {run_dir}); nothing was trained or written"), proc.stderr
+    proc = dltrain_command("validate", f"resume={run_dir}", "seed=7", cwd=tmp_path)
+    assert proc.returncode == 1 and "seed" in proc.stderr
+    assert sorted(p.name for p in run_dir.iterdir()) == before and not (tmp_path / "outputs").exists()

@@ -11,7 +11,7 @@ import torch
 
 from conftest import dltrain_command, read_metrics
 from datafiles import write_cifar10, write_image_folder, write_mnist, write_table
-from dltrain.data.arrays import TensorBatchDataset, TensorBatchSampler
+from dltrain.data.batches import TensorBatchDataset, TensorBatchSampler
 from dltrain.data.datamodule import build_datamodule, split_rows
 from dltrain.errors import DataError
 

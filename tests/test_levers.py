@@ -11,7 +11,7 @@ from torch.utils.data.dataloader import default_collate
 import dltrain.data.datamodule as datamodule
 import dltrain.train
 from conftest import read_metrics
-from dltrain.data.arrays import TensorBatchDataset
+from dltrain.data.batches import TensorBatchDataset
 from dltrain.module import _Pending
 
 RUN = ["model=mlp", "trainer.max_epochs=3", "data.batch_size=50"]  # 50: the last batch of each split is short

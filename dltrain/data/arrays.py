@@ -1,4 +1,4 @@
-"""In-memory data as arrays, user array files, and a data set that hands out batches by slicing tensors."""
+"""In-memory data as a source returns it (ArrayData), and the user's numpy array files as a source."""
 
 from __future__ import annotations
 
@@ -7,9 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import Tensor
-from torch.utils.data import BatchSampler, Dataset, RandomSampler, SequentialSampler
 
 from dltrain.data.spec import IMAGE, SEQUENCE, TABLE
 from dltrain.errors import DataError
@@ -88,55 +85,3 @@ def array_files(
     kind = kind_of(features)
     return ArrayData(file.stem, as_frame(features) if kind == TABLE else features, encoded, task, kind,
                      class_names=class_names)
-
-
-class TensorBatchDataset(Dataset):
-    """A data set over whole tensors: a batch of indices is served by one slice, not per-sample Python work."""
-
-    def __init__(self, features: Tensor, targets: Tensor) -> None:
-        self.features, self.targets = features, targets
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.features[index], self.targets[index]
-
-    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
-        index = torch.as_tensor(indices)
-        return self.features[index], self.targets[index]
-
-
-class TensorBatchSampler(BatchSampler):
-    """Batches of row indices as tensor slices of the epoch's whole order.
-
-    torch's BatchSampler builds each batch as a Python list, one index at a time (about 0.4 us a row here:
-    more than a small model's training step costs per row), so this one takes the order whole. A random
-    order is the very permutation RandomSampler would draw (its seed from the global generator, or its own
-    generator), so runs do not change; any other sampler (Lightning's DistributedSampler, which Lightning
-    puts in through the `sampler` argument under DDP) is read into one array.
-    """
-
-    def __iter__(self):
-        order = self._order()
-        if self.drop_last:
-            order = order[: len(order) - len(order) % self.batch_size]
-        yield from order.split(self.batch_size)
-
-    def _order(self) -> Tensor:
-        sampler = self.sampler
-        rows = len(getattr(sampler, "data_source", ()))
-        if type(sampler) is SequentialSampler:
-            return torch.arange(rows)
-        if type(sampler) is RandomSampler and not sampler.replacement and sampler.num_samples == rows:
-            generator = sampler.generator
-            if generator is None:  # as RandomSampler.__iter__ draws it
-                generator = torch.Generator()
-                generator.manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
-            return torch.randperm(rows, generator=generator)
-        return torch.from_numpy(np.fromiter(sampler, dtype=np.int64))
-
-
-def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-    """Collate function for TensorBatchDataset: its batches are already stacked."""
-    return batch

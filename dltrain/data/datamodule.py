@@ -13,7 +13,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
-from dltrain.data.arrays import TEST, TRAIN, VAL, ArrayData, TensorBatchDataset, TensorBatchSampler, keep_batch
+from dltrain.data.arrays import TEST, TRAIN, VAL, ArrayData
+from dltrain.data.batches import TensorBatchDataset, TensorBatchSampler, keep_batch
 from dltrain.data.encoding import TableEncoder
 from dltrain.data.spec import MULTICLASS, REGRESSION, TABLE, DataSpec
 from dltrain.errors import DataError

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import pickle
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +24,7 @@ VISION_SETS = {
 }
 
 
-def image_transform(image_size: list[int], channels: int):
+def image_transform(image_size: list[int], channels: int) -> Callable[[Any], Any]:
     """Resize to `image_size`, to 1 (grayscale) or 3 (RGB) channels, and scale to [0, 1]."""
     from torchvision import transforms
 
@@ -34,7 +36,7 @@ def image_transform(image_size: list[int], channels: int):
     return transforms.Compose(steps + [transforms.ToTensor()])
 
 
-def load_images(files: list[str] | list[bytes], transform, channels: int, image_size: list[int],
+def load_images(files: list[str] | list[bytes], transform: Callable[[Any], Any], channels: int, image_size: list[int],
                 names: list[str] | None = None) -> np.ndarray:
     """The images of `files` (paths, or the encoded files' bytes) as one (N, C, H, W) float32 array; an
     unreadable one is named (by its path, or by `names`).
@@ -146,7 +148,7 @@ class _ArraysOnly(pickle.Unpickler):
                  for name in ("_reconstruct", "scalar")),
                *((package, "_frombuffer") for package in ("numpy.core.numeric", "numpy._core.numeric"))}
 
-    def find_class(self, module: str, name: str):
+    def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"it names {module}.{name}, which is not an array")

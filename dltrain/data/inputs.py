@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from dltrain.data.encoding import TableEncoder
-from dltrain.data.spec import REGRESSION
+from dltrain.data.spec import REGRESSION, DataSpec
 from dltrain.errors import DataError
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
@@ -24,7 +24,7 @@ def check_unknown_category(value: str) -> None:
         raise ConfigError(f"on_unknown_category={value} is not valid: expected {' or '.join(UNKNOWN_CATEGORY)}")
 
 
-def read_inputs(source: Path, spec, missing: str = "impute", on_unknown: str = "zeros", keep: list[str] = ()
+def read_inputs(source: Path, spec: DataSpec, missing: str = "impute", on_unknown: str = "zeros", keep: list[str] = ()
                 ) -> tuple[np.ndarray, dict[str, list]]:
     """Model-ready features of `source` (a table, an image folder or file, an array file) and the columns that
     identify each row: the row number or file, then a table's `keep` columns. A table's rows follow training's
@@ -51,7 +51,7 @@ def read_inputs(source: Path, spec, missing: str = "impute", on_unknown: str = "
                     "array")
 
 
-def read_labelled(source: Path, spec, target: str | None, missing: str = "impute", on_unknown: str = "zeros"
+def read_labelled(source: Path, spec: DataSpec, target: str | None, missing: str = "impute", on_unknown: str = "zeros"
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Features and encoded targets of a new labelled `source`: a table holding the target column training
     used, or an image folder with one sub-folder per class. Targets are encoded as training encoded them
@@ -88,7 +88,7 @@ def read_labelled(source: Path, spec, target: str | None, missing: str = "impute
     return features, _class_numbers(truth.tolist(), spec, source)
 
 
-def table_features(frame: pd.DataFrame, spec, missing: str, on_unknown: str, source: Path | str,
+def table_features(frame: pd.DataFrame, spec: DataSpec, missing: str, on_unknown: str, source: Path | str,
                    where: Callable[[int], str] | None = None) -> np.ndarray:
     """A table's feature matrix, encoded as training encoded its columns; missing columns are refused, and
     rows training would have refused (TableEncoder.check, naming the row by `where`)."""
@@ -161,7 +161,7 @@ def _array_features(source: Path, spec, missing: str, on_unknown: str) -> np.nda
     return array_features(np.asarray(loaded, dtype=np.float32), spec, missing, on_unknown, source)
 
 
-def array_features(features: np.ndarray, spec, missing: str, on_unknown: str, source: Path | str,
+def array_features(features: np.ndarray, spec: DataSpec, missing: str, on_unknown: str, source: Path | str,
                    where: Callable[[int], str] | None = None) -> np.ndarray:
     """Float rows shaped as training's inputs (else refused, naming `source`); a table's standardized as
     training did."""
@@ -175,7 +175,7 @@ def array_features(features: np.ndarray, spec, missing: str, on_unknown: str, so
     return features
 
 
-def image_features(images: list[bytes], names: list[str], spec) -> np.ndarray:
+def image_features(images: list[bytes], names: list[str], spec: DataSpec) -> np.ndarray:
     """Encoded image files (PNG, JPEG: their bytes) read as training's images, each named by `names` when
     unreadable."""
     if spec.kind != "image":

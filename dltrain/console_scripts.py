@@ -43,7 +43,7 @@ def skip_final_collection() -> None:
     """Let the interpreter exit without garbage-collecting everything the command loaded.
 
     At exit Python runs its cycle collector over every object left: with torch, Lightning and sympy loaded
-    that takes ~1.5 s here, as long as a small training run. gc.freeze() takes them out of its reach
+    that takes as long as a small training run (benchmarks/README.md). gc.freeze() takes them out of its reach
     (objects freed by their reference counts still are, and atexit handlers - logging, MLflow, worker pools -
     still run). Called by the console scripts as they end, when every file they wrote is closed; never
     in-process (tests), where it would keep that process's garbage for good.
