@@ -77,10 +77,14 @@ def export_network(network: nn.Module, spec: DataSpec, record: dict[str, Any], f
         if not check["passed"]:
             raise ExportError(f"the {fmt} file of model={record['config']['model']['name']} does not compute what "
                               f"the checkpoint computes: its outputs differ by up to {check['max_abs_difference']:.3g} "
-                              f"(allowed {TOLERANCE:g}) and give the same class on {check.get('same_class_rows', '-')}"
-                              f" of {check['rows']} rows; nothing was written")
+                              f"(allowed {TOLERANCE:g}){_classes(check)}; nothing was written")
         made.append(Exported(fmt, FILES[fmt], content, check))
     return made
+
+
+def _classes(check: dict[str, Any]) -> str:
+    same = check.get("same_class_rows")
+    return "" if same is None else f" and give the same class on {same} of {check['rows']} rows"
 
 
 def _working(network: nn.Module, example: Tensor, failed: str) -> list[str]:
@@ -89,11 +93,13 @@ def _working(network: nn.Module, example: Tensor, failed: str) -> list[str]:
     working = []
     if failed == "onnx":
         try:
-            torch.export.export(network, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.export.export(network, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
             working.append("torch_export")
         except Exception:  # noqa: BLE001 - any failure means it does not work
             pass
-    return working + ["safetensors"]
+    return [fmt for fmt in (*working, "safetensors") if fmt != failed]
 
 
 def _write_onnx(network: nn.Module, example: Tensor, spec: DataSpec) -> tuple[bytes, dict[str, Any]]:
