@@ -115,7 +115,9 @@ class InterruptCheckpoint(pl.Callback):
             return
         signal.signal(signal.SIGINT, _stop_now)
         self.signal_name = "SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT"
-        trainer.save_checkpoint(self.path, weights_only=False)  # the whole state (Lightning logs a default otherwise)
+        # A save, not a load: Lightning's weights_only=False writes the whole training state (said explicitly,
+        # or Lightning logs its default); the file is read back only by read_checkpoint's weights_only load.
+        trainer.save_checkpoint(self.path, weights_only=False)
 
 
 def _stop_now(signum: int, frame: Any) -> None:

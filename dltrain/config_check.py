@@ -92,7 +92,8 @@ LOGGER_PACKAGES = {
 }
 
 
-def _installed(module: str) -> bool:
+def installed(module: str) -> bool:
+    """Whether `module` can be imported here (found without importing it)."""
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
@@ -105,7 +106,7 @@ def _check_logger(cfg: DictConfig) -> None:
     if not target:
         return
     modules, extra = LOGGER_PACKAGES.get(target.rsplit(".", 1)[-1], ((), ""))
-    if modules and not any(_installed(m) for m in modules):
+    if modules and not any(installed(m) for m in modules):
         raise ConfigError(f"logger={extra} needs the {modules[0]} package, which is not installed: "
                           f'pip install "dltrain[{extra}]" (or choose logger=null)')
 

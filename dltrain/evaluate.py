@@ -25,7 +25,7 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None, tru
 
     The run's data is read as training read it, with no download: a checkpoint does not send for files."""
     from dltrain.checkpoints import open_checkpoint
-    from dltrain.data.inputs import check_unknown_category, read_labelled
+    from dltrain.data.inputs import check_unknown_category, missing_rule, read_labelled
     from dltrain.errors import ConfigError
     from dltrain.quiet import quiet_libraries
 
@@ -44,9 +44,8 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None, tru
     config = module.hparams.config
     if input:
         source = Path(input).expanduser()
-        data_cfg = config.get("data") or {}
-        features, targets = read_labelled(source, module.spec, data_cfg.get("target"),
-                                          data_cfg.get("missing", "impute"), on_unknown_category)
+        features, targets = read_labelled(source, module.spec, (config.get("data") or {}).get("target"),
+                                          missing_rule(config), on_unknown_category)
         loader = evaluation_loader(tensor_dataset(features, targets, module.spec), 1024)
         scored, name = {"split": "input", "input": str(source.resolve()), "rows": len(targets)}, \
             f"eval_{path.stem}_{source.stem}.json"

@@ -8,7 +8,6 @@ fails leaves no file of this export behind, and none that looks complete without
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import warnings
@@ -48,7 +47,9 @@ class Exported:
 
 def missing_packages(formats: list[str]) -> list[str]:
     """The packages the formats need that are not installed."""
-    return [name for fmt in formats for name in PACKAGES[fmt] if importlib.util.find_spec(name) is None]
+    from dltrain.config_check import installed
+
+    return [name for fmt in formats for name in PACKAGES[fmt] if not installed(name)]
 
 
 def export_network(network: nn.Module, spec: DataSpec, record: dict[str, Any], formats: list[str],

@@ -23,7 +23,7 @@ def predict(ckpt_path: str, input: str, output: str | None = None, batch_size: s
     import torch
 
     from dltrain.checkpoints import open_checkpoint
-    from dltrain.data.inputs import check_unknown_category, read_inputs
+    from dltrain.data.inputs import check_unknown_category, missing_rule, read_inputs
     from dltrain.errors import ConfigError
     from dltrain.predictions import prediction_table
     from dltrain.run_files import write_atomic
@@ -34,7 +34,7 @@ def predict(ckpt_path: str, input: str, output: str | None = None, batch_size: s
     path, run_dir, _, module = open_checkpoint(ckpt_path, trust)
     module.eval()
     source = Path(input).expanduser()
-    missing = (module.hparams.config.get("data") or {}).get("missing", "impute")
+    missing = missing_rule(module.hparams.config)
     features, ids = read_inputs(source, module.spec, missing, on_unknown_category, listed(keep))
     table = pd.concat([pd.DataFrame(ids), prediction_table(module, torch.from_numpy(features), int(batch_size))],
                       axis=1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dltrain.data.inputs import missing_rule
 from dltrain.data.spec import BINARY, IMAGE, MULTICLASS, SEQUENCE, TABLE, DataSpec
 
 FORMAT = "dltrain-preprocessing/1"
@@ -30,7 +31,7 @@ def describe(spec: DataSpec, config: dict[str, Any]) -> dict[str, Any]:
         "input": {"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", *spec.input_shape]},
     }
     if spec.kind == TABLE and spec.encoder is not None:
-        description["table"] = _table(spec.encoder["columns"], data.get("missing", "impute"))
+        description["table"] = _table(spec.encoder["columns"], missing_rule(config))
     elif spec.kind == IMAGE:
         channels, height, width = spec.input_shape
         description["image"] = {

@@ -20,12 +20,12 @@ PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-mul
 def serve(ckpt_path: str, host: str = "127.0.0.1", port: str = "8000", workers: str = "1", trust: str | None = None,
           on_unknown_category: str = "error", max_batch_rows: str = "1024", max_body_mb: str = "16") -> None:
     """Serve the checkpoint's predictions until stopped."""
-    import importlib.util
     import os
 
+    from dltrain.config_check import installed
     from dltrain.errors import ConfigError
 
-    lacking = [package for module, package in PACKAGES.items() if importlib.util.find_spec(module) is None]
+    lacking = [package for module, package in PACKAGES.items() if not installed(module)]
     if lacking:
         raise ConfigError(f"dltrain-serve needs the package {lacking[0]}, which is not installed: "
                           f"pip install \"dltrain[serve]\"")

@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.concurrency import run_in_threadpool
 
+from dltrain.data.inputs import array_features, image_features, missing_rule, table_features
 from dltrain.errors import DataError, one_line
 
 SETTINGS_VARIABLE = "DLTRAIN_SERVE_SETTINGS"  # how uvicorn's worker processes (workers > 1) get the settings
@@ -76,7 +77,7 @@ def load_served(settings: Settings) -> Served:
         "request": _request_help(spec.kind),
         "limits": {"max_batch_rows": settings.max_batch_rows, "max_body_mb": settings.max_body_mb},
     }
-    return Served(module, (config.get("data") or {}).get("missing", "impute"), metadata)
+    return Served(module, missing_rule(config), metadata)
 
 
 def _request_help(kind: str) -> str:
@@ -156,7 +157,7 @@ async def _features(request: Request, body: bytes, served: Served, settings: Set
     if kind == "multipart/form-data":
         names, images = await _uploaded_files(request, body)
         _check_count(len(images), "files", settings)
-        return _data(lambda: _image_features(images, names, spec))
+        return _data(lambda: image_features(images, spec, names))
     if kind not in ("application/json", ""):
         raise BadRequest(415, f"content-type {kind}: expected application/json (send the header Content-Type: "
                               "application/json; curl: -H 'content-type: application/json'), or multipart/form-data "
@@ -176,8 +177,8 @@ async def _features(request: Request, body: bytes, served: Served, settings: Set
     if field == "rows":
         return _data(lambda: _table_rows(values, served, settings))
     if field == "images":
-        return _data(lambda: _image_features([_decoded(v, i) for i, v in enumerate(values)],
-                                             [f"images[{i}]" for i in range(len(values))], spec))
+        return _data(lambda: image_features([_decoded(v, i) for i, v in enumerate(values)], spec,
+                                            [f"images[{i}]" for i in range(len(values))]))
     return _data(lambda: _array_rows(values, served, settings))
 
 
@@ -202,8 +203,6 @@ def _data(read) -> np.ndarray:
 def _table_rows(rows: list, served: Served, settings: Settings) -> np.ndarray:
     import pandas as pd
 
-    from dltrain.data.inputs import table_features
-
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise BadRequest(422, f"rows[{i}]: expected an object of column -> value, got {type(row).__name__}")
@@ -219,8 +218,6 @@ def _table_rows(rows: list, served: Served, settings: Settings) -> np.ndarray:
 
 
 def _array_rows(values: list, served: Served, settings: Settings) -> np.ndarray:
-    from dltrain.data.inputs import array_features
-
     try:
         array = np.asarray(values, dtype=np.float32)
     except (ValueError, TypeError):
@@ -241,12 +238,6 @@ def _decoded(value: Any, index: int) -> bytes:
         return base64.b64decode(value.split(",", 1)[1] if value.startswith("data:") else value, validate=True)
     except (binascii.Error, ValueError, IndexError):
         raise BadRequest(422, f"images[{index}]: not valid base64") from None
-
-
-def _image_features(images: list[bytes], names: list[str], spec) -> np.ndarray:
-    from dltrain.data.inputs import image_features
-
-    return image_features(images, names, spec)
 
 
 async def _uploaded_files(request: Request, body: bytes) -> tuple[list[str], list[bytes]]:

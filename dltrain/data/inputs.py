@@ -17,6 +17,11 @@ TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 UNKNOWN_CATEGORY = ("error", "zeros")  # what a category training never saw does: refused, or all zeros
 
 
+def missing_rule(config: dict) -> str:
+    """What the run's data.missing did with empty cells (impute, the default, or drop): new rows follow it."""
+    return (config.get("data") or {}).get("missing", "impute")
+
+
 def check_unknown_category(value: str) -> None:
     from dltrain.errors import ConfigError
 
@@ -33,7 +38,7 @@ def read_inputs(source: Path, spec: DataSpec, missing: str = "impute", on_unknow
         raise DataError(f"keep={','.join(keep)} names columns to copy from a table, and input={source} is not one")
     if source.is_dir() or _is_image(source):
         files = _image_files(source, spec)
-        return _images(files, spec), {"file": files}
+        return image_features(files, spec), {"file": files}
     if source.suffix.lower() in TABLE_SUFFIXES:
         from dltrain.data.tables import read_frame
 
@@ -64,7 +69,7 @@ def read_labelled(source: Path, spec: DataSpec, target: str | None, missing: str
         except (FileNotFoundError, RuntimeError) as exc:
             raise DataError(f"input={source}: {exc} (expected one sub-folder of images per class)") from None
         labels = [folder.classes[index] for _, index in folder.samples]
-        return _images([file for file, _ in folder.samples], spec), _class_numbers(labels, spec, source)
+        return image_features([file for file, _ in folder.samples], spec), _class_numbers(labels, spec, source)
     if source.suffix.lower() not in TABLE_SUFFIXES:
         raise DataError(f"input={source}: expected a table with the target column (.csv, .parquet) or, for an "
                         "image model, a folder with one sub-folder of images per class")
@@ -140,13 +145,6 @@ def _image_files(source: Path, spec) -> list[str]:
     return files
 
 
-def _images(files: list[str], spec) -> np.ndarray:
-    from dltrain.data.images import image_transform, load_images
-
-    channels, *size = spec.input_shape
-    return load_images(files, image_transform(size, channels), channels, size)
-
-
 def _array_features(source: Path, spec, missing: str, on_unknown: str) -> np.ndarray:
     """The first array of a .npy/.npz file, shaped as training's inputs; a table's standardized as training did."""
     if not source.is_file():
@@ -175,9 +173,9 @@ def array_features(features: np.ndarray, spec: DataSpec, missing: str, on_unknow
     return features
 
 
-def image_features(images: list[bytes], names: list[str], spec: DataSpec) -> np.ndarray:
-    """Encoded image files (PNG, JPEG: their bytes) read as training's images, each named by `names` when
-    unreadable."""
+def image_features(images: list[str] | list[bytes], spec: DataSpec, names: list[str] | None = None) -> np.ndarray:
+    """Image files (paths, or a request's encoded PNG/JPEG bytes) read as training read its images; an
+    unreadable one is named by its path or by `names`."""
     if spec.kind != "image":
         raise DataError(f"{names[0] if names else 'images'}: images were sent, but the model was trained on "
                         f"{spec.kind} data")
