@@ -128,6 +128,11 @@ def check_weights_fit(checkpoint: dict[str, Any], config: dict[str, Any] | None 
     state = checkpoint["state_dict"]
     from_file = config is None
     config, spec = config or stored["config"], spec or stored["data_spec"]
+    # The checkpoint's weights replace whatever the run started from: a weights file or a download that a
+    # stored config names (model=torchvision) is neither read nor fetched again.
+    model = config.get("model") if isinstance(config, dict) else None
+    if isinstance(model, dict) and (model.get("weights") or model.get("download")):
+        config = {**config, "model": {**model, "weights": None, "download": False}}
     try:
         if from_file:
             spec = checked_spec(spec)

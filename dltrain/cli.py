@@ -64,11 +64,12 @@ def _train_job(cfg: DictConfig) -> dict | None:
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     if in_sweep:
         _sweep = (Path(hydra_cfg.sweep.dir), str(cfg.monitor), str(cfg.mode))
-        if not str(hydra_cfg.launcher.get("_target_", "")).endswith("BasicLauncher"):
-            _prefix_terminal_lines(f"[job {hydra_cfg.job.num}] ")
+        trial_processes = int(os.environ.get("DLTRAIN_TRIAL_PROCESS", 0))  # one of a search's n_jobs processes
+        if trial_processes or not str(hydra_cfg.launcher.get("_target_", "")).endswith("BasicLauncher"):
+            _prefix_terminal_lines(f"[{'trial' if trial_processes else 'job'} {hydra_cfg.job.num}] ")
             from dltrain.distributed import cpu_cores, share_cpu_threads
 
-            share_cpu_threads(_parallel_jobs(hydra_cfg.launcher.get("n_jobs"), cpu_cores()))
+            share_cpu_threads(trial_processes or _parallel_jobs(hydra_cfg.launcher.get("n_jobs"), cpu_cores()))
     try:
         earlier = _continued_job(run_dir, hydra_cfg) if in_sweep and not cfg.resume else None
         if earlier is not None and earlier.get("status") in ("completed", "pruned"):

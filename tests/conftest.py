@@ -5,13 +5,23 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from command_server import run_command
 from dltrain.config import load_config
+
+# pytest-xdist runs a worker per core: each trains (in-process, and in the commands command_server forks) on
+# its share of the cores, as dltrain's own parallel jobs do; threads beyond the cores would make every
+# worker wait on the others' spinning threads.
+TEST_THREADS = max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+os.environ.setdefault("DLTRAIN_TEST_THREADS", str(TEST_THREADS))
+torch.set_num_threads(TEST_THREADS)
 
 # Small and fast on the CPU: the CPU trainer, no early stop unless a test asks for it.
 FAST = ["trainer=cpu", "trainer.max_epochs=2"]
@@ -41,9 +51,19 @@ def dltrain_command(*args: str, cwd: Path, env: dict | None = None, timeout: int
     command = [str(installed)] if installed.exists() or script != "dltrain" else [sys.executable, "-m", "dltrain"]
     full_env = {k: v for k, v in ({k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | (env or {})).items()
                 if v is not None}  # env: a value of None leaves the variable out
+    forked = run_command(script, command[0], list(args), cwd, full_env, timeout)  # see command_server
+    if forked is not None:
+        return forked
     return subprocess.run(
         command + list(args), cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def only_run_dir(cwd: Path) -> Path:

@@ -38,7 +38,7 @@ def test_help_lists_every_group_and_option(tmp_path):
     proc = dltrain_command("--help", cwd=tmp_path)
     assert proc.returncode == 0
     for line in [
-        "model: auto, cnn, gru, linear, logistic, lstm, mlp, rnn, softmax",
+        "model: auto, cnn, gru, linear, logistic, lstm, mlp, resnet, rnn, softmax, torchvision, transformer",
         "optimizer: adadelta, adagrad, adam, adamw, rmsprop, sgd",
         "scheduler: cosine, none, onecycle, plateau, step",
         "trainer: cpu, ddp, ddp_cpu, default, gpu",
@@ -58,7 +58,8 @@ def test_help_lists_every_group_and_option(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("model=foo", "Could not find 'model/foo' Available options in 'model': auto cnn gru linear logistic lstm mlp rnn softmax"),
+        ("model=foo", "Could not find 'model/foo' Available options in 'model': auto cnn gru linear logistic lstm mlp "
+                      "resnet rnn softmax torchvision transformer"),
         ("optimizer=nope", "Available options in 'optimizer': adadelta adagrad adam adamw rmsprop sgd"),
         ("model.foo=1", "Could not override 'model.foo'"),
         ("optimizer.lr=-0.1", "optimizer.lr=-0.1 is not valid: expected a number > 0"),

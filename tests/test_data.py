@@ -237,7 +237,7 @@ def test_a_model_that_cannot_take_the_data_fails_before_training(tmp_path):
     proc = dltrain_command("data=wine", "model=cnn", cwd=tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.strip() == ("dltrain: error: model=cnn takes image input, but data=wine is a table; "
-                                   "models that fit it: gru, lstm, mlp, rnn, softmax")
+                                   "models that fit it: gru, lstm, mlp, rnn, softmax, transformer")
 
 
 def _bad_csv(tmp_path, text: str):

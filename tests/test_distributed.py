@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from conftest import dltrain_command, only_run_dir, read_metrics, read_results
+from conftest import dltrain_command, free_port, only_run_dir, read_metrics, read_results
 
 SMALL = ["trainer.max_epochs=2", "model=mlp", "model.hidden_sizes=[16]"]
 TRAIN_ROWS, BATCH = 1257, 64  # digits' training split and the default batch size
@@ -43,12 +42,6 @@ def test_ddp_cpu_trains_in_two_processes_into_one_run_directory(tmp_path):
     # Validation metrics too: the last epoch's, over the whole validation split, not rank zero's half.
     evaluated = evaluate(str(run_dir / "checkpoints" / "last.ckpt"), "val", str(tmp_path / "val.json"))["metrics"]
     assert evaluated == pytest.approx(results["val"], rel=1e-5)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_two_torchrun_nodes_on_this_machine_write_one_set_of_outputs(tmp_path):

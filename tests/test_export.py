@@ -36,6 +36,9 @@ PRESETS = {  # each model preset on data it fits: a multi-class, binary and regr
     "lstm": ["data=sine", "model=lstm"],
     "gru": ["data=sine", "data.target=frequency", "model=gru"],
     "rnn": ["model=rnn"],  # digits read row by row
+    "resnet": ["model=resnet"],
+    "transformer": ["data=wine", "model=transformer"],  # a table: one token per feature
+    "torchvision": ["model=torchvision", "model.arch=shufflenet_v2_x0_5"],  # the fastest to train here
 }
 BLOCK_DLTRAIN = "import sys; sys.modules['dltrain'] = None  # any import of dltrain now fails\n"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -17,13 +18,15 @@ import pandas as pd
 import pytest
 import torch
 
+from command_server import run_command
 from datafiles import write_image_folder, write_mnist
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 NEEDS = {  # a pattern in the line -> why this machine cannot run it
     "trainer=gpu": "a GPU", "trainer=ddp ": "several GPUs", "data.download=true": "a download",
     "http://": "a server", "dltrain-serve ckpt_path": "a server that runs until stopped (tests/test_serve.py runs it)",
-    "submitit": "a SLURM cluster", "torchrun": "two machines", "python3 -m venv": "CI itself",
+    "submitit": "a SLURM cluster", "postgresql://": "a PostgreSQL server (tests/test_search_workers.py starts one)",
+    "/mnt/shared/": "a folder the machines share (tests/test_search_workers.py uses a journal file)", "torchrun": "two machines", "python3 -m venv": "CI itself",
 }
 
 
@@ -93,8 +96,15 @@ def write_user_files(where: Path, line: str) -> None:
 
 
 def run(line: str, where: Path) -> subprocess.CompletedProcess:
+    """The line run by bash; a plain dltrain command (no pipe, redirection, variable or unquoted glob) is split
+    into its words as bash would and run as its console script (see command_server: no import of its own)."""
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {
         "HOME": str(where), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    words = None if re.search(r"[|&;<>$`*?\\]", re.sub(r"'[^']*'", "''", line)) else shlex.split(line)
+    if words and words[0].startswith("dltrain") and Path(sys.executable).with_name(words[0]).exists():
+        forked = run_command(words[0], str(Path(sys.executable).with_name(words[0])), words[1:], where, env, 600)
+        if forked is not None:
+            return forked
     return subprocess.run(["bash", "-c", line], cwd=where, env=env, capture_output=True, text=True, timeout=600)
 
 

@@ -7,7 +7,6 @@ import base64
 import json
 import math
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,17 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import dltrain_command
+from conftest import dltrain_command, free_port
 from datafiles import write_image_folder, write_table
 from dltrain.checkpoints import read_checkpoint
 from dltrain.data.spec import DataSpec
 from dltrain.preprocessing import describe
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:

@@ -40,10 +40,8 @@ def plant_marker(*args, **kwargs):
 
 def command(name: str, *args: str, cwd: Path, marker: Path) -> subprocess.CompletedProcess:
     """A dltrain console script, able to import this module (as any installed package could be)."""
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    env |= {"DLTRAIN_MARKER": str(marker), "PYTHONPATH": os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])}
-    return subprocess.run([str(Path(sys.executable).with_name(name)), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    env = {"DLTRAIN_MARKER": str(marker), "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    return dltrain_command(*args, cwd=cwd, env=env, script=name)
 
 
 def with_target(config: dict, where: str, target: str = PAYLOAD) -> dict:

@@ -10,7 +10,8 @@ from dltrain.models.layers import dense_stack
 
 
 class MLP(nn.Module):
-    """Flattens any input and maps it through dense layers to `num_outputs`."""
+    """Flattens any input and maps it through dense layers to `num_outputs`; each hidden layer can be normalized
+    (norm=batch or layer, before its activation) and residual (its input added to its output)."""
 
     def __init__(
         self,
@@ -19,11 +20,12 @@ class MLP(nn.Module):
         hidden_sizes: list[int] = (128, 64),
         activation: str = "relu",
         dropout: float = 0.0,
+        norm: str = "none",
+        residual: bool = False,
     ) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Flatten(), dense_stack(math.prod(input_shape), list(hidden_sizes), num_outputs, activation, dropout)
-        )
+        self.net = nn.Sequential(nn.Flatten(), dense_stack(math.prod(input_shape), list(hidden_sizes), num_outputs,
+                                                           activation, dropout, norm, residual))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)

@@ -36,9 +36,11 @@ class TrialPruning(pl.Callback):
     def __init__(self, storage: str, study_name: str, trial_number: int, monitor: str) -> None:
         import optuna
 
-        study = optuna.load_study(study_name=study_name, storage=storage)
-        trial_id = next(t._trial_id for t in study.get_trials(deepcopy=False) if t.number == trial_number)
-        self.trial = optuna.trial.Trial(study, trial_id)
+        from dltrain.sweeps.storage import open_storage, trial_id
+
+        shared = open_storage(storage)
+        study = optuna.load_study(study_name=study_name, storage=shared)
+        self.trial = optuna.trial.Trial(study, trial_id(shared, study_name, trial_number))
         self.monitor = monitor
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shlex
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +16,33 @@ from hydra.core.utils import JobReturn
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from dltrain.errors import ConfigError
 from dltrain.run_files import write_atomic
+from dltrain.sweeps.storage import CUT_OFF, DEVICES, TRIAL_PROCESS, WORKER, SharedStudy, this_worker
 
 log = logging.getLogger("dltrain")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 RUN_DIR = "run_dir_"  # study user attribute prefix: trial number -> the folder its job ran in
+
+
+def check_settings(sweeper: Any) -> None:
+    """The sweeper's own keys, refused in one line when they cannot be meant."""
+    counts = {"n_trials": sweeper.n_trials, "n_jobs": sweeper.n_jobs, "heartbeat_interval": sweeper.heartbeat_interval}
+    for key, value in counts.items():
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"hydra.sweeper.{key}={value!r}: give a whole number of at least 1")
+    if not isinstance(sweeper.retries, int) or sweeper.retries < 0:
+        raise ConfigError(f"hydra.sweeper.retries={sweeper.retries!r}: give 0 (never run a trial again) or more")
+    if not isinstance(sweeper.grace_period, int) or sweeper.grace_period <= sweeper.heartbeat_interval:
+        raise ConfigError(f"hydra.sweeper.grace_period={sweeper.grace_period!r}: give a whole number of seconds above "
+                          f"heartbeat_interval ({sweeper.heartbeat_interval}), e.g. three times it")
+    storage = sweeper.storage
+    if storage is not None and not str(storage).startswith(("sqlite:///", "journal://", "postgresql", "mysql")):
+        raise ConfigError(f"hydra.sweeper.storage={storage}: give sqlite:///<file>, journal:///<file on a shared "
+                          "folder>, postgresql://user:password@host/db or mysql://user:password@host/db")
 
 
 def search_space(overrides: list[Override]) -> tuple[list[str], dict[str, BaseDistribution]]:
@@ -56,40 +77,83 @@ def _distribution(key: str, sweep: Any) -> BaseDistribution:
                       "choice(a,b), range(start,stop[,step]), interval(low,high), tag(log, interval(low,high))")
 
 
-def open_study(storage: str, name: str, mode: str, sampler: DictConfig, pruner: DictConfig) -> optuna.Study:
-    """Create the study, or load it from storage to continue it.
+def open_study(shared: SharedStudy, mode: str, sampler: DictConfig, pruner: DictConfig) -> optuna.Study:
+    """Create the study, or load it from storage to continue it (or to join the workers already on it).
 
-    sampler and pruner are configs: a resumed study's sampler gets its seed plus the number of trials the
-    study holds, so it goes on drawing new parameters rather than the ones its first start drew.
+    The pruner is a config; the sampler (a config too) is made afresh for each trial asked, see next_trial.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # dltrain logs each trial itself
-    if storage.startswith("sqlite:///"):
-        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     direction = "minimize" if mode == "min" else "maximize"
-    study = optuna.create_study(storage=storage, study_name=name, pruner=instantiate(pruner),
-                                direction=direction, load_if_exists=True)
-    held = len(study.get_trials(deepcopy=False))
-    seed = {"seed": sampler.seed + held} if held and sampler.get("seed") is not None else {}
-    study.sampler = instantiate(sampler, **seed)
+    with shared.lock():
+        study = optuna.create_study(storage=shared.storage, study_name=shared.study_name, pruner=instantiate(pruner),
+                                    direction=direction, load_if_exists=True)
+    shared.study, shared.sampler = study, sampler
     if study.direction.name.lower() != direction:
-        raise ConfigError(f"study {name!r} in {storage} is set to {study.direction.name.lower()}, but mode={mode} "
+        raise ConfigError(f"study {shared.study_name!r} in {shared.url} is set to {study.direction.name.lower()}, but mode={mode} "
                           f"asks to {direction}: use another hydra.sweeper.study_name or storage")
     done = finished_trials(study)
-    if done:
-        log.info(f"study {name!r} in {storage}: {done} trial(s) already finished, continuing")
+    if done and not os.environ.get(TRIAL_PROCESS):
+        log.info(f"study {shared.study_name!r} in {shared.url}: {done} trial(s) already finished, continuing")
     return study
 
 
-def cut_off_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Trials an earlier search left running when it stopped (Ctrl-C, SIGTERM, a kill): they run again under
-    their own numbers, so the study ends with exactly n_trials trials. One search process per study: a
-    trial RUNNING in storage belongs to no live process."""
-    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+def retried(study: optuna.Study) -> dict[int, int]:
+    """Failed trials that were queued to run again: trial number -> the number of its retry."""
+    return {number: t.number for t in study.get_trials(deepcopy=False)
+            for number in RetryHeartbeatStaleTrialCallback.retry_history(t)}
+
+
+def trials_used(study: optuna.Study) -> int:
+    """Trials that count towards n_trials: every trial of the study but a failed one that runs again (its retry
+    counts in its place)."""
+    return len(study.get_trials(deepcopy=False)) - len(retried(study))
 
 
 def finished_trials(study: optuna.Study) -> int:
-    """Trials that count towards n_trials: those that ended (completed, pruned or failed)."""
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+    """Trials that ended (completed, pruned or failed), a failed one that runs again not counted."""
+    return len(study.get_trials(deepcopy=False, states=FINISHED)) - len(retried(study))
+
+
+def unfinished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Trials of dltrain workers still to end: waiting to run (retries), or running in some worker."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+            if t.state == TrialState.WAITING or WORKER in t.system_attrs]
+
+
+def next_trial(shared: SharedStudy, space: dict[str, BaseDistribution], n_trials: int
+               ) -> optuna.Trial | optuna.trial.FrozenTrial | None:
+    """Under the study's lock: this worker's next trial, or None when none is left for it. First a trial cut
+    off by a stop (Ctrl-C, SIGTERM), run again under its number; then a failed trial queued to run again;
+    then a new one while the study holds fewer than n_trials."""
+    study = shared.study
+    with shared.lock():
+        cut_off = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                   if t.system_attrs.get(CUT_OFF)]
+        if cut_off:
+            shared.beat(cut_off[0].number)  # alive again before the stale check below could fail it
+        shared.fail_stale()
+        if cut_off:
+            trial = cut_off[0]
+        elif study.get_trials(deepcopy=False, states=(TrialState.WAITING,)) or trials_used(study) < n_trials:
+            trial = _ask(study, shared.sampler, space)  # a waiting trial first
+        else:
+            return None
+        # Who runs it, and on which GPUs (a trial process of n_jobs sees one), kept in the study.
+        shared.set_attrs(trial.number, **{WORKER: this_worker(), CUT_OFF: False,
+                                          DEVICES: os.environ.get("CUDA_VISIBLE_DEVICES")})
+        shared.beat(trial.number)
+    return trial
+
+
+def _ask(study: optuna.Study, sampler: DictConfig, space: dict[str, BaseDistribution]) -> optuna.Trial:
+    """study.ask with a sampler seeded by the trials the study holds: a continued study, or a second worker,
+    draws new parameters rather than the ones the first start drew, and a search is the same for one seed."""
+    seed = sampler.get("seed")
+    held = len(study.get_trials(deepcopy=False))
+    study.sampler = instantiate(sampler, **({} if seed is None else {"seed": seed + held}))
+    with warnings.catch_warnings():  # its advice to use Study.optimize: dltrain beats for each trial itself
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        return study.ask(space)
 
 
 def record_run_dir(study: optuna.Study, number: int, run_dir: Path) -> None:
@@ -97,11 +161,30 @@ def record_run_dir(study: optuna.Study, number: int, run_dir: Path) -> None:
     study.set_user_attr(f"{RUN_DIR}{number}", str(Path(run_dir).resolve()))
 
 
-def trial_run_dirs(study: optuna.Study) -> list[tuple[int, Path]]:
-    """(trial number, run directory) of every trial of the study that was launched, in trial order."""
-    attrs = study.user_attrs
-    return [(t.number, Path(attrs[f"{RUN_DIR}{t.number}"])) for t in study.get_trials(deepcopy=False)
-            if f"{RUN_DIR}{t.number}" in attrs]
+def trial_rows(study: optuna.Study, monitor: str) -> list[dict[str, Any]]:
+    """The summary's rows: one per trial of the study, from its run folder where this machine has it, else
+    from what the study holds (a trial another machine ran)."""
+    from dltrain.sweeps.summary import job_rows
+
+    attrs, again = study.user_attrs, retried(study)
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        run_dir = Path(attrs.get(f"{RUN_DIR}{trial.number}", ""))
+        if trial.state == TrialState.WAITING:
+            continue
+        if run_dir.is_dir():
+            (row,) = job_rows([(trial.number, run_dir)], monitor)
+        else:
+            row = {"job": trial.number, "overrides": trial_overrides(trial), "task": None,
+                   "status": STATUS.get(trial.state, "running"), f"best_{monitor}": trial.value,
+                   "run_dir": f"{trial.system_attrs.get(WORKER, '?').split(':')[0]}:{run_dir}"}
+        if trial.number in again:
+            row |= {"status": "retried", "error": f"its worker stopped; run again as trial {again[trial.number]}"}
+        rows.append(row)
+    return rows
+
+
+STATUS = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
 
 
 def trial_overrides(trial: optuna.Trial) -> list[str]:
@@ -130,7 +213,10 @@ def tell(study: optuna.Study, trial: optuna.Trial | optuna.trial.FrozenTrial, jo
 
 def write_best(study: optuna.Study, sweep_dir: Path, fixed: list[str], monitor: str) -> dict[str, Any]:
     """Write search_results.yaml (best value, parameters and a ready-to-run command) and say it."""
-    counts = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in FINISHED}
+    again = retried(study)
+    counts = {state.name.lower(): len([t for t in study.get_trials(deepcopy=False, states=(state,))
+                                       if t.number not in again]) for state in FINISHED}
+    counts["retried"] = len(again)  # failed when their worker stopped, and run again as another trial
     record: dict[str, Any] = {"study_name": study.study_name, "direction": study.direction.name.lower(),
                               "monitor": monitor, "trials": counts}
     if counts["complete"]:

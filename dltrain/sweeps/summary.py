@@ -88,16 +88,16 @@ def sort_rows(rows: list[dict[str, Any]], monitor: str, mode: str) -> list[dict[
     return sorted(rows, key=key)
 
 
-def write_summary(sweep_dir: Path, monitor: str, mode: str, jobs: list[tuple[int, Path]] | None = None
+def write_summary(sweep_dir: Path, monitor: str, mode: str, rows: list[dict[str, Any]] | None = None
                   ) -> SweepOutcome:
-    """Write summary.csv, summary.md and summary.png into the sweep directory and show the table: of `jobs`
+    """Write summary.csv, summary.md and summary.png into the sweep directory and show the table: of `rows`
     (a search's every trial), or of the jobs in the folder."""
     import pandas as pd
 
     from dltrain.console import show_sweep
     from dltrain.plots import plot_sweep
 
-    rows = sort_rows(job_rows(sweep_jobs(sweep_dir) if jobs is None else jobs, monitor), monitor, mode)
+    rows = sort_rows(job_rows(sweep_jobs(sweep_dir), monitor) if rows is None else rows, monitor, mode)
     if not rows:
         write_atomic(sweep_dir / "summary.md", f"# Sweep {sweep_dir}\n\nNo job ran.\n")
         log.info(f"no job ran; {sweep_dir / 'summary.md'} says so")
@@ -111,4 +111,4 @@ def write_summary(sweep_dir: Path, monitor: str, mode: str, jobs: list[tuple[int
                                            + shown.to_markdown(index=False, missingval="") + "\n")
     plot_sweep(rows, monitor, sweep_dir / "summary.png")
     show_sweep(rows, monitor, sweep_dir)
-    return SweepOutcome(sweep_dir, len(rows), [r for r in rows if r["status"] not in ("completed", "pruned")])
+    return SweepOutcome(sweep_dir, len(rows), [r for r in rows if r["status"] not in ("completed", "pruned", "retried")])

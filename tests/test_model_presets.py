@@ -1,0 +1,48 @@
+"""The newer model presets through the real commands: each trains (its loss falls), its checkpoint evaluates
+to the run's own test metrics and predicts new inputs; the Transformer against the LSTM on the sine set."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import dltrain_command, only_run_dir, read_metrics, read_results
+
+ROWS = {"digits": (5, 1, 8, 8), "sine": (5, 20, 1), "wine": (5, 13)}  # new inputs, as .npy, of each set's shape
+
+
+@pytest.mark.parametrize("model, data", [("resnet", "digits"), ("transformer", "sine"), ("transformer", "wine"),
+                                         ("torchvision", "digits")])
+def test_a_preset_trains_through_the_command_and_its_checkpoint_evaluates_and_predicts(tmp_path, model, data):
+    # the presets' layouts, smaller: CI time
+    narrow = {"resnet": ["model.channels=[8,16]"], "torchvision": ["model.arch=shufflenet_v2_x0_5"]}.get(model, [])
+    proc = dltrain_command(f"model={model}", f"data={data}", *narrow, "trainer=cpu", "trainer.max_epochs=3",
+                           cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_dir = only_run_dir(tmp_path)
+    losses = [row["train_loss"] for row in read_metrics(run_dir)]
+    assert losses[-1] < losses[0], losses
+    results = read_results(run_dir)
+    assert {"resnet": "ResNet", "transformer": "Transformer", "torchvision": "ShuffleNetV2"}[model] in (
+        run_dir / "model_summary.txt").read_text()
+
+    proc = dltrain_command(f"ckpt_path={run_dir}", cwd=tmp_path, script="dltrain-eval")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((run_dir / "eval_best.json").read_text())["metrics"] == pytest.approx(results["test"], rel=1e-5)
+
+    np.save(tmp_path / "new.npy", np.random.default_rng(0).standard_normal(ROWS[data]).astype(np.float32))
+    out = tmp_path / "predictions.csv"
+    proc = dltrain_command(f"ckpt_path={run_dir}", f"input={tmp_path / 'new.npy'}", f"output={out}", cwd=tmp_path,
+                           script="dltrain-predict")
+    assert proc.returncode == 0, proc.stderr
+    predictions = pd.read_csv(out)
+    assert len(predictions) == ROWS[data][0] and predictions.notna().all().all()
+
+
+def test_the_transformer_beats_the_lstm_on_the_sine_set(run):
+    scores = {model: run(["data=sine", f"model={model}", "trainer.max_epochs=5", "scheduler=cosine"])[1]["test"]
+              for model in ("lstm", "transformer")}
+    assert scores["transformer"]["test_mse"] <= scores["lstm"]["test_mse"], scores
