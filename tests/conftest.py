@@ -19,8 +19,11 @@ from dltrain.config import load_config
 # pytest-xdist runs a worker per core: each trains (in-process, and in the commands command_server forks) on
 # its share of the cores, as dltrain's own parallel jobs do; threads beyond the cores would make every
 # worker wait on the others' spinning threads.
-TEST_THREADS = max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+TEST_THREADS = max(1, len(os.sched_getaffinity(0)) // WORKERS)
 os.environ.setdefault("DLTRAIN_TEST_THREADS", str(TEST_THREADS))
+if WORKERS > 1:  # and the commands started as processes of their own (a test that counts threads unsets it)
+    os.environ.setdefault("OMP_NUM_THREADS", str(TEST_THREADS))
 torch.set_num_threads(TEST_THREADS)
 
 # Small and fast on the CPU: the CPU trainer, no early stop unless a test asks for it.
