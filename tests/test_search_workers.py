@@ -20,7 +20,7 @@ import yaml
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from conftest import free_port, read_metrics
+from conftest import dltrain_command, free_port, read_metrics
 
 SEARCH = ["-m", "hparams_search=mlp_digits", "trainer=cpu", "callbacks.early_stopping=null", "model.hidden_sizes=[16]"]
 # Epochs of about a second and a half: long enough to see trials overlap, and to kill one mid-trial.
@@ -211,3 +211,22 @@ def test_trial_processes_start_the_next_trial_when_one_ends_and_outlive_a_crashe
     assert sorted(t.system_attrs["dltrain_cuda_visible_devices"] for t in (first, long)) == ["3", "5"]
     assert long.system_attrs["dltrain_cuda_visible_devices"] not in {
         t.system_attrs["dltrain_cuda_visible_devices"] for t in (crashed, fourth, retry)}  # its GPU stayed its own
+
+
+@pytest.mark.parametrize("storage, expected", [
+    ("postgresql://dltrain:hunter2@127.0.0.1:{port}/search", "hydra.sweeper.storage=postgresql://dltrain:***@127.0.0.1:"),
+    ("redis://somewhere", "hydra.sweeper.storage=redis://somewhere: give sqlite:///<file>, journal:///<file"),
+])
+def test_a_storage_that_cannot_be_used_is_one_line_and_never_shows_its_password(tmp_path, storage, expected):
+    pytest.importorskip("psycopg", reason="the PostgreSQL driver is not installed")
+    proc = dltrain_command(*SEARCH, f"hydra.sweeper.storage={storage.format(port=free_port())}", cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert expected in proc.stderr and "hunter2" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_sweeper_settings_out_of_range_are_one_line(tmp_path):
+    for override, expected in (("hydra.sweeper.n_jobs=0", "hydra.sweeper.n_jobs=0: give a whole number of at least 1"),
+                               ("hydra.sweeper.grace_period=30", "hydra.sweeper.grace_period=30: give a whole number "
+                                                                 "of seconds above heartbeat_interval (60)")):
+        proc = dltrain_command(*SEARCH, override, cwd=tmp_path)
+        assert proc.returncode == 1 and expected in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr

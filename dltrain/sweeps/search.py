@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from dltrain.errors import ConfigError
 from dltrain.run_files import write_atomic
-from dltrain.sweeps.storage import CUT_OFF, DEVICES, TRIAL_PROCESS, WORKER, SharedStudy, this_worker
+from dltrain.sweeps.storage import CUT_OFF, DEVICES, TRIAL_PROCESS, WORKER, SharedStudy, shown, this_worker
 
 log = logging.getLogger("dltrain")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -41,7 +41,7 @@ def check_settings(sweeper: Any) -> None:
                           f"heartbeat_interval ({sweeper.heartbeat_interval}), e.g. three times it")
     storage = sweeper.storage
     if storage is not None and not str(storage).startswith(("sqlite:///", "journal://", "postgresql", "mysql")):
-        raise ConfigError(f"hydra.sweeper.storage={storage}: give sqlite:///<file>, journal:///<file on a shared "
+        raise ConfigError(f"hydra.sweeper.storage={shown(str(storage))}: give sqlite:///<file>, journal:///<file on a shared "
                           "folder>, postgresql://user:password@host/db or mysql://user:password@host/db")
 
 
@@ -89,11 +89,11 @@ def open_study(shared: SharedStudy, mode: str, sampler: DictConfig, pruner: Dict
                                     direction=direction, load_if_exists=True)
     shared.study, shared.sampler = study, sampler
     if study.direction.name.lower() != direction:
-        raise ConfigError(f"study {shared.study_name!r} in {shared.url} is set to {study.direction.name.lower()}, but mode={mode} "
-                          f"asks to {direction}: use another hydra.sweeper.study_name or storage")
+        raise ConfigError(f"study {shared.study_name!r} in {shown(shared.url)} is set to {study.direction.name.lower()}, "
+                          f"but mode={mode} asks to {direction}: use another hydra.sweeper.study_name or storage")
     done = finished_trials(study)
     if done and not os.environ.get(TRIAL_PROCESS):
-        log.info(f"study {shared.study_name!r} in {shared.url}: {done} trial(s) already finished, continuing")
+        log.info(f"study {shared.study_name!r} in {shown(shared.url)}: {done} trial(s) already finished, continuing")
     return study
 
 

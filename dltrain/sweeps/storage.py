@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
@@ -52,6 +53,16 @@ def journal_path(url: str) -> Path:
     return Path(url.removeprefix(JOURNAL))
 
 
+def shown(url: str) -> str:
+    """A storage URL as messages and logs print it: a database password masked."""
+    if url.startswith(JOURNAL):
+        return url
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy reads: the message saying so names it as given
+        return url
+
+
 def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None,
                  retry: Any = None) -> optuna.storages.BaseStorage:
     """The storage a URL names: a journal file, or a database (SQLite, PostgreSQL, MySQL) with Optuna's heartbeat
@@ -67,10 +78,10 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
         return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                           heartbeat_stale_trial_callback=retry)
     except ImportError as exc:
-        raise ConfigError(f"hydra.sweeper.storage={url}: {exc}; for PostgreSQL: pip install 'dltrain[postgres]'"
+        raise ConfigError(f"hydra.sweeper.storage={shown(url)}: {exc}; for PostgreSQL: pip install 'dltrain[postgres]'"
                           ) from exc
     except Exception as exc:  # a bad URL or an unreachable server, in the driver's words
-        raise ConfigError(f"hydra.sweeper.storage={url} cannot be opened: {str(exc).splitlines()[0]}") from exc
+        raise ConfigError(f"hydra.sweeper.storage={shown(url)} cannot be opened: {str(exc).splitlines()[0]}") from exc
 
 
 def trial_id(storage: optuna.storages.BaseStorage, study_name: str, number: int) -> int:
@@ -90,7 +101,11 @@ class SharedStudy:
             with self.lock():  # two workers starting together on a new database would both create Optuna's tables
                 self.storage = open_storage(url, heartbeat_interval, grace_period, self.retry)
         except OSError as exc:  # a folder that cannot be made or written
-            raise ConfigError(f"hydra.sweeper.storage={url} cannot be used: {exc.strerror}: {exc.filename}") from exc
+            raise ConfigError(f"hydra.sweeper.storage={shown(url)} cannot be used: {exc.strerror}: {exc.filename}"
+                              ) from exc
+        except sqlalchemy.exc.SQLAlchemyError as exc:  # the lock's connection: a server not there, a wrong password
+            raise ConfigError(f"hydra.sweeper.storage={shown(url)} cannot be opened: {str(exc).splitlines()[0]}"
+                              ) from exc
         self.study: optuna.Study | None = None  # set by search.open_study, with the sampler's config
         self.sampler: Any = None
         self.seen: dict[int, tuple[Any, float]] = {}  # journal: trial number -> (its beat, when this worker saw it)
@@ -113,8 +128,6 @@ class SharedStudy:
                 fcntl.flock(handle, fcntl.LOCK_EX)
                 yield
         else:
-            import sqlalchemy
-
             take, free = (("SELECT pg_advisory_lock(hashtext(:key))", "SELECT pg_advisory_unlock(hashtext(:key))")
                           if url.startswith("postgres") else ("SELECT GET_LOCK(:key, -1)", "SELECT RELEASE_LOCK(:key)"))
             engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
