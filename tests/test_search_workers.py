@@ -207,7 +207,7 @@ def test_trial_processes_start_the_next_trial_when_one_ends_and_outlive_a_crashe
     assert first.datetime_complete <= crashed.datetime_start < long.datetime_complete
     assert fourth.datetime_start < long.datetime_complete  # the crash, meanwhile, ended only its own trial
     assert retry.system_attrs["failed_trial"] == 2 and retry.params == crashed.params  # run again, once
-    assert search.finished_trials(shared.study) == 4  # n_trials, the crashed one counted once
+    assert search.finished_trials(trials) == 4  # n_trials, the crashed one counted once
     assert sorted(t.system_attrs["dltrain_cuda_visible_devices"] for t in (first, long)) == ["3", "5"]
     assert long.system_attrs["dltrain_cuda_visible_devices"] not in {
         t.system_attrs["dltrain_cuda_visible_devices"] for t in (crashed, fourth, retry)}  # its GPU stayed its own

@@ -31,7 +31,7 @@ class Transformer(nn.Module):
         if pooling == "auto":  # a sequence's latest step predicts what comes next; a table or image has no last
             pooling = "last" if len(input_shape) == 2 else "cls"
         if self.table:
-            tokens, features = input_shape[0], 1
+            tokens = input_shape[0]
             self.scale = nn.Parameter(torch.randn(tokens, d_model) / math.sqrt(d_model))
             self.shift = nn.Parameter(torch.zeros(tokens, d_model))
         else:

@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from dltrain.errors import ConfigError
 from dltrain.run_files import write_atomic
@@ -91,33 +91,41 @@ def open_study(shared: SharedStudy, mode: str, sampler: DictConfig, pruner: Dict
     if study.direction.name.lower() != direction:
         raise ConfigError(f"study {shared.study_name!r} in {shown(shared.url)} is set to {study.direction.name.lower()}, "
                           f"but mode={mode} asks to {direction}: use another hydra.sweeper.study_name or storage")
-    done = finished_trials(study)
+    done = finished_trials(study.get_trials(deepcopy=False))
     if done and not os.environ.get(TRIAL_PROCESS):
         log.info(f"study {shared.study_name!r} in {shown(shared.url)}: {done} trial(s) already finished, continuing")
     return study
 
 
-def retried(study: optuna.Study) -> dict[int, int]:
+def retried(trials: list[FrozenTrial]) -> dict[int, int]:
     """Failed trials that were queued to run again: trial number -> the number of its retry."""
-    return {number: t.number for t in study.get_trials(deepcopy=False)
-            for number in RetryHeartbeatStaleTrialCallback.retry_history(t)}
+    return {number: t.number for t in trials for number in RetryHeartbeatStaleTrialCallback.retry_history(t)}
 
 
-def trials_used(study: optuna.Study) -> int:
+def trials_used(trials: list[FrozenTrial]) -> int:
     """Trials that count towards n_trials: every trial of the study but a failed one that runs again (its retry
     counts in its place)."""
-    return len(study.get_trials(deepcopy=False)) - len(retried(study))
+    return len(trials) - len(retried(trials))
 
 
-def finished_trials(study: optuna.Study) -> int:
+def finished_trials(trials: list[FrozenTrial]) -> int:
     """Trials that ended (completed, pruned or failed), a failed one that runs again not counted."""
-    return len(study.get_trials(deepcopy=False, states=FINISHED)) - len(retried(study))
+    return sum(t.state in FINISHED for t in trials) - len(retried(trials))
 
 
-def unfinished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+def cut_off(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Trials a stop (Ctrl-C, SIGTERM) cut off: still RUNNING, to be taken over under their own numbers."""
+    return [t for t in trials if t.state == TrialState.RUNNING and t.system_attrs.get(CUT_OFF)]
+
+
+def waiting(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Trials queued to run again (the retries of failed ones)."""
+    return [t for t in trials if t.state == TrialState.WAITING]
+
+
+def unfinished(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """Trials of dltrain workers still to end: waiting to run (retries), or running in some worker."""
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
-            if t.state == TrialState.WAITING or WORKER in t.system_attrs]
+    return waiting(trials) + [t for t in trials if t.state == TrialState.RUNNING and WORKER in t.system_attrs]
 
 
 def next_trial(shared: SharedStudy, space: dict[str, BaseDistribution], n_trials: int
@@ -127,15 +135,15 @@ def next_trial(shared: SharedStudy, space: dict[str, BaseDistribution], n_trials
     then a new one while the study holds fewer than n_trials."""
     study = shared.study
     with shared.lock():
-        cut_off = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                   if t.system_attrs.get(CUT_OFF)]
-        if cut_off:
-            shared.beat(cut_off[0].number)  # alive again before the stale check below could fail it
+        stopped = cut_off(study.get_trials(deepcopy=False))
+        if stopped:
+            shared.beat(stopped[0].number)  # alive again before the stale check below could fail it
         shared.fail_stale()
-        if cut_off:
-            trial = cut_off[0]
-        elif study.get_trials(deepcopy=False, states=(TrialState.WAITING,)) or trials_used(study) < n_trials:
-            trial = _ask(study, shared.sampler, space)  # a waiting trial first
+        trials = study.get_trials(deepcopy=False)  # with the retries the stale check may have queued
+        if stopped:
+            trial = stopped[0]
+        elif waiting(trials) or trials_used(trials) < n_trials:
+            trial = _ask(study, shared.sampler, space, len(trials))  # a waiting trial first
         else:
             return None
         # Who runs it, and on which GPUs (a trial process of n_jobs sees one), kept in the study.
@@ -145,11 +153,11 @@ def next_trial(shared: SharedStudy, space: dict[str, BaseDistribution], n_trials
     return trial
 
 
-def _ask(study: optuna.Study, sampler: DictConfig, space: dict[str, BaseDistribution]) -> optuna.Trial:
-    """study.ask with a sampler seeded by the trials the study holds: a continued study, or a second worker,
-    draws new parameters rather than the ones the first start drew, and a search is the same for one seed."""
+def _ask(study: optuna.Study, sampler: DictConfig, space: dict[str, BaseDistribution], held: int) -> optuna.Trial:
+    """study.ask with a sampler seeded by the `held` trials the study holds: a continued study, or a second
+    worker, draws new parameters rather than the ones the first start drew, and a search is the same for one
+    seed."""
     seed = sampler.get("seed")
-    held = len(study.get_trials(deepcopy=False))
     study.sampler = instantiate(sampler, **({} if seed is None else {"seed": seed + held}))
     with warnings.catch_warnings():  # its advice to use Study.optimize: dltrain beats for each trial itself
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
@@ -166,13 +174,12 @@ def trial_rows(study: optuna.Study, monitor: str) -> list[dict[str, Any]]:
     from what the study holds (a trial another machine ran)."""
     from dltrain.sweeps.summary import job_rows
 
-    attrs, again = study.user_attrs, retried(study)
+    trials, attrs = study.get_trials(deepcopy=False), study.user_attrs
+    again = retried(trials)
     rows = []
-    for trial in study.get_trials(deepcopy=False):
+    for trial in (t for t in trials if t.state != TrialState.WAITING):
         run_dir = Path(attrs.get(f"{RUN_DIR}{trial.number}", ""))
-        if trial.state == TrialState.WAITING:
-            continue
-        if run_dir.is_dir():
+        if f"{RUN_DIR}{trial.number}" in attrs and run_dir.is_dir():
             (row,) = job_rows([(trial.number, run_dir)], monitor)
         else:
             row = {"job": trial.number, "overrides": trial_overrides(trial), "task": None,
@@ -213,9 +220,9 @@ def tell(study: optuna.Study, trial: optuna.Trial | optuna.trial.FrozenTrial, jo
 
 def write_best(study: optuna.Study, sweep_dir: Path, fixed: list[str], monitor: str) -> dict[str, Any]:
     """Write search_results.yaml (best value, parameters and a ready-to-run command) and say it."""
-    again = retried(study)
-    counts = {state.name.lower(): len([t for t in study.get_trials(deepcopy=False, states=(state,))
-                                       if t.number not in again]) for state in FINISHED}
+    trials = study.get_trials(deepcopy=False)
+    again = retried(trials)
+    counts = {state.name.lower(): sum(t.state == state and t.number not in again for t in trials) for state in FINISHED}
     counts["retried"] = len(again)  # failed when their worker stopped, and run again as another trial
     record: dict[str, Any] = {"study_name": study.study_name, "direction": study.direction.name.lower(),
                               "monitor": monitor, "trials": counts}

@@ -67,12 +67,9 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
                  retry: Any = None) -> optuna.storages.BaseStorage:
     """The storage a URL names: a journal file, or a database (SQLite, PostgreSQL, MySQL) with Optuna's heartbeat
     when heartbeat_interval is given."""
-    if url.startswith(JOURNAL):
-        path = journal_path(url)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if url.startswith(JOURNAL):  # its folder, as a SQLite file's, made by SharedStudy.lock
+        path = str(journal_path(url))
+        return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
         return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
@@ -123,8 +120,9 @@ class SharedStudy:
             finally:
                 lock.release()
         elif url.startswith("sqlite"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            with open(f"{url.removeprefix('sqlite:///')}.lock", "a") as handle:
+            database = Path(url.removeprefix("sqlite:///"))
+            database.parent.mkdir(parents=True, exist_ok=True)
+            with open(f"{database}.lock", "a") as handle:
                 fcntl.flock(handle, fcntl.LOCK_EX)
                 yield
         else:

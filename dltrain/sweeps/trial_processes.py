@@ -69,19 +69,17 @@ def run_trial_processes(shared: SharedStudy, n_trials: int, n_jobs: int, gpus: A
                 if process.poll() is not None:
                     del running[slot]
                     _ended(shared, process)
-            study = shared.study
-            trials = study.get_trials(deepcopy=False)
+            trials = shared.study.get_trials(deepcopy=False)
             claimed = {t.system_attrs.get(WORKER) for t in trials if t.state == TrialState.RUNNING}
             starting = sum(this_worker(p.pid) not in claimed for p in running.values())
-            again = sum(t.state == TrialState.WAITING or (t.state == TrialState.RUNNING and bool(
-                t.system_attrs.get(CUT_OFF))) for t in trials)  # retries, and trials a stop cut off
-            to_take = again + max(0, n_trials - search.trials_used(study)) - starting
+            again = len(search.waiting(trials)) + len(search.cut_off(trials))  # retries, trials a stop cut off
+            to_take = again + max(0, n_trials - search.trials_used(trials)) - starting
             for slot in (s for s in range(n_jobs) if s not in running):
                 if to_take <= 0:
                     break
                 running[slot] = _start(command, slot, devices, n_jobs)
                 to_take -= 1
-            if not running and to_take <= 0 and not search.unfinished(study):
+            if not running and to_take <= 0 and not search.unfinished(trials):
                 return
             if not running and time.monotonic() > next_check:  # only other workers' trials are left
                 with shared.lock():

@@ -80,7 +80,7 @@ class OptunaSweeper(Sweeper):
                 while True:
                     trial = search.next_trial(shared, space, self.n_trials)
                     if trial is None:
-                        if one_trial or not search.unfinished(study):
+                        if one_trial or not search.unfinished(study.get_trials(deepcopy=False)):
                             break
                         time.sleep(shared.wait_s())  # trials other workers run: one may fail and come back
                         continue
@@ -102,7 +102,7 @@ class OptunaSweeper(Sweeper):
             again = "the same command" if self.storage else (
                 f"the same command and hydra.sweeper.storage={url} (this search's study is stored there)")
             stopped = RunInterrupted(
-                f"{exc}. The search stopped: {search.finished_trials(study)} of {self.n_trials} trials finished, "
+                f"{exc}. The search stopped: {search.finished_trials(study.get_trials(deepcopy=False))} of {self.n_trials} trials finished, "
                 f"the cut-off one runs again when you continue with {again}; summary: {sweep_dir / 'summary.md'}",
                 exc.exit_code)
             stopped.summarized = True
