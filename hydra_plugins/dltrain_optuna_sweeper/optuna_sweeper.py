@@ -101,10 +101,10 @@ class OptunaSweeper(Sweeper):
             summarize()
             again = "the same command" if self.storage else (
                 f"the same command and hydra.sweeper.storage={url} (this search's study is stored there)")
+            done = search.finished_trials(study.get_trials(deepcopy=False))
             stopped = RunInterrupted(
-                f"{exc}. The search stopped: {search.finished_trials(study.get_trials(deepcopy=False))} of {self.n_trials} trials finished, "
-                f"the cut-off one runs again when you continue with {again}; summary: {sweep_dir / 'summary.md'}",
-                exc.exit_code)
+                f"{exc}. The search stopped: {done} of {self.n_trials} trials finished, the cut-off one runs again "
+                f"when you continue with {again}; summary: {sweep_dir / 'summary.md'}", exc.exit_code)
             stopped.summarized = True
             raise stopped from None
         if one_trial:
