@@ -42,9 +42,7 @@ from dltrain.resume import find_run_dir, register_resolvers, resumed_config  # n
 
 EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 1, 2
 register_resolvers()  # at import, so that sweep jobs in worker processes (joblib) resolve the run dir too
-_USER_FULL_ERROR = "DLTRAIN_USER_FULL_ERROR"  # remembers the user's own HYDRA_FULL_ERROR for the job
 _jobs_started = 0  # jobs this process began: before the first, only Hydra's own handling of the command ran
-_sweep: tuple[Path, str, str] | None = None  # (sweep dir, monitor, mode) of the multirun this process runs
 _validating = False  # `dltrain validate ...`: the job checks its config and stops (main sets it)
 
 
@@ -54,16 +52,15 @@ def _train_job(cfg: DictConfig) -> dict | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from dltrain.errors import RunInterrupted, one_line, user_error_in
+    from dltrain.errors import Reported, RunInterrupted, one_line, user_error_in
     from dltrain.validation import validate
 
-    global _jobs_started, _sweep
+    global _jobs_started
     _jobs_started += 1
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     if in_sweep:
-        _sweep = (Path(hydra_cfg.sweep.dir), str(cfg.monitor), str(cfg.mode))
         trial_processes = int(os.environ.get("DLTRAIN_TRIAL_PROCESS", 0))  # one of a search's n_jobs processes
         if trial_processes or not str(hydra_cfg.launcher.get("_target_", "")).endswith("BasicLauncher"):
             _prefix_terminal_lines(f"[{'trial' if trial_processes else 'job'} {hydra_cfg.job.num}] ")
@@ -96,11 +93,13 @@ def _train_job(cfg: DictConfig) -> dict | None:
             from dltrain.train import train
 
             return train(cfg, run_dir, resume=bool(cfg.resume), callbacks=trial_pruning(hydra_cfg, cfg), validated=True)
-    except RunInterrupted:
+    except RunInterrupted as exc:
+        if in_sweep:  # where a plain sweep's summary goes, should the command summarize it (main)
+            exc.sweep = (Path(hydra_cfg.sweep.dir), str(cfg.monitor), str(cfg.mode))
         raise
     except Exception as exc:
         user = user_error_in(exc)
-        if not in_sweep and (user is None or os.environ.get(_USER_FULL_ERROR) == "1"):
+        if not in_sweep and user is None:
             raise
         from dltrain.run_files import record_failure
 
@@ -113,7 +112,7 @@ def _train_job(cfg: DictConfig) -> dict | None:
 
         if not cfg.resume and not isinstance(user, RunDirInUse):
             _discard_if_unstarted(run_dir)
-        sys.exit(EXIT_USER_ERROR)
+        raise Reported(user) from exc
 
 
 def _parallel_jobs(n_jobs: Any, cores: int) -> int:
@@ -176,20 +175,6 @@ def _config_dirs(hydra_cfg: DictConfig) -> tuple[Path, ...]:
     return tuple(Path(source.path) for source in hydra_cfg.runtime.config_sources if source.schema == "file")
 
 
-def _fail_if_sweep_jobs_failed() -> None:
-    """After a sweep ran all its jobs: a non-zero exit when any failed, naming the first."""
-    from dltrain.errors import UserError
-    from dltrain.sweeps import summary
-
-    outcome = summary.last_outcome
-    if outcome is not None and outcome.error:
-        raise RuntimeError(f"the summary of {outcome.sweep_dir} could not be written: {outcome.error}")
-    if outcome is not None and outcome.failed:
-        first = outcome.failed[0]
-        raise UserError(f"{len(outcome.failed)} of {outcome.jobs} sweep jobs did not complete "
-                        f"(job {first['job']}: {first['error'] or first['status']}); see {outcome.sweep_dir / 'summary.md'}")
-
-
 def _composition_error(exc: BaseException) -> bool:
     """Whether Hydra or OmegaConf refused the command line or the config: their error types, and the plain
     ValueError Hydra raises for a bad combination of its flags (-m with --cfg) before any job has started."""
@@ -215,7 +200,7 @@ def _sweep_interrupted(exc: BaseException) -> str:
     """A plain sweep stopped by Ctrl-C or SIGTERM: its summary for the jobs so far, and how to go on."""
     from dltrain.sweeps.summary import write_summary
 
-    sweep_dir, monitor, mode = _sweep
+    sweep_dir, monitor, mode = exc.sweep
     outcome = write_summary(sweep_dir, monitor, mode)
     return (f"{exc}; the sweep stopped there and started no later job. Summary of its {outcome.jobs} job(s) so "
             f"far: {sweep_dir / 'summary.md'}. Continue it with the same command and hydra.sweep.dir={sweep_dir}: "
@@ -224,25 +209,41 @@ def _sweep_interrupted(exc: BaseException) -> str:
 
 def main() -> None:
     """Console entry point. Hydra is told to raise errors so that they are reported here in one line."""
-    from dltrain.errors import RunInterrupted, Terminated, one_line, user_error_in
+    from dltrain.errors import Reported, RunInterrupted, Terminated, one_line, user_error_in
+    from dltrain.sweeps.summary import SweepIncomplete
 
     if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
         from dltrain.help import render_help
 
-        print(render_help())
+        print(render_help([arg for arg in sys.argv[1:] if arg not in ("--help", "-h")]))
         return
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
-    os.environ[_USER_FULL_ERROR] = "1" if full_error else "0"
-    os.environ["HYDRA_FULL_ERROR"] = "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises, rather than printing its own report, and this reports
     scratch = _validate_command() if sys.argv[1:2] == ["validate"] else None
     try:
         _train_job()
-        _fail_if_sweep_jobs_failed()
+    except Reported as exc:  # the job has said it in one line, in its log too
+        if full_error:
+            raise exc.__cause__ from None
+        sys.exit(EXIT_USER_ERROR)
+    except SweepIncomplete as exc:
+        outcome = exc.outcome
+        if outcome.error:
+            print(f"dltrain: internal error (a bug, not your input): the summary of {outcome.sweep_dir} could not "
+                  f"be written ({outcome.error}; its traceback is above): please report it", file=sys.stderr)
+            sys.exit(EXIT_INTERNAL_ERROR)
+        first = outcome.failed[0]
+        print(f"dltrain: error: {len(outcome.failed)} of {outcome.jobs} sweep jobs did not complete (job "
+              f"{first['job']}: {first['error'] or first['status']}); see {outcome.sweep_dir / 'summary.md'}",
+              file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
     except RunInterrupted as exc:
-        if _sweep is None:
+        if getattr(exc, "summarized", False):  # a search has summarized its study and said how to continue
+            message = str(exc)
+        elif getattr(exc, "sweep", None):
+            message = _sweep_interrupted(exc)
+        else:
             message = f"{exc}; {exc.then}" if exc.then else str(exc)
-        else:  # a search has summarized its study and said how to continue; a plain sweep is summarized here
-            message = str(exc) if getattr(exc, "summarized", False) else _sweep_interrupted(exc)
         print(f"dltrain: {message}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, Terminated) as exc:

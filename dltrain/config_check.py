@@ -1,6 +1,8 @@
-"""Type and range checks of the composed config, run before any data is loaded or model built.
+"""The checks of a composed config that need neither its data nor torch's big imports: its keys, types and
+ranges (by dltrain.schema) and the pairs of keys that must agree, run before any data is loaded or model built.
 
-Hydra already refuses unknown groups, options and keys; OmegaConf has no ranges, so they are checked here.
+Hydra already refuses unknown groups and options; a key +added at the top is checked here against the config
+folders.
 """
 
 from __future__ import annotations
@@ -9,93 +11,17 @@ import difflib
 import functools
 import importlib.util
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from dltrain.errors import ConfigError
-from dltrain.models import ACTIVATION_NAMES
 from dltrain.paths import config_dir
+from dltrain.schema import AutoModel, DataLoading, TrainConfig, check_section, check_target
 
-_MISSING = object()
+MODEL_PRESET_KEYS = ("name", "fits", "inputs")  # what a model preset says of itself, not its class's arguments
 
-
-def _number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _integer(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _sizes(x: Any) -> bool:
-    return isinstance(x, list) and all(_integer(v) and v > 0 for v in x)
-
-
-PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "64-true", "16-true", "bf16-true", "32", "16", "bf16", "64")
-
-COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-# key -> (test, what a right value looks like)
-RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "seed": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
-    "mode": (lambda v: v in ("min", "max"), "min or max"),
-    "compile.enabled": (lambda v: isinstance(v, bool), "true or false"),
-    "compile.backend": (lambda v: isinstance(v, str) and v != "", "a torch.compile backend, e.g. inductor"),
-    "compile.mode": (lambda v: v in COMPILE_MODES, "null | " + " | ".join(COMPILE_MODES[1:])),
-    "regularization.l1": (lambda v: _number(v) and v >= 0, "a number >= 0"),
-    "optimizer.lr": (lambda v: _number(v) and v > 0, "a number > 0"),
-    "optimizer.weight_decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
-    "optimizer.momentum": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "optimizer.nesterov": (lambda v: isinstance(v, bool), "true or false"),
-    "model.dropout": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "model.activation": (lambda v: v in ACTIVATION_NAMES, " | ".join(ACTIVATION_NAMES)),
-    "model.d_model": (lambda v: _integer(v) and v > 0, "an integer > 0"),
-    "model.heads": (lambda v: _integer(v) and v > 0, "an integer > 0"),
-    "model.layers": (lambda v: _integer(v) and v > 0, "an integer > 0"),
-    "model.ff_size": (lambda v: _integer(v) and v > 0, "an integer > 0"),
-    "model.positions": (lambda v: v in ("learned", "sinusoidal"), "learned or sinusoidal"),
-    "model.pooling": (lambda v: v in ("auto", "cls", "mean", "last"), "auto | cls | mean | last"),
-    "model.arch": (lambda v: isinstance(v, str) and v != "", "a torchvision.models classifier's name, e.g. resnet18"),
-    "model.freeze_backbone": (lambda v: isinstance(v, bool), "true or false"),
-    "model.download": (lambda v: isinstance(v, bool), "true or false"),
-    "model.blocks_per_stage": (lambda v: _integer(v) and v > 0, "an integer > 0"),
-    "model.norm": (lambda v: v in ("none", "batch", "layer"), "none | batch | layer"),
-    "model.residual": (lambda v: isinstance(v, bool), "true or false"),
-    "model.hidden_sizes": (_sizes, "a list of positive integers, e.g. [128,64] (or [] for none)"),
-    "model.head_sizes": (_sizes, "a list of positive integers, e.g. [32] (or [] for none)"),
-    "model.channels": (lambda v: _sizes(v) and len(v) > 0, "a non-empty list of positive integers, e.g. [32,64]"),
-    "model.kernel_size": (lambda v: _integer(v) and v > 0, "an integer > 0"),
-    "model.pool_size": (lambda v: _integer(v) and v > 0, "an integer > 0"),
-    "model.padding": (lambda v: v in ("same", "valid"), "same or valid"),
-    "model.hidden_size": (lambda v: _integer(v) and v > 0, "an integer > 0"),
-    "model.num_layers": (lambda v: _integer(v) and v > 0, "an integer > 0"),
-    "data.batch_size": (lambda v: _integer(v) and v > 0, "an integer > 0"),
-    "data.val_fraction": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
-    "data.test_fraction": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
-    "data.num_workers": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
-    "data.pin_memory": (lambda v: isinstance(v, bool) or v == "auto", "auto, true or false"),
-    "data.augment.crop_padding": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
-    "data.augment.rotation": (lambda v: _number(v) and 0 <= v <= 180, "degrees in [0, 180]"),
-    "data.augment.noise": (lambda v: _number(v) and v >= 0, "a number >= 0"),
-    "trainer.max_epochs": (lambda v: _integer(v) and (v > 0 or v == -1),
-                           "an integer > 0, or -1 (no limit: with max_steps or max_time)"),
-    "trainer.gradient_clip_val": (lambda v: v is None or (_number(v) and v >= 0), "a number >= 0 or null"),
-    "trainer.num_nodes": (lambda v: _integer(v) and v > 0, "an integer > 0"),
-    "trainer.precision": (lambda v: str(v) in PRECISIONS, " | ".join(PRECISIONS)),
-    "trainer.deterministic": (lambda v: isinstance(v, bool) or v == "warn", "true, false or warn"),
-    "cv.folds": (lambda v: _integer(v) and (v == 0 or v >= 2), "0 (off) or an integer >= 2"),
-    "cv.all_data": (lambda v: isinstance(v, bool), "true or false"),
-    "loss.label_smoothing": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "loss.smoothing": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "loss.delta": (lambda v: _number(v) and v > 0, "a number > 0"),
-    "data.class_weights": (lambda v: v is None or v == "balanced" or (isinstance(v, list) and len(v) >= 2
-                           and all(_number(w) and w > 0 for w in v)), "balanced, or a list of positive numbers, one per class"),
-    "callbacks.early_stopping.patience": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
-    "callbacks.early_stopping.min_delta": (lambda v: _number(v) and v >= 0, "a number >= 0"),
-}
 
 # logger class -> (modules any one of which it can write with, the dltrain extra that installs one)
 LOGGER_PACKAGES = {
@@ -209,20 +135,19 @@ def check_monitor_logged(monitor_keys: dict[str, str], logged: list[str]) -> Non
 
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first key that is missing, unknown, has the wrong type or lies out of
-    range, or a pair of keys that contradict each other."""
+    range (dltrain.schema), or a pair of keys that contradict each other."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"{missing[0]} is required here: add {missing[0]}=<value> to the command")
     _check_finite(cfg)
-    auto = OmegaConf.select(cfg, "model.name", default=None) == "auto"
-    for key, (test, expected) in RULES.items():
-        value = OmegaConf.select(cfg, key, default=_MISSING)
-        if value is _MISSING or (auto and key.startswith("model.") and value is None):  # auto: not given
-            continue
-        if isinstance(value, DictConfig) or OmegaConf.is_list(value):
-            value = OmegaConf.to_container(value)
-        if not test(value):
-            raise ConfigError(f"{key}={value!r} is not valid: expected {expected}")
+    check_section(cfg, TrainConfig)
+    check_section(cfg.data, DataLoading, "data")
+    check_target(cfg.data, "data", ignore=DataLoading.model_fields)
+    if OmegaConf.select(cfg, "model.name", default=None) == "auto":
+        check_section(cfg.model, AutoModel, "model")
+    else:
+        check_target(cfg.model, "model", ignore=MODEL_PRESET_KEYS)
+    check_target(cfg.get("loss"), "loss", ignore=("name",))
     fractions = cfg.data.val_fraction + cfg.data.test_fraction
     if fractions >= 1:
         raise ConfigError(

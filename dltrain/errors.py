@@ -39,6 +39,12 @@ class RunInterrupted(BaseException):
         self.exit_code, self.then = exit_code, then  # then: how a single run goes on (a sweep says its own)
 
 
+class Reported(BaseException):
+    """A user's mistake that the job has already reported in one line (to the terminal and the run's log): the
+    command exits 1 without saying it again, or shows the traceback of its cause (HYDRA_FULL_ERROR=1). A
+    BaseException, as SystemExit is, so that Hydra's job runner passes it on without a report of its own."""
+
+
 class Terminated(BaseException):
     """SIGTERM outside Lightning's fit (which handles it itself): before training starts, or after it ends."""
 

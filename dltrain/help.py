@@ -1,15 +1,25 @@
-"""`dltrain --help`: the help template of train.yaml with every config group and its options.
+"""`dltrain --help` and the README's key reference, both written from dltrain.schema.
 
-Hydra renders the same template, but lists the options by copying its whole config cache once per
-config group (its own groups included), which makes --help slow (benchmarks/performance.py times it). The
-config folders say the same thing at once, so they are read directly.
+`dltrain --help` fills train.yaml's help template with every config group and its options, and the keys of
+dltrain's own sections (their type, range, default and meaning). Hydra renders the same template, but lists
+the options by copying its whole config cache once per config group, which makes --help slow
+(benchmarks/performance.py times it); the config folders say the same at once, so they are read directly.
+`dltrain --help model=transformer` lists one preset's keys, from its callable's signature.
 """
 
 from __future__ import annotations
 
+import re
+import typing
+from typing import Any
+
 from omegaconf import OmegaConf
 
 from dltrain.paths import config_dir
+from dltrain.schema import GROUPS, Section, TrainConfig, describe, signature_types
+
+PRESET_OWN_KEYS = ("_target_", "_partial_", "name", "fits", "inputs", "defaults")  # keys no callable takes
+_COMMENT = re.compile(r"^(\w+):[^#]*#\s*(.+)$")
 
 
 def config_groups() -> dict[str, list[str]]:
@@ -22,7 +32,113 @@ def config_groups() -> dict[str, list[str]]:
     }
 
 
-def render_help() -> str:
+def _shown(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value).replace(" ", "")
+
+
+def section_rows(section: type[Section], values: Any, where: str = "") -> list[tuple[str, str, str, str]]:
+    """(key, expected value, default, meaning) for each field of `section`, nested sections' fields in turn."""
+    rows = []
+    hints = typing.get_type_hints(section, include_extras=True)
+    for name, field in section.model_fields.items():
+        key = f"{where}.{name}" if where else name
+        value = (values or {}).get(name)
+        annotation = hints[name]
+        if isinstance(annotation, type) and issubclass(annotation, Section):
+            rows += section_rows(annotation, value, key)
+        else:
+            rows.append((key, describe(annotation), _shown(value), field.description or ""))
+    return rows
+
+
+def own_key_rows() -> list[tuple[str, str, str, str]]:
+    """The keys dltrain itself reads, with the shipped defaults (data's from the default data preset)."""
+    root = config_dir()
+    top = OmegaConf.to_container(OmegaConf.load(root / "train.yaml"))
+    defaults = {next(iter(entry)): entry[next(iter(entry))] for entry in top["defaults"] if isinstance(entry, dict)}
+    rows = section_rows(TrainConfig, top)
+    for group, section in GROUPS.items():
+        preset = OmegaConf.to_container(OmegaConf.load(root / group / f"{defaults[group]}.yaml"))
+        rows += section_rows(section, preset, group)
+    return rows
+
+
+def _preset(group: str, option: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """conf/<group>/<option>.yaml over the presets of its group that its defaults list names, and the comment
+    on each key's line."""
+    path = config_dir() / group / f"{option}.yaml"
+    own = OmegaConf.to_container(OmegaConf.load(path))
+    preset: dict[str, Any] = {}
+    comments: dict[str, str] = {}
+    for parent in own.pop("defaults", []):
+        if isinstance(parent, str) and parent != "_self_":
+            preset, comments = _preset(group, parent)
+    comments = comments | {m[1]: m[2].strip() for m in map(_COMMENT.match, path.read_text().splitlines()) if m}
+    return preset | own, comments
+
+
+def preset_rows(group: str, option: str) -> list[tuple[str, str, str, str]]:
+    """(key, expected value, value in the preset, its comment there) for each key of conf/<group>/<option>.yaml
+    that its `_target_` takes; the types and ranges come from the callable's signature."""
+    from hydra.utils import get_object
+
+    preset, comments = _preset(group, option)
+    node = preset.get(group, preset) if group == "scheduler" else preset
+    hints = signature_types(get_object(node["_target_"]))[1] if node.get("_target_") else {}
+    rows = []
+    for key, value in node.items():
+        if key in PRESET_OWN_KEYS or (group == "data" and key in GROUPS["data"].model_fields):
+            continue
+        expected = describe(hints[key]) if key in hints else "any value its callable takes"
+        rows.append((f"{group}.{key}", expected, _shown(value), comments.get(key, "")))
+    return rows
+
+
+def _table(rows: list[tuple[str, str, str, str]]) -> str:
+    width = max(len(key) for key, *_ in rows) + 2
+    return "\n".join(f"  {key:<{width}}{expected} ({default})" + (f": {meaning}" if meaning else "")
+                     for key, expected, default, meaning in rows)
+
+
+def render_help(args: list[str] | tuple[str, ...] = ()) -> str:
+    """The whole help; with `group=option` arguments, those presets' keys instead."""
+    chosen = [arg.split("=", 1) for arg in args if "=" in arg and not arg.startswith("-")]
+    if chosen:
+        groups = config_groups()
+        parts = []
+        for group, option in chosen:
+            if option not in groups.get(group, []):
+                return f"dltrain: no preset {group}={option}; the groups and options: dltrain --help"
+            rows = preset_rows(group, option)
+            parts.append(f"== {group}={option} ==\n" + (_table(rows) if rows else "  (no keys of its own)"))
+        return "\n\n".join(parts)
     template = OmegaConf.load(config_dir() / "train.yaml").hydra.help.template
     groups = "\n".join(f"{group}: {', '.join(options)}" for group, options in config_groups().items())
-    return template.replace("$APP_CONFIG_GROUPS", groups)
+    return template.replace("$APP_CONFIG_GROUPS", groups).replace("$APP_KEYS", _table(own_key_rows()))
+
+
+def markdown_reference() -> str:
+    """The README's key reference: dltrain's own keys, then the model presets' (each key once, with the
+    presets that have it and their values)."""
+    lines = ["| key | value | default | meaning |", "| --- | --- | --- | --- |"]
+    lines += [f"| `{key}` | {_cell(expected)} | `{default}` | {_cell(meaning)} |" for key, expected, default, meaning
+              in own_key_rows()]
+    models: dict[tuple[str, str], list[str]] = {}
+    meanings: dict[str, str] = {}
+    for option in config_groups()["model"]:
+        if option == "auto":
+            continue
+        for key, expected, default, meaning in preset_rows("model", option):
+            models.setdefault((key, expected), []).append(f"{option}: `{default}`")
+            meanings.setdefault(key, meaning)
+    lines += [f"| `{key}` | {_cell(expected)} | {', '.join(values)} | {_cell(meanings[key])} |"
+              for (key, expected), values in sorted(models.items())]
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "&#124;")

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from dltrain.data.spec import BINARY, MULTICLASS, REGRESSION, DataSpec
 from dltrain.errors import ConfigError
 from dltrain.instantiate import build
+from dltrain.schema import Fraction
 
 # loss option -> the tasks it fits
 FITS = {
@@ -34,7 +35,7 @@ class SoftTargetKLDiv(nn.Module):
     (1 - smoothing) on the label plus smoothing / classes on every class; (N, C) probabilities are taken as they are.
     """
 
-    def __init__(self, smoothing: float = 0.0) -> None:
+    def __init__(self, smoothing: Fraction = 0.0) -> None:
         super().__init__()
         self.smoothing = float(smoothing)
 

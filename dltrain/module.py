@@ -45,7 +45,7 @@ class TrainingModule(pl.LightningModule):
     scheduler, which configure_optimizers returns with its interval, frequency and monitor.
     """
 
-    def __init__(self, network: nn.Module, loss: nn.Module, metrics: torchmetrics.MetricCollection,
+    def __init__(self, *, network: nn.Module, loss: nn.Module, metrics: torchmetrics.MetricCollection,
                  optimizer: Callable[..., torch.optim.Optimizer], spec: DataSpec, schedule: Schedule | None = None,
                  l1: float = 0.0, augment: Callable[[Tensor], Tensor] | None = None,
                  compile_options: dict[str, Any] | None = None, record: dict[str, Any] | None = None) -> None:

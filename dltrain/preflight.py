@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig, OmegaConf
 
 from dltrain.config_check import check_monitor_logged
-from dltrain.data.datamodule import LOADER_KEYS
 from dltrain.errors import ConfigError
-from dltrain.instantiate import check_arguments
+from dltrain.schema import check_target
 
 if TYPE_CHECKING:
     from dltrain.data.datamodule import ArrayDataModule
@@ -61,14 +60,12 @@ def check_component_arguments(cfg: DictConfig) -> None:
     """The keys of the trainer, optimizer, scheduler, loss, callbacks and logger against their callables'
     signatures, before the data loads (a misspelt +optimizer.<key> would otherwise fail at the first training
     step; Lightning would say only that Trainer.__init__ got an unexpected keyword)."""
-    check_arguments(cfg.get("trainer"), "trainer", named="Lightning's Trainer")
-    check_arguments(cfg.get("optimizer"), "optimizer")
-    check_arguments(OmegaConf.select(cfg, "scheduler.scheduler"), "scheduler.scheduler")
-    check_arguments(cfg.get("loss"), "loss", ignore=("name",))
-    check_arguments(cfg.get("data"), "data", ignore=LOADER_KEYS)
-    check_arguments(cfg.get("logger"), "logger")
+    check_target(cfg.get("trainer"), "trainer", named="Lightning's Trainer")
+    check_target(cfg.get("optimizer"), "optimizer")
+    check_target(OmegaConf.select(cfg, "scheduler.scheduler"), "scheduler.scheduler")
+    check_target(cfg.get("logger"), "logger")
     for name, callback in (cfg.get("callbacks") or {}).items():
-        check_arguments(callback, f"callbacks.{name}")
+        check_target(callback, f"callbacks.{name}")
 
 
 # Trainer arguments a run sets itself, and where the user sets what they stand for. Passed as +trainer.<key>,

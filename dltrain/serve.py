@@ -17,7 +17,7 @@ KEYS = {"ckpt_path": None, "host": "127.0.0.1", "port": "8000", "workers": "1", 
 PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart"}
 
 
-def serve(ckpt_path: str, host: str = "127.0.0.1", port: str = "8000", workers: str = "1", trust: str | None = None,
+def serve(ckpt_path: str, *, host: str = "127.0.0.1", port: str = "8000", workers: str = "1", trust: str | None = None,
           on_unknown_category: str = "error", max_batch_rows: str = "1024", max_body_mb: str = "16") -> None:
     """Serve the checkpoint's predictions until stopped."""
     import os

@@ -18,7 +18,9 @@ DATA_FILE_KEYS = ("path", "targets_path", "val_path", "test_path")  # data keys 
 
 
 def validate(cfg: DictConfig, config_dirs: tuple[Path, ...] = ()) -> None:
-    """Refuse, in one line, a config that cannot train as asked (see dltrain.config_check, dltrain.preflight)."""
+    """Refuse, in one line, a config that cannot train as asked: its keys, types and ranges by the schema
+    (dltrain.schema, through dltrain.config_check), then the devices and the trainer's and components'
+    callables (dltrain.preflight)."""
     check_known_keys(cfg, config_dirs)
     check_config(cfg)
     from dltrain.preflight import check_before_data  # imports torch: after the checks that need none

@@ -55,6 +55,52 @@ def test_help_lists_every_group_and_option(tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
+def test_help_lists_the_schema_keys_and_a_presets_keys_from_its_signature(tmp_path):
+    proc = dltrain_command("--help", cwd=tmp_path)
+    lines = {line.split()[0]: line for line in proc.stdout.splitlines() if line.startswith("  ") and line.split()}
+    assert "a number in [0, 180] (0.0): random rotation" in lines["data.augment.rotation"]
+    assert "0 or an integer >= 2 (0)" in lines["cv.folds"]
+    proc = dltrain_command("--help", "model=transformer", "optimizer=sgd", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = {line.split()[0]: line for line in proc.stdout.splitlines() if line.startswith("  ")}
+    assert "auto | cls | mean | last (auto)" in lines["model.pooling"]
+    assert "a number in [0, 1) (0.9)" in lines["optimizer.momentum"]  # torch's SGD, a range the schema adds
+    assert set(lines) == {"model.d_model", "model.heads", "model.layers", "model.ff_size", "model.dropout",
+                          "model.positions", "model.pooling", "optimizer.lr", "optimizer.weight_decay",
+                          "optimizer.momentum", "optimizer.nesterov"}
+
+
+def test_the_readmes_key_reference_is_the_schemas():
+    from pathlib import Path
+
+    from dltrain.help import markdown_reference
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert readme.split("<!-- keys: start -->\n", 1)[1].split("\n<!-- keys: end -->", 1)[0] == markdown_reference()
+
+
+def test_a_new_preset_is_checked_by_its_callables_signature_with_no_edit(tmp_path):
+    """A preset in the user's own config folder, of a dltrain model and of a torch optimizer no shipped preset
+    names: its keys' types and ranges come from the signature (and the schema's ranges for torch's class)."""
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "optimizer").mkdir()
+    (tmp_path / "conf" / "model" / "wide.yaml").write_text(
+        "_target_: dltrain.models.mlp.MLP\nname: wide\nfits: [multiclass]\ninputs: [image]\nhidden_sizes: [512]\n"
+        "norm: group\n")
+    (tmp_path / "conf" / "optimizer" / "nadam.yaml").write_text("_target_: torch.optim.NAdam\n_partial_: true\n"
+                                                                "lr: 0.002\nmomentum_decay: 0.004\n")
+    folder = f"--config-dir={tmp_path / 'conf'}"
+    proc = dltrain_command("validate", folder, "model=wide", cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.strip() == (
+        "dltrain: error: model.norm='group' is not valid: expected none | batch | layer"), proc.stderr
+    proc = dltrain_command("validate", folder, "optimizer=nadam", "optimizer.lr=0", cwd=tmp_path)
+    assert proc.returncode == 1 and "optimizer.lr=0 is not valid: expected a number > 0" in proc.stderr
+    proc = dltrain_command("validate", folder, "optimizer=nadam", "optimizer.momentum_decay=fast", cwd=tmp_path)
+    assert proc.returncode == 1 and "optimizer.momentum_decay='fast' is not valid: expected a number" in proc.stderr
+    proc = dltrain_command("validate", folder, "model=wide", "model.norm=layer", "optimizer=nadam", cwd=tmp_path)
+    assert proc.returncode == 0 and "the config is valid" in proc.stdout, proc.stderr
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
@@ -67,11 +113,11 @@ def test_help_lists_every_group_and_option(tmp_path):
         ("model.dropout=1.0", "model.dropout=1.0 is not valid: expected a number in [0, 1)"),
         ("model.dropout=-0.1", "model.dropout=-0.1 is not valid: expected a number in [0, 1)"),
         ("callbacks.early_stopping.patience=-1", "callbacks.early_stopping.patience=-1 is not valid: expected an integer >= 0"),
-        ("trainer.max_epochs=1.5", "trainer.max_epochs=1.5 is not valid: expected an integer > 0"),
+        ("trainer.max_epochs=1.5", "trainer.max_epochs=1.5 is not valid: expected -1 or an integer > 0"),
         ("model.activation=swish", "model.activation='swish' is not valid: expected relu | leaky_relu | tanh | sigmoid | gelu"),
         ("model=linear", "model=linear fits regression data, but data=digits is a multiclass task"),
         ("trainer.num_nodes=0", "trainer.num_nodes=0 is not valid: expected an integer > 0"),
-        ("trainer.precision=8", "trainer.precision=8 is not valid: expected 32-true | 16-mixed | bf16-mixed"),
+        ("trainer.precision=8", "trainer.precision=8 is not valid: expected 64 | 32 | 16 | transformer-engine"),
         ("-m --cfg job", "Only one of --run, --multirun, --cfg, --info and --shell_completion can be specified"),
     ],
 )

@@ -96,10 +96,24 @@ def test_a_three_fold_run_writes_three_fold_runs_and_their_mean(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("cv.folds=1", "cv.folds=1 is not valid: expected 0 (off) or an integer >= 2"),
+    ("cv.folds=1", "cv.folds=1 is not valid: expected 0 or an integer >= 2"),
     ("cv.all_data=true", "cv.all_data=true needs cross-validation: set cv.folds to 2 or more"),
 ])
 def test_cross_validation_keys_out_of_range_are_one_line(tmp_path, override, message):
     proc = dltrain_command("trainer=cpu", override, cwd=tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"dltrain: error: {message}"
+
+
+def test_a_cross_validated_run_checks_its_config_once_not_once_per_fold(tmp_path, monkeypatch):
+    import dltrain.validation as validation
+    from dltrain.config import load_config
+    from dltrain.cross_validation import cross_validate
+
+    checked = []
+    check = validation.check_config
+    monkeypatch.setattr(validation, "check_config", lambda cfg: checked.append(cfg.cv.folds) or check(cfg))
+    cfg = load_config(["trainer=cpu", "data=wine", "model=mlp", "model.hidden_sizes=[8]", "cv.folds=2",
+                       "trainer.max_epochs=1"])
+    record = cross_validate(cfg, tmp_path / "run")
+    assert checked == [2] and [fold["fold"] for fold in record["cv"]["folds"]] == [1, 2]

@@ -115,7 +115,7 @@ def test_balanced_weights_follow_the_training_split_counts():
      "data.class_weights is for classes, but data=diabetes is regression: drop it"),
     (["data=iris", "model=softmax", "loss=kl_div", "data.class_weights=balanced"],
      "data.class_weights works with loss=cross_entropy or loss=bce, not loss=kl_div: drop data.class_weights or change the loss"),
-    (["data.class_weights=[1,-2]"], "data.class_weights=[1, -2] is not valid: expected balanced, or a list of positive numbers, one per class"),
+    (["data.class_weights=[1,-2]"], "data.class_weights=[1, -2] is not valid: expected balanced or a list of 2 or more numbers > 0 or null"),
     (["loss=huber", "loss.delta=0", "data=linear", "model=linear"], "loss.delta=0 is not valid: expected a number > 0"),
 ])
 def test_class_weight_and_loss_mistakes_are_one_line(tmp_path, overrides, message):

@@ -10,6 +10,7 @@ import pandas as pd
 
 from dltrain.data.spec import IMAGE, SEQUENCE, TABLE
 from dltrain.errors import DataError
+from dltrain.schema import Task
 
 TRAIN, VAL, TEST = 0, 1, 2
 SPLIT_NAMES = {"train": TRAIN, "val": VAL, "valid": VAL, "validation": VAL, "test": TEST}
@@ -54,7 +55,7 @@ def as_frame(features: np.ndarray, names: list[str] | None = None) -> pd.DataFra
 
 
 def array_files(
-    path: str, targets_path: str | None = None, features_key: str = "x", targets_key: str = "y", task: str | None = None
+    path: str, targets_path: str | None = None, features_key: str = "x", targets_key: str = "y", task: Task | None = None
 ) -> ArrayData:
     """Features and targets from one .npz (keys `features_key`, `targets_key`) or a .npy pair."""
     from dltrain.data.targets import encode_targets

@@ -19,9 +19,10 @@ from dltrain.data.encoding import TableEncoder
 from dltrain.data.spec import MULTICLASS, REGRESSION, TABLE, DataSpec
 from dltrain.errors import DataError
 from dltrain.instantiate import build
+from dltrain.schema import DataLoading
 
 # Keys of a data config that shape the batches; every other key goes to the source (its _target_).
-LOADER_KEYS = ("batch_size", "val_fraction", "test_fraction", "num_workers", "pin_memory", "augment", "class_weights")
+LOADER_KEYS = tuple(DataLoading.model_fields)
 Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # row indices of train, validation and test
 
 
@@ -31,6 +32,7 @@ class ArrayDataModule(pl.LightningDataModule):
     def __init__(
         self,
         data: ArrayData,
+        *,
         batch_size: int = 64,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,

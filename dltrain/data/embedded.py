@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from sklearn import datasets
 
 from dltrain.data.arrays import ArrayData, as_frame
 from dltrain.data.spec import BINARY, IMAGE, MULTICLASS, REGRESSION, SEQUENCE
 from dltrain.errors import DataError
+from dltrain.schema import NonNegativeInt, NonNegativeNumber, PositiveInt
 
 
 def digits() -> ArrayData:
@@ -47,7 +50,8 @@ def diabetes() -> ArrayData:
     return _sklearn_table("diabetes", datasets.load_diabetes, REGRESSION)
 
 
-def linear(n_samples: int = 1000, n_features: int = 5, noise: float = 0.1, seed: int = 0) -> ArrayData:
+def linear(n_samples: PositiveInt = 1000, n_features: PositiveInt = 5, noise: NonNegativeNumber = 0.1,
+           seed: NonNegativeInt = 0) -> ArrayData:
     """Synthetic regression y = w.x + b + noise, with w and b drawn from the seed."""
     weights, bias = true_linear_weights(n_features, seed)
     rng = np.random.default_rng([seed, 1])
@@ -62,7 +66,8 @@ def true_linear_weights(n_features: int = 5, seed: int = 0) -> tuple[np.ndarray,
     return rng.normal(size=n_features), float(rng.normal())
 
 
-def sine(n_samples: int = 1000, seq_len: int = 20, noise: float = 0.05, target: str = "next", seed: int = 0) -> ArrayData:
+def sine(n_samples: PositiveInt = 1000, seq_len: PositiveInt = 20, noise: NonNegativeNumber = 0.05,
+         target: Literal["next", "frequency"] = "next", seed: NonNegativeInt = 0) -> ArrayData:
     """Windows of noisy sine waves of random frequency and phase, shaped (samples, time, 1).
 
     target=next: forecast the next value (regression); target=frequency: is the wave's frequency above

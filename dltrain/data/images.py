@@ -8,13 +8,14 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from dltrain.data.arrays import TEST, TRAIN, ArrayData
 from dltrain.data.spec import BINARY, IMAGE, MULTICLASS
 from dltrain.errors import DataError
+from dltrain.schema import ImageSize
 
 # torchvision class, the folder it reads under data.root, and where to get the files
 VISION_SETS = {
@@ -68,7 +69,8 @@ def load_images(files: list[str] | list[bytes], transform: Callable[[Any], Any],
     return images
 
 
-def image_folder(path: str, image_size: list[int] = (32, 32), channels: int | str = "auto") -> ArrayData:
+def image_folder(path: str, image_size: ImageSize = (32, 32),
+                 channels: Literal["auto", 1, 3] = "auto") -> ArrayData:
     """One sub-folder per class; every image resized to `image_size` and scaled to [0, 1], all held in memory.
     channels="auto": 1 where every image is grayscale, else 3 (RGB)."""
     from torchvision import datasets

@@ -6,6 +6,7 @@ import csv
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ from dltrain.data.arrays import SPLIT_NAMES, TEST, TRAIN, VAL, ArrayData
 from dltrain.data.spec import TABLE
 from dltrain.data.targets import encode_targets
 from dltrain.errors import DataError
+from dltrain.schema import Task
 
 MISSING_POLICIES = ("drop", "impute")
 
@@ -114,10 +116,11 @@ def _check_same_columns(main: pd.DataFrame, main_file: Path, other: pd.DataFrame
 def table(
     path: str,
     target: str,
+    *,
     features: list[str] | None = None,
     categorical: list[str] | None = None,
-    task: str | None = None,
-    missing: str = "drop",
+    task: Task | None = None,
+    missing: Literal["drop", "impute"] = "drop",
     split_column: str | None = None,
     val_path: str | None = None,
     test_path: str | None = None,

@@ -15,13 +15,14 @@ import torch
 from torch import Tensor, nn
 
 from dltrain.errors import ConfigError
+from dltrain.schema import Name
 
 
 class TorchvisionBackbone(nn.Module):
     """torchvision.models.<arch>, first convolution and output layer fitted to the data; freeze_backbone=true
     trains only the ends dltrain replaced."""
 
-    def __init__(self, input_shape: tuple[int, ...], num_outputs: int, arch: str = "resnet18",
+    def __init__(self, input_shape: tuple[int, ...], num_outputs: int, *, arch: Name = "resnet18",
                  weights: str | None = None, download: bool = False, freeze_backbone: bool = False) -> None:
         super().__init__()
         import torchvision

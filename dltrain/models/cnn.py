@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 
 from dltrain.errors import ConfigError
 from dltrain.models import layers
+from dltrain.schema import Activation, Fraction, NonEmptySizes, PositiveInt, Sizes
 
 
 class CNN(nn.Module):
@@ -16,13 +19,14 @@ class CNN(nn.Module):
         self,
         input_shape: tuple[int, ...],
         num_outputs: int,
-        channels: list[int] = (32, 64),
-        kernel_size: int = 3,
-        padding: str = "same",
-        pool_size: int = 2,
-        hidden_sizes: list[int] = (128,),
-        activation: str = "relu",
-        dropout: float = 0.5,
+        *,
+        channels: NonEmptySizes = (32, 64),
+        kernel_size: PositiveInt = 3,
+        padding: Literal["same", "valid"] = "same",
+        pool_size: PositiveInt = 2,
+        hidden_sizes: Sizes = (128,),
+        activation: Activation = "relu",
+        dropout: Fraction = 0.5,
     ) -> None:
         super().__init__()
         blocks: list[nn.Module] = []

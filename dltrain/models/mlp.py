@@ -7,6 +7,7 @@ import math
 from torch import Tensor, nn
 
 from dltrain.models.layers import dense_stack
+from dltrain.schema import Activation, Fraction, Norm, Sizes
 
 
 class MLP(nn.Module):
@@ -17,10 +18,11 @@ class MLP(nn.Module):
         self,
         input_shape: tuple[int, ...],
         num_outputs: int,
-        hidden_sizes: list[int] = (128, 64),
-        activation: str = "relu",
-        dropout: float = 0.0,
-        norm: str = "none",
+        *,
+        hidden_sizes: Sizes = (128, 64),
+        activation: Activation = "relu",
+        dropout: Fraction = 0.0,
+        norm: Norm = "none",
         residual: bool = False,
     ) -> None:
         super().__init__()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from torch import Tensor, nn
+from dltrain.schema import Fraction, NonEmptySizes, PositiveInt
 
 
 class BasicBlock(nn.Module):
@@ -26,8 +27,8 @@ class ResNet(nn.Module):
     """A 3x3 stem, then one stage of `blocks_per_stage` basic blocks per entry of `channels` (each stage after
     the first halves the image), global average pooling, dropout and a linear layer to `num_outputs`."""
 
-    def __init__(self, input_shape: tuple[int, ...], num_outputs: int, channels: list[int] = (16, 32, 64),
-                 blocks_per_stage: int = 2, dropout: float = 0.0) -> None:
+    def __init__(self, input_shape: tuple[int, ...], num_outputs: int, *, channels: NonEmptySizes = (16, 32, 64),
+                 blocks_per_stage: PositiveInt = 2, dropout: Fraction = 0.0) -> None:
         super().__init__()
         widths = list(channels)
         layers: list[nn.Module] = [nn.Conv2d(input_shape[0], widths[0], 3, 1, 1, bias=False),

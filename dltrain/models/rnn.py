@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from torch import Tensor, nn
 
 from dltrain.errors import ConfigError
 from dltrain.models.layers import dense_stack
+from dltrain.schema import Activation, Fraction, PositiveInt, Sizes
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -20,13 +23,14 @@ class SequenceModel(nn.Module):
         self,
         input_shape: tuple[int, ...],
         num_outputs: int,
-        cell: str = "lstm",
-        hidden_size: int = 64,
-        num_layers: int = 1,
+        *,
+        cell: Literal["rnn", "lstm", "gru"] = "lstm",
+        hidden_size: PositiveInt = 64,
+        num_layers: PositiveInt = 1,
         bidirectional: bool = False,
-        head_sizes: list[int] = (),
-        activation: str = "relu",
-        dropout: float = 0.0,
+        head_sizes: Sizes = (),
+        activation: Activation = "relu",
+        dropout: Fraction = 0.0,
     ) -> None:
         super().__init__()
         if cell not in CELLS:

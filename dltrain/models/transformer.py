@@ -8,11 +8,13 @@ FT-Transformer's numerical tokenizer), so no positions are added to a table's to
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from dltrain.errors import ConfigError
+from dltrain.schema import Fraction, PositiveInt
 
 
 class Transformer(nn.Module):
@@ -20,9 +22,10 @@ class Transformer(nn.Module):
     token (pooling=cls), the mean of the tokens (mean) or the last token (last: a forecast's latest step);
     auto is last for sequences, cls for tables and images."""
 
-    def __init__(self, input_shape: tuple[int, ...], num_outputs: int, d_model: int = 64, heads: int = 4,
-                 layers: int = 2, ff_size: int = 128, dropout: float = 0.0, positions: str = "sinusoidal",
-                 pooling: str = "auto") -> None:
+    def __init__(self, input_shape: tuple[int, ...], num_outputs: int, *, d_model: PositiveInt = 64,
+                 heads: PositiveInt = 4, layers: PositiveInt = 2, ff_size: PositiveInt = 128, dropout: Fraction = 0.0,
+                 positions: Literal["sinusoidal", "learned"] = "sinusoidal",
+                 pooling: Literal["auto", "cls", "mean", "last"] = "auto") -> None:
         super().__init__()
         if d_model % heads:
             raise ConfigError(f"model.d_model={d_model} does not split into model.heads={heads}: give a d_model "

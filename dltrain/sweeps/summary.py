@@ -30,24 +30,38 @@ class SweepOutcome:
     error: str | None = None  # why the summary itself could not be written
 
 
-last_outcome: SweepOutcome | None = None  # set in the main process by the callback below, read by dltrain.cli
-summarized: set[Path] = set()  # sweep folders whose summary a search already wrote (over its whole study)
+class SweepIncomplete(BaseException):
+    """A sweep or search ended with jobs that did not complete, or without its summary. A BaseException, so that
+    it passes Hydra's callback runner (which turns a callback's Exception into a warning) and reaches the
+    dltrain command, which says so and exits non-zero."""
+
+    def __init__(self, outcome: SweepOutcome) -> None:
+        super().__init__(outcome.error or f"{len(outcome.failed)} of {outcome.jobs} jobs did not complete")
+        self.outcome = outcome
+
+
+def end_sweep(outcome: SweepOutcome) -> None:
+    """The end of a sweep or search whose summary is written: SweepIncomplete when it is not all done."""
+    if outcome.error or outcome.failed:
+        raise SweepIncomplete(outcome)
 
 
 class SweepSummary(Callback):
-    """Hydra callback: at the end of a multirun, summarise its jobs into the sweep directory (a search has
-    written its own, over every trial of its study, by then)."""
+    """Hydra callback: at the end of a multirun, summarise its jobs into the sweep directory (a search, whose
+    sweeper says it `summarizes`, writes its own over every trial of its study)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        global last_outcome
-        sweep_dir = Path(config.hydra.sweep.dir)
-        if sweep_dir in summarized:
+        from hydra.utils import get_class
+
+        if getattr(get_class(config.hydra.sweeper._target_), "summarizes", False):
             return
-        try:  # Hydra turns a callback's exception into a warning: keep it for the exit code instead
-            last_outcome = write_summary(sweep_dir, config.monitor, config.mode)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            outcome = write_summary(sweep_dir, config.monitor, config.mode)
         except Exception as exc:
             log.exception("the sweep summary could not be written")
-            last_outcome = SweepOutcome(sweep_dir, 0, [], error=f"{type(exc).__name__}: {exc}")
+            outcome = SweepOutcome(sweep_dir, 0, [], error=f"{type(exc).__name__}: {exc}")
+        end_sweep(outcome)
 
 
 def sweep_jobs(sweep_dir: Path) -> list[tuple[int, Path]]:

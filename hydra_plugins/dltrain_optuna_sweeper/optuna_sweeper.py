@@ -28,7 +28,9 @@ class OptunaSweeper(Sweeper):
     one study. With n_jobs > 1 this process runs no trial itself: it keeps n_jobs trial processes going.
     """
 
-    def __init__(self, storage: str | None, study_name: str, n_trials: int, n_jobs: int, sampler: Any, pruner: Any,
+    summarizes = True  # its summary covers the whole study: the SweepSummary callback leaves it be
+
+    def __init__(self, *, storage: str | None, study_name: str, n_trials: int, n_jobs: int, sampler: Any, pruner: Any,
                  params: dict[str, str] | None, heartbeat_interval: int = 60, grace_period: int = 180,
                  retries: int = 1, gpus: Any = "auto") -> None:
         self.storage, self.study_name = storage, study_name
@@ -45,7 +47,7 @@ class OptunaSweeper(Sweeper):
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
 
-    def sweep(self, arguments: list[str]) -> dict[str, Any]:
+    def sweep(self, arguments: list[str]) -> None:
         from dltrain.errors import RunInterrupted
         from dltrain.sweeps import search, summary
         from dltrain.sweeps.storage import CUT_OFF, TRIAL_PROCESS, SharedStudy
@@ -63,12 +65,10 @@ class OptunaSweeper(Sweeper):
         one_trial = bool(os.environ.get(TRIAL_PROCESS))  # a trial process of an n_jobs search: one trial, no summary
         job_overrides = [f"hydra.sweeper.storage='{url}'", f"hydra.sweeper.study_name='{self.study_name}'"]
 
-        def summarize() -> dict[str, Any]:
-            record = search.write_best(study, sweep_dir, fixed, self.config.monitor)
-            summary.last_outcome = summary.write_summary(sweep_dir, self.config.monitor, self.config.mode,
-                                                         search.trial_rows(study, self.config.monitor))
-            summary.summarized.add(sweep_dir)
-            return record
+        def summarize() -> summary.SweepOutcome:
+            search.write_best(study, sweep_dir, fixed, self.config.monitor)
+            return summary.write_summary(sweep_dir, self.config.monitor, self.config.mode,
+                                         search.trial_rows(study, self.config.monitor))
 
         trial = None
         try:
@@ -107,7 +107,5 @@ class OptunaSweeper(Sweeper):
                 f"when you continue with {again}; summary: {sweep_dir / 'summary.md'}", exc.exit_code)
             stopped.summarized = True
             raise stopped from None
-        if one_trial:
-            summary.summarized.add(sweep_dir)  # the search process that started this one writes the summary
-            return {}
-        return summarize()
+        if not one_trial:  # the search process that started a trial process writes the summary
+            summary.end_sweep(summarize())
