@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dltrain.config_check import check_config
-from dltrain.data.spec import IMAGE, SEQUENCE, TABLE, TASKS, DataSpec
+from dltrain.data.spec import KINDS, TASKS, TEXT, DataSpec
+from dltrain.data.text import TextEncoder
 from dltrain.errors import ConfigError, UserError, one_line
 from dltrain.trust import check_stored_config, walk
 
@@ -228,7 +229,6 @@ def _like_probe(value: Any, probe: Any, shape: torch.Size) -> bool:
 
 
 # A data spec read from a file: each field's type and the values it may hold.
-_KINDS = (TABLE, IMAGE, SEQUENCE)
 _MAX_INPUT_VALUES = 2**31  # values in one input row: far beyond any model dltrain builds
 
 
@@ -250,8 +250,8 @@ def checked_spec(spec: dict[str, Any]) -> dict[str, Any]:
         raise fail("input_shape", f"1 to 3 positive sizes of at most {_MAX_INPUT_VALUES:,} values in all")
     if spec["task"] not in TASKS:
         raise fail("task", " | ".join(TASKS))
-    if spec.get("kind", "table") not in _KINDS:
-        raise fail("kind", " | ".join(_KINDS))
+    if spec.get("kind", "table") not in KINDS:
+        raise fail("kind", " | ".join(KINDS))
     classes = spec.get("num_classes", 0)
     if not isinstance(classes, int) or isinstance(classes, bool) or classes < 0:
         raise fail("num_classes", "an integer >= 0")
@@ -268,6 +268,11 @@ def checked_spec(spec: dict[str, Any]) -> dict[str, Any]:
         raise fail("class_weights", "null or one finite number per class")
     if spec.get("encoder") is not None and not isinstance(spec["encoder"], dict):
         raise fail("encoder", "a mapping or null")
+    if spec.get("kind") == TEXT:
+        try:
+            TextEncoder.from_dict(spec.get("encoder") or {})
+        except ValueError as exc:
+            raise fail("encoder", f"a text encoding ({exc})") from None
     return spec
 
 

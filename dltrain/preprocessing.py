@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from dltrain.data.inputs import missing_rule
-from dltrain.data.spec import BINARY, IMAGE, MULTICLASS, SEQUENCE, TABLE, DataSpec
+from dltrain.data.spec import BINARY, IMAGE, MULTICLASS, SEQUENCE, TABLE, TEXT, DataSpec
 
 FORMAT = "dltrain-preprocessing/1"
 INPUT_NAME = "input"
@@ -44,12 +44,29 @@ def describe(spec: DataSpec, config: dict[str, Any]) -> dict[str, Any]:
                 "each pixel value / 255, so inputs lie in [0, 1]",
             ],
         }
+    elif spec.kind == TEXT:
+        description["input"]["dtype"] = "int64"
+        description["text"] = _text(spec.encoder)
     elif spec.kind == SEQUENCE:
         steps, features = spec.input_shape
         description["sequence"] = {"steps": steps, "features": features, "layout": "batch, step, feature",
                                    "scale": "as the training arrays were given (no transform)"}
     description["output"] = _output(spec, data.get("target"))
     return description
+
+
+def _text(encoder: dict[str, Any]) -> dict[str, Any]:
+    """How a text becomes the input's token ids, as dltrain.data.text does it."""
+    from dltrain.data.text import PADDING, UNKNOWN, WORD_PATTERN
+
+    tokens = (f"the lower-cased text's words, by the regular expression {WORD_PATTERN} (scikit-learn's "
+              "CountVectorizer analyzer=word)" if encoder["analyzer"] == "word" else
+              "the lower-cased text's characters, runs of white space folded to one space (CountVectorizer analyzer=char)")
+    return {
+        "column": encoder["column"], "max_length": encoder["max_length"], "vocabulary": list(encoder["vocabulary"]),
+        "steps": [tokens, f"each token's id: its position in vocabulary + 2; {UNKNOWN} for a token not in it",
+                  f"the first max_length ids, after as many {PADDING} (padding) as make max_length"],
+    }
 
 
 def _table(columns: list[dict[str, Any]], missing: str) -> dict[str, Any]:

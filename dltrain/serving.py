@@ -82,6 +82,7 @@ def load_served(settings: Settings) -> Served:
 
 def _request_help(kind: str) -> str:
     return {"table": 'JSON {"rows": [{"<column>": <value>, ...}, ...]}',
+            "text": 'JSON {"rows": [{"<text column>": "<text>"}, ...]}',
             "image": 'JSON {"images": ["<base64 PNG or JPEG>", ...]}, or multipart/form-data files',
             "sequence": 'JSON {"inputs": [<one row: nested lists of the input shape>, ...]}'}[kind]
 

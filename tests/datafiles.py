@@ -61,3 +61,13 @@ def write_table(path: Path, rows: int = 300, seed: int = 0) -> None:
     frame = pd.DataFrame({"size": size, "colour": colour, "noise": noise, "label": label})
     frame.loc[5, "noise"] = np.nan
     frame.to_csv(path, index=False)
+
+
+def write_reviews(path: Path, rows: int = 600, seed: int = 1) -> None:
+    """A CSV of short reviews (dltrain's synthetic ones) with a text column and a positive/negative label."""
+    import pandas as pd
+
+    from dltrain.data.embedded import review_texts
+
+    texts, labels = review_texts(rows, seed)
+    pd.DataFrame({"text": texts, "label": np.where(labels == 1, "positive", "negative")}).to_csv(path, index=False)

@@ -267,7 +267,7 @@ def test_bad_tables_give_one_line_naming_the_file(tmp_path, content, overrides, 
 
 
 def test_corrupt_image_and_mismatched_arrays_are_named(tmp_path):
-    from dltrain.data.arrays import array_files
+    from dltrain.data.array_files import array_files
     from dltrain.data.images import image_folder
 
     write_image_folder(tmp_path / "images", per_class=3)

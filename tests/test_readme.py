@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from command_server import run_command
-from datafiles import write_image_folder, write_mnist
+from datafiles import write_image_folder, write_reviews, write_mnist
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 NEEDS = {  # a pattern in the line -> why this machine cannot run it
@@ -87,6 +87,8 @@ def write_user_files(where: Path, line: str) -> None:
             where / "table.parquet")
     if "photos" in line:
         write_image_folder(where / "photos")
+    if "reviews.csv" in line:
+        write_reviews(where / "reviews.csv")
     if "data.npz" in line:
         images = rng.random((n, 1, 8, 8)).astype(np.float32)
         np.savez(where / "data.npz", x=images, y=(images.mean(axis=(1, 2, 3)) > 0.5).astype(np.int64))

@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 from dltrain.data.arrays import TEST, TRAIN, VAL, ArrayData
 from dltrain.data.batches import TensorBatchDataset, TensorBatchSampler, keep_batch
 from dltrain.data.encoding import TableEncoder
-from dltrain.data.spec import MULTICLASS, REGRESSION, TABLE, DataSpec
+from dltrain.data.spec import MULTICLASS, REGRESSION, TABLE, TEXT, DataSpec
+from dltrain.data.text import TextEncoder
 from dltrain.errors import DataError
 from dltrain.instantiate import build
 from dltrain.schema import DataLoading
@@ -49,7 +50,12 @@ class ArrayDataModule(pl.LightningDataModule):
         train, val, test = rows if rows is not None else split_rows(data, val_fraction, test_fraction, seed)
         self.notes = list(data.notes)  # what the source and the encoding inferred, shown once the run starts
         encoder = None
-        if data.kind == TABLE:
+        if data.kind == TEXT:
+            texts = data.features[data.text["column"]]
+            fitted = TextEncoder.fit(texts.iloc[train], **data.text)
+            self.notes += [(logging.INFO, line) for line in fitted.describe(texts.iloc[train])]
+            features, encoder = fitted.transform(texts), fitted.to_dict()
+        elif data.kind == TABLE:
             fitted = TableEncoder.fit(data.features.iloc[train])
             lines, warnings = fitted.describe(len(train))
             self.notes += [(logging.INFO, line) for line in lines] + [(logging.WARNING, line) for line in warnings]

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 from sklearn import datasets
 
 from dltrain.data.arrays import ArrayData, as_frame
-from dltrain.data.spec import BINARY, IMAGE, MULTICLASS, REGRESSION, SEQUENCE
+from dltrain.data.spec import BINARY, IMAGE, MULTICLASS, REGRESSION, SEQUENCE, TEXT
 from dltrain.errors import DataError
 from dltrain.schema import NonNegativeInt, NonNegativeNumber, PositiveInt
 
@@ -85,3 +86,41 @@ def sine(n_samples: PositiveInt = 1000, seq_len: PositiveInt = 20, noise: NonNeg
         return ArrayData("sine", features, waves[:, seq_len].astype(np.float32), REGRESSION, SEQUENCE)
     labels = (freq[:, 0] > 0.3).astype(np.int64)
     return ArrayData("sine", features, labels, BINARY, SEQUENCE, class_names=["low", "high"])
+
+
+REVIEW_WORDS = {
+    "positive": ("good", "great", "excellent", "wonderful", "loved", "amazing", "enjoyable", "superb", "pleasant",
+                 "brilliant"),
+    "negative": ("bad", "awful", "terrible", "boring", "hated", "poor", "dull", "horrible", "weak", "annoying"),
+    "filler": ("the", "movie", "film", "plot", "acting", "was", "is", "story", "really", "very", "and", "a", "it",
+               "this", "quite", "overall", "cast", "music", "ending", "scenes", "i", "thought", "so", "at", "times"),
+}
+
+
+def review_texts(n_samples: int = 1000, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """Short synthetic movie reviews and their labels (1: positive): a few words of their own side among
+    filler, some with "not" before a word of the other side ("not bad" in a positive one), 3% labelled wrong."""
+    rng = np.random.default_rng([seed, 7])
+    texts, labels = [], rng.integers(0, 2, size=n_samples)
+    for label in labels:
+        own, other = (REVIEW_WORDS["positive"], REVIEW_WORDS["negative"])[::1 if label else -1]
+        words = list(rng.choice(REVIEW_WORDS["filler"], size=rng.integers(4, 13)))
+        words += list(rng.choice(own, size=rng.integers(1, 4)))
+        rng.shuffle(words)
+        if rng.random() < 0.3:
+            at = int(rng.integers(0, len(words) + 1))
+            words[at:at] = ["not", str(rng.choice(other))]
+        texts.append(" ".join(words))
+    flipped = rng.random(n_samples) < 0.03
+    return texts, np.where(flipped, 1 - labels, labels).astype(np.int64)
+
+
+def reviews(n_samples: PositiveInt = 1000, max_length: PositiveInt = 32, embedding_size: PositiveInt = 32,
+            seed: NonNegativeInt = 0) -> ArrayData:
+    """Synthetic movie reviews (review_texts) as a text column to classify positive or negative: the same path
+    as a CSV's data.text_column, word tokens and a vocabulary of the training split's words."""
+    texts, labels = review_texts(n_samples, seed)
+    text = {"column": "text", "analyzer": "word", "max_length": max_length, "min_count": 1,
+            "max_vocabulary": 20000, "embedding_size": embedding_size}
+    return ArrayData("reviews", pd.DataFrame({"text": texts}), labels, BINARY, TEXT,
+                     class_names=["negative", "positive"], text=text)

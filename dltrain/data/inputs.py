@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from dltrain.data.encoding import TableEncoder
-from dltrain.data.spec import REGRESSION, DataSpec
+from dltrain.data.spec import REGRESSION, TEXT, DataSpec
+from dltrain.data.text import TextEncoder
 from dltrain.errors import DataError
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
@@ -99,12 +100,30 @@ def table_features(frame: pd.DataFrame, spec: DataSpec, missing: str, on_unknown
     rows training would have refused (TableEncoder.check, naming the row by `where`)."""
     if spec.encoder is None:
         raise DataError(f"{_named(source)} is a table, but the checkpoint was trained on {spec.kind} data")
+    if spec.kind == TEXT:
+        return text_features(frame, spec, missing, source, where)
     encoder = TableEncoder.from_dict(spec.encoder)
     lacking = [c["name"] for c in encoder.columns if c["name"] not in frame.columns]
     if lacking:
         raise DataError(f"{_named(source)}: missing columns {', '.join(lacking)} (the model was trained on them)")
     encoder.check(frame, missing, on_unknown, str(source), where)
     return encoder.transform(frame)
+
+
+def text_features(frame: pd.DataFrame, spec: DataSpec, missing: str, source: Path | str,
+                  where: Callable[[int], str] | None = None) -> np.ndarray:
+    """A table's text column as the token ids training made of it (its vocabulary: a token it did not keep is
+    the unknown id); an empty text is refused where training dropped such rows (data.missing=drop)."""
+    encoder = TextEncoder.from_dict(spec.encoder)
+    if encoder.column not in frame.columns:
+        raise DataError(f"{_named(source)}: no column '{encoder.column}', the text the model was trained on")
+    texts = frame[encoder.column]
+    if missing == "drop" and texts.isna().any():
+        row = int(np.flatnonzero(texts.isna().to_numpy())[0])
+        at = where(row) if where else f"{_named(source)} line {row + 2}"
+        raise DataError(f"{at}: the text '{encoder.column}' is empty, and training dropped such rows "
+                        "(data.missing=drop); give it a text")
+    return encoder.transform(texts)
 
 
 def _named(source: Path | str) -> str:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-TABLE, IMAGE, SEQUENCE = "table", "image", "sequence"
+TABLE, IMAGE, SEQUENCE, TEXT = "table", "image", "sequence", "text"
+KINDS = (TABLE, IMAGE, SEQUENCE, TEXT)
 MULTICLASS, BINARY, REGRESSION = "multiclass", "binary", "regression"
 TASKS = (MULTICLASS, BINARY, REGRESSION)
 
@@ -24,9 +25,9 @@ class DataSpec:
     num_classes: int = 0
     target_mean: float = 0.0
     target_std: float = 1.0
-    kind: str = "table"  # table | image | sequence
+    kind: str = "table"  # table | image | sequence | text
     class_names: list[str] | None = None
-    encoder: dict[str, Any] | None = None  # TableEncoder.to_dict() of a table
+    encoder: dict[str, Any] | None = None  # TableEncoder.to_dict() of a table, TextEncoder.to_dict() of text
     class_weights: list[float] | None = None  # the loss's weight of each class (data.class_weights)
 
     @property

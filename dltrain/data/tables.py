@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -13,10 +14,10 @@ import pandas as pd
 import pyarrow as pa
 
 from dltrain.data.arrays import SPLIT_NAMES, TEST, TRAIN, VAL, ArrayData
-from dltrain.data.spec import TABLE
+from dltrain.data.spec import TABLE, TEXT
 from dltrain.data.targets import encode_targets
 from dltrain.errors import DataError
-from dltrain.schema import Task
+from dltrain.schema import PositiveInt, Task
 
 MISSING_POLICIES = ("drop", "impute")
 
@@ -125,11 +126,18 @@ def table(
     val_path: str | None = None,
     test_path: str | None = None,
     encoding: str = "utf-8",
+    text_column: str | None = None,
+    analyzer: Literal["word", "char"] = "word",
+    max_length: PositiveInt = 64,
+    min_count: PositiveInt = 1,
+    max_vocabulary: PositiveInt = 20000,
+    embedding_size: PositiveInt = 32,
 ) -> ArrayData:
-    """A table with a target column; the other columns (or `features`) are the inputs.
+    """A table with a target column; the other columns (or `features`) are the inputs, or the one
+    `text_column` (text classification or regression: its tokens, see dltrain.data.text).
 
-    `missing`: drop rows with a missing value, or impute (training mean; categories: none). The split
-    comes from `split_column` (train/val/test per row), from separate val/test files, or is drawn later.
+    `missing`: drop rows with a missing value, or impute (training mean; categories: none; text: empty). The
+    split comes from `split_column` (train/val/test per row), from separate val/test files, or is drawn later.
     """
     if missing not in MISSING_POLICIES:
         raise DataError(f"data.missing={missing!r} is not a policy: expected drop or impute")
@@ -153,7 +161,15 @@ def table(
         if unknown:
             raise DataError(f"{file}: split column '{split_column}' holds {unknown[0]!r}; expected train, val or test")
         split = names.map(SPLIT_NAMES).to_numpy()
-    chosen = features or [c for c in columns if c not in (target, split_column)]
+    text = {"analyzer": analyzer, "max_length": max_length, "min_count": min_count, "max_vocabulary": max_vocabulary,
+            "embedding_size": embedding_size}
+    changed = [key for key, value in text.items() if value != inspect.signature(table).parameters[key].default]
+    if text_column is None and changed:
+        raise DataError(f"data.{changed[0]} sets how a text column is read, and there is none: name it with "
+                        "data.text_column=<column>, or leave the key out")
+    if text_column is not None and features not in (None, [text_column]):
+        raise DataError(f"data.text_column={text_column} trains on that column alone: leave data.features out")
+    chosen = [text_column] if text_column else features or [c for c in columns if c not in (target, split_column)]
     unknown = [c for c in chosen if c not in columns]
     if unknown:
         raise DataError(f"{file}: no feature column '{unknown[0]}'; the columns are: {', '.join(map(str, columns))}")
@@ -170,8 +186,9 @@ def table(
             raise DataError(f"data.categorical names '{name}', which is not a feature column of {file}")
         frame[name] = frame[name].astype("string")
     where = _line_finder([(source, len(p)) for p, _, source in parts])
-    _check_numeric(frame[chosen], where)
-    _check_finite(frame[chosen + [target]], where)
+    if text_column is None:
+        _check_numeric(frame[chosen], where)
+    _check_finite(frame[[c for c in chosen + [target] if c != text_column]], where)
     notes = [(logging.WARNING, f"{file}: column '{name}' has no values at all; it is a constant input (leave it "
                                "out with data.features)") for name in chosen if frame[name].isna().all()]
 
@@ -182,5 +199,5 @@ def table(
     if frame.empty:
         raise DataError(f"{file}: no rows left after dropping rows with missing values (try data.missing=impute)")
     targets, task, class_names = encode_targets(frame[target], task, str(file))
-    return ArrayData(file.stem, frame[chosen], targets, task, TABLE, split=split, class_names=class_names,
-                     notes=notes)
+    return ArrayData(file.stem, frame[chosen], targets, task, TEXT if text_column else TABLE, split=split,
+                     class_names=class_names, notes=notes, text={"column": text_column, **text} if text_column else None)

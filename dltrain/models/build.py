@@ -8,7 +8,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from torch import nn
 
-from dltrain.data.spec import DataSpec
+from dltrain.data.spec import TEXT, DataSpec
 from dltrain.errors import ConfigError
 from dltrain.instantiate import build
 from dltrain.paths import config_dir
@@ -70,4 +70,12 @@ def build_model(model_cfg: Mapping[str, Any], spec: DataSpec) -> nn.Module:
             f"model={name} takes {' or '.join(inputs)} input, but data={spec.name} is a {spec.kind}; "
             f"models that fit it: {', '.join(models_for(spec.task, spec.kind))}"
         )
+    if spec.kind == TEXT:  # the model reads the tokens' embeddings as a sequence
+        from dltrain.data.text import TextEncoder
+        from dltrain.models.embedding import TokenEmbedding
+
+        encoder = TextEncoder.from_dict(spec.encoder)
+        network = build(cfg, f"model={name}", input_shape=(encoder.max_length, encoder.embedding_size),
+                        num_outputs=spec.num_outputs, _convert_="all")
+        return TokenEmbedding(encoder.num_tokens, encoder.embedding_size, network)
     return build(cfg, f"model={name}", input_shape=spec.input_shape, num_outputs=spec.num_outputs, _convert_="all")
