@@ -140,11 +140,9 @@ def _adapter(annotation: Any) -> TypeAdapter:
 
 def conforms(value: Any, annotation: Any) -> bool:
     """Whether `value` (plain Python from the YAML) is of `annotation`'s type and within its ranges."""
-    if isinstance(value, bool) and _base(annotation) is float:
-        return False
     try:
         adapter = _adapter(annotation)
-    except Exception:  # an annotation pydantic cannot check (a forward reference, a protocol): the call will
+    except Exception:  # an annotation pydantic cannot check (a forward reference, a protocol): the call will say
         return True
     for candidate in (value, _tupled(value)):  # YAML has no tuples: a list stands for one
         try:
@@ -161,10 +159,6 @@ def _tupled(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _tupled(v) for k, v in value.items()}
     return value
-
-
-def _base(annotation: Any) -> Any:
-    return typing.get_args(annotation)[0] if typing.get_origin(annotation) is Annotated else annotation
 
 
 _BOUNDS = ((Gt, "gt", ">", "("), (Ge, "ge", ">=", "["), (Lt, "lt", "<", ")"), (Le, "le", "<=", "]"))
