@@ -115,6 +115,15 @@ def load_module(checkpoint: dict[str, Any], config: dict[str, Any] | None = None
     return module
 
 
+def without_start_weights(config: Any) -> Any:
+    """`config` with the model's start weights left out (model=torchvision's weights file or download): where a
+    checkpoint's weights replace them, they are neither read nor fetched again."""
+    model = config.get("model") if isinstance(config, dict) else None
+    if isinstance(model, dict) and (model.get("weights") or model.get("download")):
+        return {**config, "model": {**model, "weights": None, "download": False}}
+    return config
+
+
 def check_weights_fit(checkpoint: dict[str, Any], config: dict[str, Any] | None = None,
                       spec: dict | None = None, network_only: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """Refuse a checkpoint whose weights do not fit the module its stored config (or the given one) builds;
@@ -129,11 +138,7 @@ def check_weights_fit(checkpoint: dict[str, Any], config: dict[str, Any] | None 
     state = checkpoint["state_dict"]
     from_file = config is None
     config, spec = config or stored["config"], spec or stored["data_spec"]
-    # The checkpoint's weights replace whatever the run started from: a weights file or a download that a
-    # stored config names (model=torchvision) is neither read nor fetched again.
-    model = config.get("model") if isinstance(config, dict) else None
-    if isinstance(model, dict) and (model.get("weights") or model.get("download")):
-        config = {**config, "model": {**model, "weights": None, "download": False}}
+    config = without_start_weights(config)
     try:
         if from_file:
             spec = checked_spec(spec)

@@ -17,7 +17,8 @@ from pytorch_lightning.utilities.model_summary import ModelSummary
 from dltrain import console
 from dltrain.builders import build_module
 from dltrain.callbacks import InterruptCheckpoint
-from dltrain.checkpoints import check_training_state, check_weights_fit, last_checkpoint_file, read_checkpoint
+from dltrain.checkpoints import (check_training_state, check_weights_fit, last_checkpoint_file, read_checkpoint,
+                                 without_start_weights)
 from dltrain.data.datamodule import ArrayDataModule, build_datamodule
 from dltrain.data.folds import Fold
 from dltrain.distributed import is_rank_zero, share_cpu_threads
@@ -129,7 +130,8 @@ def _build(cfg: DictConfig, run_dir: Path, fold: Fold | None, resumed: dict[str,
     config["model"] = chosen_model(config["model"], datamodule.spec)
     with open_dict(cfg):
         cfg.model = config["model"]
-    module = build_module(config, datamodule.spec.to_dict())
+    # a resumed run's weights are its checkpoint's: the file it started from is not read again
+    module = build_module(without_start_weights(config) if resumed is not None else config, datamodule.spec.to_dict())
     check_before_training(cfg, datamodule, module)
     if resumed is not None:  # refuse a checkpoint of another model or data shape in one line
         check_weights_fit(resumed, config, datamodule.spec.to_dict())

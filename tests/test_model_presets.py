@@ -46,3 +46,19 @@ def test_the_transformer_beats_the_lstm_on_the_sine_set(run):
     scores = {model: run(["data=sine", f"model={model}", "trainer.max_epochs=5", "scheduler=cosine"])[1]["test"]
               for model in ("lstm", "transformer")}
     assert scores["transformer"]["test_mse"] <= scores["lstm"]["test_mse"], scores
+
+
+def test_a_torchvision_run_from_a_weights_file_resumes_from_its_checkpoint_without_the_file(tmp_path):
+    """The weights file starts the run; its checkpoint's weights continue it, so a resume reads no file."""
+    import torch
+    import torchvision
+
+    torch.save(torchvision.models.get_model("shufflenet_v2_x0_5").state_dict(), tmp_path / "start.pth")
+    common = ["model=torchvision", "model.arch=shufflenet_v2_x0_5", "trainer=cpu", "hydra.run.dir=outputs/runs/tv"]
+    proc = dltrain_command(*common, f"model.weights={tmp_path / 'start.pth'}", "trainer.max_epochs=1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (tmp_path / "start.pth").unlink()
+    proc = dltrain_command("resume=outputs/runs/tv", "trainer.max_epochs=2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_dir = tmp_path / "outputs" / "runs" / "tv"
+    assert [row["epoch"] for row in read_metrics(run_dir)] == [0, 1] and read_results(run_dir)["status"] == "completed"
