@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
-from dltrain.sweeps.jobs import swept_values, varying_overrides
+from dltrain.job_names import swept_values, varying_overrides
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl

@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from dltrain.sweeps.jobs import swept_values, varying_overrides
+from dltrain.job_names import swept_values, varying_overrides
 from dltrain.run_files import read_record, write_with
 
 

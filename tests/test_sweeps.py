@@ -145,7 +145,7 @@ def searched_rows() -> list[dict]:
 
 
 def test_the_swept_values_are_told_apart_by_short_keys_and_values_whole():
-    from dltrain.sweeps.jobs import swept_values, varying_overrides
+    from dltrain.job_names import swept_values, varying_overrides
 
     varying = varying_overrides(searched_rows())
     assert varying[0][:3] == ["optimizer=adamw", "optimizer.lr=0.006251373574521752", "model.hidden_sizes=[256, 128]"]
