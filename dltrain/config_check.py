@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dltrain.errors import ConfigError
 from dltrain.paths import config_dir
-from dltrain.schema import AutoModel, DataLoading, TrainConfig, check_section, check_target
+from dltrain.schema import AutoModel, DataLoading, Scheduling, TrainConfig, check_section, check_target
 
 MODEL_PRESET_KEYS = ("name", "fits", "inputs")  # what a model preset says of itself, not its class's arguments
 
@@ -148,6 +148,8 @@ def check_config(cfg: DictConfig) -> None:
     else:
         check_target(cfg.model, "model", ignore=MODEL_PRESET_KEYS)
     check_target(cfg.get("loss"), "loss", ignore=("name",))
+    if cfg.get("scheduler") is not None:
+        check_section(cfg.scheduler, Scheduling, "scheduler")
     fractions = cfg.data.val_fraction + cfg.data.test_fraction
     if fractions >= 1:
         raise ConfigError(

@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from dltrain.paths import config_dir
-from dltrain.schema import GROUPS, Section, TrainConfig, describe, signature_types
+from dltrain.schema import GROUPS, Section, Target, TrainConfig, describe, signature_types
 
 PRESET_OWN_KEYS = ("_target_", "_partial_", "name", "fits", "inputs", "defaults")  # keys no callable takes
 _COMMENT = re.compile(r"^(\w+):[^#]*#\s*(.+)$")
@@ -48,6 +48,8 @@ def section_rows(section: type[Section], values: Any, where: str = "") -> list[t
         key = f"{where}.{name}" if where else name
         value = (values or {}).get(name)
         annotation = hints[name]
+        if annotation == Target:  # its keys are its callable's: dltrain --help <group>=<option>
+            continue
         if isinstance(annotation, type) and issubclass(annotation, Section):
             rows += section_rows(annotation, value, key)
         else:

@@ -90,6 +90,18 @@ class DataLoading(Section):
     augment: Augment = Field(description="augmentation of training batches")
 
 
+Target = Union[dict[str, Any], None]  # a node with a _target_, checked against its callable (check_target)
+
+
+class Scheduling(Section):
+    """The scheduler group: the scheduler itself, and when Lightning steps it."""
+
+    scheduler: Target = Field(description="the learning-rate scheduler (null: a constant rate)")
+    interval: Literal["epoch", "step"] = Field(description="step the scheduler every epoch or every optimizer step")
+    frequency: PositiveInt = Field(description="every this many intervals")
+    monitor: Name = Field(description="the metric a plateau scheduler follows")
+
+
 class AutoModel(Section):
     """model=auto: the keys given here set the same key of the preset the data's kind chooses."""
 
@@ -115,7 +127,7 @@ class TrainConfig(Section):
     verbose: bool = Field(description="the whole config and the layer table on the terminal")
 
 
-GROUPS: dict[str, type[Section]] = {"data": DataLoading}  # a config group's keys that dltrain reads itself
+GROUPS: dict[str, type[Section]] = {"data": DataLoading, "scheduler": Scheduling}  # groups' keys dltrain reads
 
 _OPTIMIZER = {"lr": PositiveNumber, "weight_decay": NonNegativeNumber, "momentum": Fraction}
 # class (by import path) -> argument -> the range its own signature does not state. Applied to subclasses
@@ -229,6 +241,8 @@ def check_section(node: Mapping[str, Any], section: type[Section], where: str = 
         if name not in fields or name not in node:
             continue
         value = node[name]
+        if annotation == Target:
+            continue
         if isinstance(annotation, type) and issubclass(annotation, Section):
             if isinstance(value, Mapping):
                 check_section(value, annotation, f"{prefix}{name}")

@@ -118,6 +118,11 @@ def test_a_new_preset_is_checked_by_its_callables_signature_with_no_edit(tmp_pat
         ("model=linear", "model=linear fits regression data, but data=digits is a multiclass task"),
         ("trainer.num_nodes=0", "trainer.num_nodes=0 is not valid: expected an integer > 0"),
         ("trainer.precision=8", "trainer.precision=8 is not valid: expected 64 | 32 | 16 | transformer-engine"),
+        ("scheduler=step scheduler.interval=hour", "scheduler.interval='hour' is not valid: expected epoch | step"),
+        ("scheduler=step +scheduler.frequncy=2", "scheduler.frequncy is not a key of scheduler: did you mean "
+                                                 "scheduler.frequency?"),
+        ("+compile.fullgraph=true", "compile.fullgraph is not a key of compile: it takes enabled, backend, mode"),
+        ("data=sine data.seq_len=0", "data.seq_len=0 is not valid: expected an integer > 0"),
         ("-m --cfg job", "Only one of --run, --multirun, --cfg, --info and --shell_completion can be specified"),
     ],
 )
