@@ -13,7 +13,7 @@ import re
 import typing
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from dltrain.paths import config_dir
 from dltrain.schema import GROUPS, Section, Target, TrainConfig, describe, signature_types
@@ -84,20 +84,44 @@ def _preset(group: str, option: str) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 def preset_rows(group: str, option: str) -> list[tuple[str, str, str, str]]:
-    """(key, expected value, value in the preset, its comment there) for each key of conf/<group>/<option>.yaml
-    that its `_target_` takes; the types and ranges come from the callable's signature."""
+    """(key, expected value, value in the preset, its comment there) for each key of conf/<group>/<option>.yaml:
+    a callable's arguments typed by its signature, the group's own keys by the schema; a preset of the global
+    package (experiment, debug, hparams_search) by the keys it sets."""
+    preset, comments = _preset(group, option)
+    path = config_dir() / group / f"{option}.yaml"
+    if path.read_text().lstrip().startswith("# @package _global_"):
+        chosen = [(str(key).removeprefix("override").strip(" /"), option) for entry in OmegaConf.load(path).get("defaults", [])
+                  if isinstance(entry, DictConfig) for key, option in entry.items()]
+        return [(group_key, "the preset it chooses", str(value), "") for group_key, value in chosen] + [
+            (key, "set by this preset", _shown(value), "") for key, value in _flat(preset)]
+    section = GROUPS.get(group)
+    rows = section_rows(section, preset, group) if section is not None and group != "data" else []
+    if group == "callbacks":  # named entries, each a callable of its own
+        return [row for name, node in preset.items() if isinstance(node, dict)
+                for row in _argument_rows(f"callbacks.{name}", node, {})]
+    node = (preset.get(group) or {}) if group == "scheduler" else preset
+    return _argument_rows(f"{group}.{group}" if group == "scheduler" else group, node, comments,
+                          skip=tuple(GROUPS["data"].model_fields) if group == "data" else ()) + rows
+
+
+def _argument_rows(prefix: str, node: dict[str, Any], comments: dict[str, str], skip: tuple[str, ...] = ()
+                   ) -> list[tuple[str, str, str, str]]:
+    """A `_target_` node's keys, each with what its callable's signature takes there."""
     from hydra.utils import get_object
 
-    preset, comments = _preset(group, option)
-    node = preset.get(group, preset) if group == "scheduler" else preset
     hints = signature_types(get_object(node["_target_"]))[1] if node.get("_target_") else {}
-    rows = []
+    return [(f"{prefix}.{key}", describe(hints[key]) if key in hints else "any value its callable takes",
+             _shown(value), comments.get(key, ""))
+            for key, value in node.items() if key not in PRESET_OWN_KEYS and key not in skip]
+
+
+def _flat(node: dict[str, Any], where: str = "") -> list[tuple[str, Any]]:
+    """Nested keys as dotted paths with their values."""
+    pairs = []
     for key, value in node.items():
-        if key in PRESET_OWN_KEYS or (group == "data" and key in GROUPS["data"].model_fields):
-            continue
-        expected = describe(hints[key]) if key in hints else "any value its callable takes"
-        rows.append((f"{group}.{key}", expected, _shown(value), comments.get(key, "")))
-    return rows
+        path = f"{where}.{key}" if where else str(key)
+        pairs += _flat(value, path) if isinstance(value, dict) and value else [(path, value)]
+    return pairs
 
 
 def _table(rows: list[tuple[str, str, str, str]]) -> str:

@@ -68,6 +68,12 @@ def test_help_lists_the_schema_keys_and_a_presets_keys_from_its_signature(tmp_pa
     assert set(lines) == {"model.d_model", "model.heads", "model.layers", "model.ff_size", "model.dropout",
                           "model.positions", "model.pooling", "optimizer.lr", "optimizer.weight_decay",
                           "optimizer.momentum", "optimizer.nesterov"}
+    proc = dltrain_command("--help", "scheduler=none", "callbacks=default", "experiment=cnn_digits", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = {line.split()[0]: line for line in proc.stdout.splitlines() if line.startswith("  ")}
+    assert "epoch | step (epoch)" in lines["scheduler.interval"] and "scheduler.scheduler" not in proc.stdout
+    assert "an integer >= 0 (5)" in lines["callbacks.early_stopping.patience"]  # the range the schema adds
+    assert "the preset it chooses (cnn)" in lines["model"] and "(30)" in lines["trainer.max_epochs"]
 
 
 def test_the_readmes_key_reference_is_the_schemas():
