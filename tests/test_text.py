@@ -104,6 +104,9 @@ def test_a_model_that_reads_no_text_and_a_crafted_text_encoding_are_refused(run,
     assert proc.returncode == 1 and proc.stderr.strip() == (
         "dltrain: error: data.max_length sets how a text column is read, and there is none: name it with "
         "data.text_column=<column>, or leave the key out"), proc.stderr
+    proc = dltrain_command("data=reviews", "data.augment.noise=0.1", cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.strip().endswith(
+        "data.augment changes images and numbers, and a text's inputs are token ids: leave its keys off for text")
     from dltrain.checkpoints import CheckpointError, checked_spec
 
     spec = {"name": "r", "task": "binary", "input_shape": [8], "kind": "text",

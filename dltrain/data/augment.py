@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dltrain.data.spec import IMAGE
+from dltrain.data.spec import IMAGE, TEXT
 from dltrain.errors import ConfigError
 
 
@@ -17,6 +17,9 @@ def build_augmentation(options: dict[str, Any] | None, kind: str, input_shape: t
     options = options or {}
     noise = float(options.get("noise") or 0.0)
     wanted = any(options.get(key) for key in ("crop_padding", "hflip", "rotation"))
+    if kind == TEXT and (wanted or noise):
+        raise ConfigError("data.augment changes images and numbers, and a text's inputs are token ids: leave its "
+                          "keys off for text")
     image_transform = _image_transform(options, input_shape) if wanted else None
     if image_transform is not None and kind != IMAGE:
         raise ConfigError(f"data.augment crop, flip and rotation apply to images, but the data is a {kind}; "
