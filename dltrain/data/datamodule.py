@@ -17,7 +17,7 @@ from dltrain.data.arrays import TEST, TRAIN, VAL, ArrayData
 from dltrain.data.batches import TensorBatchDataset, TensorBatchSampler, keep_batch
 from dltrain.data.encoding import TableEncoder
 from dltrain.data.spec import MULTICLASS, REGRESSION, TABLE, TEXT, DataSpec
-from dltrain.data.text import TextEncoder
+from dltrain.data.text import TextEncoder, tokenize
 from dltrain.errors import DataError
 from dltrain.instantiate import build
 from dltrain.schema import DataLoading
@@ -51,10 +51,11 @@ class ArrayDataModule(pl.LightningDataModule):
         self.notes = list(data.notes)  # what the source and the encoding inferred, shown once the run starts
         encoder = None
         if data.kind == TEXT:
-            texts = data.features[data.text["column"]]
-            fitted = TextEncoder.fit(texts.iloc[train], **data.text)
-            self.notes += [(logging.INFO, line) for line in fitted.describe(texts.iloc[train])]
-            features, encoder = fitted.transform(texts), fitted.to_dict()
+            tokens = tokenize(data.features[data.text["column"]], data.text["analyzer"])  # once, every row
+            training = [tokens[row] for row in train]
+            fitted = TextEncoder.fit(training, **data.text)
+            self.notes += [(logging.INFO, line) for line in fitted.describe(training)]
+            features, encoder = fitted.ids(tokens), fitted.to_dict()
         elif data.kind == TABLE:
             fitted = TableEncoder.fit(data.features.iloc[train])
             lines, warnings = fitted.describe(len(train))

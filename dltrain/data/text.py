@@ -17,10 +17,11 @@ WORD_PATTERN = r"(?u)\b\w+\b"  # every word, one letter long too (scikit-learn's
 ANALYZERS = ("word", "char")
 
 
-def _analyzer(analyzer: str) -> Any:
-    """scikit-learn's tokenizer: lower-cased words, or characters."""
-    return CountVectorizer(analyzer=analyzer, token_pattern=WORD_PATTERN if analyzer == "word" else None,
-                           lowercase=True).build_analyzer()
+def tokenize(texts: pd.Series, analyzer: str) -> list[list[str]]:
+    """Each text's tokens by scikit-learn's analyzer: lower-cased words, or characters (an empty text: none)."""
+    split = CountVectorizer(analyzer=analyzer, token_pattern=WORD_PATTERN if analyzer == "word" else None,
+                            lowercase=True).build_analyzer()
+    return [split(text) for text in texts.fillna("").astype(str)]
 
 
 class TextEncoder:
@@ -34,14 +35,14 @@ class TextEncoder:
         self._ids = {token: number + 2 for number, token in enumerate(vocabulary)}
 
     @classmethod
-    def fit(cls, texts: pd.Series, *, column: str, analyzer: str, max_length: int, min_count: int,
+    def fit(cls, tokens: list[list[str]], *, column: str, analyzer: str, max_length: int, min_count: int,
             max_vocabulary: int, embedding_size: int) -> TextEncoder:
-        """The vocabulary of the training split's texts: tokens in at least `min_count` of them, the most
-        frequent `max_vocabulary` (scikit-learn's CountVectorizer)."""
-        vectorizer = CountVectorizer(analyzer=analyzer, token_pattern=WORD_PATTERN if analyzer == "word" else None,
-                                     lowercase=True, min_df=min_count, max_features=max_vocabulary)
+        """The vocabulary of the training split's tokenized texts: tokens in at least `min_count` of them, the
+        most frequent `max_vocabulary` (scikit-learn's CountVectorizer, counting the tokens given)."""
+        vectorizer = CountVectorizer(analyzer=lambda text_tokens: text_tokens, min_df=min_count,
+                                     max_features=max_vocabulary)
         try:
-            vectorizer.fit(texts.fillna("").astype(str))
+            vectorizer.fit(tokens)
         except ValueError as exc:  # no token at all, or none in min_count texts
             raise DataError(f"data.text_column={column}: no vocabulary from the training split ({exc}); lower "
                             "data.min_count or check the column") from None
@@ -53,17 +54,20 @@ class TextEncoder:
         return len(self.vocabulary) + 2
 
     def transform(self, texts: pd.Series) -> np.ndarray:
-        tokenize = _analyzer(self.analyzer)
-        ids = np.full((len(texts), self.max_length), PADDING, dtype=np.int64)
-        for row, text in enumerate(texts.fillna("").astype(str)):
-            tokens = [self._ids.get(token, UNKNOWN) for token in tokenize(text)[:self.max_length]]
-            if tokens:
-                ids[row, -len(tokens):] = tokens
+        """New texts as ids, tokenized as training's were."""
+        return self.ids(tokenize(texts, self.analyzer))
+
+    def ids(self, tokens: list[list[str]]) -> np.ndarray:
+        ids = np.full((len(tokens), self.max_length), PADDING, dtype=np.int64)
+        for row, text_tokens in enumerate(tokens):
+            kept = [self._ids.get(token, UNKNOWN) for token in text_tokens[:self.max_length]]
+            if kept:
+                ids[row, -len(kept):] = kept
         return ids
 
-    def describe(self, texts: pd.Series) -> list[str]:
+    def describe(self, tokens: list[list[str]]) -> list[str]:
         """What fitting found, for the log: the vocabulary and how much of the training texts it covers."""
-        lengths = [len(tokens) for tokens in map(_analyzer(self.analyzer), texts.fillna("").astype(str))]
+        lengths = [len(text_tokens) for text_tokens in tokens]
         cut = sum(length > self.max_length for length in lengths)
         return [f"text column '{self.column}': {len(self.vocabulary)} {self.analyzer} tokens in the vocabulary "
                 f"(from the training split), texts of up to {max(lengths, default=0)} tokens, {cut} cut to "
