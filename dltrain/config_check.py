@@ -18,9 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dltrain.errors import ConfigError
 from dltrain.paths import config_dir
-from dltrain.schema import AutoModel, DataLoading, Scheduling, TrainConfig, check_section, check_target
-
-MODEL_PRESET_KEYS = ("name", "fits", "inputs")  # what a model preset says of itself, not its class's arguments
+from dltrain.schema import PRESET_KEYS, AutoModel, DataLoading, Scheduling, TrainConfig, check_section, check_target
 
 
 # logger class -> (modules any one of which it can write with, the dltrain extra that installs one)
@@ -146,7 +144,7 @@ def check_config(cfg: DictConfig) -> None:
     if OmegaConf.select(cfg, "model.name", default=None) == "auto":
         check_section(cfg.model, AutoModel, "model")
     else:
-        check_target(cfg.model, "model", ignore=MODEL_PRESET_KEYS)
+        check_target(cfg.model, "model", ignore=PRESET_KEYS)
     check_target(cfg.get("loss"), "loss", ignore=("name",))
     if cfg.get("scheduler") is not None:
         check_section(cfg.scheduler, Scheduling, "scheduler")

@@ -16,9 +16,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dltrain.paths import config_dir
-from dltrain.schema import GROUPS, Section, Target, TrainConfig, describe, signature_types
+from dltrain.schema import GROUPS, PRESET_KEYS, Section, Target, TrainConfig, describe, signature_types
 
-PRESET_OWN_KEYS = ("_target_", "_partial_", "name", "fits", "inputs", "defaults")  # keys no callable takes
+NOT_ARGUMENTS = ("_target_", "_partial_", "defaults", *PRESET_KEYS)  # a preset's keys that no callable takes
 _COMMENT = re.compile(r"^(\w+):[^#]*#\s*(.+)$")
 
 
@@ -112,7 +112,7 @@ def _argument_rows(prefix: str, node: dict[str, Any], comments: dict[str, str], 
     hints = signature_types(get_object(node["_target_"]))[1] if node.get("_target_") else {}
     return [(f"{prefix}.{key}", describe(hints[key]) if key in hints else "any value its callable takes",
              _shown(value), comments.get(key, ""))
-            for key, value in node.items() if key not in PRESET_OWN_KEYS and key not in skip]
+            for key, value in node.items() if key not in NOT_ARGUMENTS and key not in skip]
 
 
 def _flat(node: dict[str, Any], where: str = "") -> list[tuple[str, Any]]:

@@ -44,6 +44,7 @@ Norm = Literal["none", "batch", "layer"]
 Task = Literal["classification", "multiclass", "binary", "regression"]  # classification: binary or multiclass, as the targets say
 Activation = Literal["relu", "leaky_relu", "tanh", "sigmoid", "gelu"]
 ACTIVATION_NAMES: tuple[str, ...] = typing.get_args(Activation)
+PRESET_KEYS = ("name", "fits", "inputs")  # what a preset says of itself (a model's tasks and inputs), not its callable's
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 

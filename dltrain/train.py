@@ -98,8 +98,9 @@ def _train(cfg: DictConfig, run_dir: Path, resume: bool, callbacks: tuple[pl.Cal
     last = last_checkpoint_file(run_dir)
     if resume and not last.is_file():
         log.info(f"{run_dir} ended before its first checkpoint: training it from its first epoch")
-    resumed = _checkpoint_to_resume(cfg, last) if resume and last.is_file() else None
-    run = _build(cfg, run_dir, fold, resumed, last, started, rank_zero)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    resumed = _checkpoint_to_resume(config, last) if resume and last.is_file() else None
+    run = _build(cfg, config, run_dir, fold, resumed, last, started, rank_zero)
     if rank_zero:  # the run's files change only once every check has passed
         _start_files(run, resumed, restart=resume and resumed is None)
     run.loggers = build_loggers(cfg, run_dir)
@@ -115,16 +116,15 @@ def _train(cfg: DictConfig, run_dir: Path, resume: bool, callbacks: tuple[pl.Cal
     return stopped if stopped is not None else _test_and_write(run)
 
 
-def _checkpoint_to_resume(cfg: DictConfig, last: Path) -> dict[str, Any]:
+def _checkpoint_to_resume(config: dict[str, Any], last: Path) -> dict[str, Any]:
     """The last checkpoint, refused when unsafe or corrupt before anything else is built or written."""
-    return read_checkpoint(last, trusted=targets_of(OmegaConf.to_container(cfg, resolve=True)))
+    return read_checkpoint(last, trusted=targets_of(config))
 
 
-def _build(cfg: DictConfig, run_dir: Path, fold: Fold | None, resumed: dict[str, Any] | None, last: Path,
-           started: float, rank_zero: bool) -> _Run:
+def _build(cfg: DictConfig, config: dict[str, Any], run_dir: Path, fold: Fold | None, resumed: dict[str, Any] | None,
+           last: Path, started: float, rank_zero: bool) -> _Run:
     """Data, then the model the data sizes (model=auto: the one its kind chooses), then the Lightning module;
-    a resumed checkpoint is checked against them."""
-    config = OmegaConf.to_container(cfg, resolve=True)
+    a resumed checkpoint is checked against them. `config` is cfg resolved; its model becomes the chosen one."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(config["data"], cfg.seed, *((fold.data, fold.rows) if fold else ()))
     config["model"] = chosen_model(config["model"], datamodule.spec)

@@ -163,7 +163,8 @@ def table(
         split = names.map(SPLIT_NAMES).to_numpy()
     text = {"analyzer": analyzer, "max_length": max_length, "min_count": min_count, "max_vocabulary": max_vocabulary,
             "embedding_size": embedding_size}
-    changed = [key for key, value in text.items() if value != inspect.signature(table).parameters[key].default]
+    defaults = inspect.signature(table).parameters
+    changed = [key for key, value in text.items() if value != defaults[key].default]
     if text_column is None and changed:
         raise DataError(f"data.{changed[0]} sets how a text column is read, and there is none: name it with "
                         "data.text_column=<column>, or leave the key out")
