@@ -238,12 +238,11 @@ def check_section(node: Mapping[str, Any], section: type[Section], where: str = 
         for key in node:
             if key not in fields:
                 _unknown(f"{prefix}{key}", str(key), list(fields), where or "the config", "a key")
-    for name, annotation in hints.items():
-        if name not in fields or name not in node:
+    for name in fields:
+        annotation = hints[name]
+        if name not in node or annotation == Target:
             continue
         value = node[name]
-        if annotation == Target:
-            continue
         if isinstance(annotation, type) and issubclass(annotation, Section):
             if isinstance(value, Mapping):
                 check_section(value, annotation, f"{prefix}{name}")
