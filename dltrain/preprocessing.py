@@ -32,6 +32,8 @@ def describe(spec: DataSpec, config: dict[str, Any]) -> dict[str, Any]:
     }
     if spec.kind == TABLE and spec.encoder is not None:
         description["table"] = _table(spec.encoder["columns"], missing_rule(config))
+        # columns of the training file the model never reads (an extra column in new rows is ignored)
+        description["table"]["excluded_columns"] = list(spec.encoder.get("excluded_columns", []))
     elif spec.kind == IMAGE:
         channels, height, width = spec.input_shape
         description["image"] = {

@@ -77,6 +77,8 @@ def results_record(cfg: DictConfig, config: dict[str, Any], trainer: pl.Trainer,
         "seed": cfg.seed,
         "loss": loss_name(config.get("loss"), datamodule.spec.task),
         "class_weights": datamodule.spec.class_weights,
+        # what the source left out of the user's table (identifier columns, rows with gaps), as its start lines say
+        **datamodule.facts,
     }
     return results | extra
 

@@ -41,6 +41,8 @@ def check_data_files(cfg: DictConfig) -> list[Path]:
             if not path.exists():
                 raise DataError(f"data.{key}: no such file or folder {path}")
             found.append(path)
+    if data.get("_target_") == "dltrain.data.tables.table" and data.get("path") and data.get("target"):
+        _check_table_columns(data)
     name = data.get("name")
     if name in VISION_SETS and data.get("root") and not data.get("download"):
         folder = Path(str(data["root"])).expanduser() / VISION_SETS[name][1]
@@ -49,3 +51,16 @@ def check_data_files(cfg: DictConfig) -> list[Path]:
                             f"from {VISION_SETS[name][2]})")
         found.append(folder)
     return found
+
+
+def _check_table_columns(data: dict) -> None:
+    """The column keys of a table config against the file's header (no data rows read), refused in the words
+    training would use (dltrain.data.tables.check_columns)."""
+    from dltrain.data.tables import check_columns, read_header
+
+    path = Path(str(data["path"])).expanduser()
+    if not path.is_file():
+        return
+    check_columns(read_header(path, str(data.get("encoding") or "utf-8")), path, target=data["target"],
+                  features=data.get("features"), exclude=data.get("exclude"), categorical=data.get("categorical"),
+                  split_column=data.get("split_column"), text_column=data.get("text_column"))

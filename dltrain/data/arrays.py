@@ -33,6 +33,9 @@ class ArrayData:
     class_names: list[str] | None = None
     notes: list[tuple[int, str]] = field(default_factory=list)  # (logging level, what the source inferred)
     text: dict[str, Any] | None = None  # text: the column and TextEncoder.fit's settings
+    # What the source decided about the user's rows and columns, for results.json (tables: excluded_columns,
+    # dropped_rows)
+    facts: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.features) != len(self.targets):

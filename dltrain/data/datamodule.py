@@ -49,6 +49,7 @@ class ArrayDataModule(pl.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
         train, val, test = rows if rows is not None else split_rows(data, val_fraction, test_fraction, seed)
         self.notes = list(data.notes)  # what the source and the encoding inferred, shown once the run starts
+        self.facts = dict(data.facts)  # the same for results.json (tables: columns left out, rows dropped)
         encoder = None
         if data.kind == TEXT:
             tokens = tokenize(data.features[data.text["column"]], data.text["analyzer"])  # once, every row
@@ -61,6 +62,8 @@ class ArrayDataModule(pl.LightningDataModule):
             lines, warnings = fitted.describe(len(train))
             self.notes += [(logging.INFO, line) for line in lines] + [(logging.WARNING, line) for line in warnings]
             features, encoder = fitted.transform(data.features), fitted.to_dict()
+            if "excluded_columns" in data.facts:  # so the preprocessing says which columns the model never reads
+                encoder["excluded_columns"] = data.facts["excluded_columns"]
         else:
             features = np.asarray(data.features, dtype=np.float32)
         y = data.targets
@@ -69,7 +72,9 @@ class ArrayDataModule(pl.LightningDataModule):
             num_classes = len(data.class_names) if data.class_names else int(y.max()) + 1
         target_mean, target_std = 0.0, 1.0
         if data.task == REGRESSION:
-            target_mean, target_std = float(y[train].mean()), float(y[train].std()) or 1.0
+            # in float64: the variance of large float32 values overflows float32
+            numbers = y[train].astype(np.float64)
+            target_mean, target_std = float(numbers.mean()), float(numbers.std()) or 1.0
         self.spec = DataSpec(
             data.name, data.task, tuple(features.shape[1:]), num_classes, target_mean, target_std,
             kind=data.kind, class_names=data.class_names, encoder=encoder,
@@ -132,17 +137,23 @@ def split_rows(data: ArrayData, val_fraction: float, test_fraction: float, seed:
     """Row indices of train, validation and test.
 
     Parts the source fixed are kept; missing ones are drawn (seeded, stratified by class) from the
-    rows left for training: the test part as test_fraction of all rows, validation as val_fraction.
+    rows left for training: the test part as test_fraction of all rows, validation as val_fraction of all rows
+    too, whatever the source (an embedded set, a table, a table with a fixed test file).
     """
     rows = np.arange(len(data.targets))
     fixed = data.split if data.split is not None else np.full(len(rows), -1)
     pool = rows[(fixed == TRAIN) | (fixed == -1)]
     test, val = rows[fixed == TEST], rows[fixed == VAL]
     classify = data.task != REGRESSION
-    if not len(test):
+    drawn = not len(test)
+    if drawn:
         pool, test = _draw(data, pool, test_fraction, seed, classify, "test")
     if not len(val):
-        share = val_fraction / (1 - test_fraction) if data.split is None else val_fraction
+        # of all rows: the drawn test part left (1 - test_fraction) of them; a fixed one left len(pool)
+        share = val_fraction / (1 - test_fraction) if drawn else val_fraction * len(rows) / len(pool)
+        if share >= 1:
+            raise DataError(f"data.val_fraction={val_fraction:g} of all {len(rows)} rows is {val_fraction * len(rows):.0f} "
+                            f"rows, and only {len(pool)} are left for training and validation: lower it")
         pool, val = _draw(data, pool, share, seed, classify, "validation")
     return pool, val, test
 

@@ -20,6 +20,11 @@ from dltrain.errors import DataError
 from dltrain.schema import PositiveInt, Task
 
 MISSING_POLICIES = ("drop", "impute")
+# Headers pandas (index=True writes an unnamed first column, read back as "Unnamed: 0") and R (write.csv's row
+# names; Rdatasets' "rownames") give a row index: never a measurement.
+INDEX_NAMES = ("unnamed: 0", "rownames", "index")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+PART_NAMES = {-1: "all", TRAIN: "train", VAL: "val", TEST: "test"}
 
 
 def read_frame(path: str | Path, role: str = "data.path", encoding: str = "utf-8") -> pd.DataFrame:
@@ -62,16 +67,64 @@ def read_frame(path: str | Path, role: str = "data.path", encoding: str = "utf-8
 
 
 def _check_finite(frame: pd.DataFrame, where: Callable[[int], str]) -> None:
-    """An infinite number would be standardized to NaN and end as a NaN loss: name its column and line."""
+    """An infinite number would be standardized to NaN and end as a NaN loss, and one beyond float32's range
+    (the model computes in float32) becomes infinite there: name its column and line."""
     for name in frame.columns:
         values = frame[name]
-        if not pd.api.types.is_float_dtype(values):
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
             continue
-        infinite = np.isinf(values.to_numpy(dtype="float64", na_value=np.nan))
+        numbers = values.to_numpy(dtype="float64", na_value=np.nan)
+        infinite = np.isinf(numbers)
         if infinite.any():
             row = int(np.flatnonzero(infinite)[0])
             raise DataError(f"{where(row)}: column '{name}' holds {values.iloc[row]}; give a finite number "
                             "(or leave the cell empty for a missing value)")
+        huge = np.abs(numbers) > FLOAT32_MAX
+        if huge.any():
+            row = int(np.flatnonzero(huge)[0])
+            raise DataError(f"{where(row)}: column '{name}' holds {values.iloc[row]}, beyond the float32 range "
+                            f"(±{FLOAT32_MAX:.3g}) the model computes in; rescale the column (other units) or "
+                            "leave it out with data.exclude=[...]")
+
+
+def _check_flat(frame: pd.DataFrame, file: Path) -> None:
+    """A nested Parquet column (struct, list, map) holds no single value per row for the model to read."""
+    for name in frame.columns:
+        dtype = getattr(frame[name].dtype, "pyarrow_dtype", None)
+        if dtype is not None and pa.types.is_nested(dtype):
+            raise DataError(f"{file}: column '{name}' holds nested values ({dtype}), not one number or category "
+                            f"per row; leave it out with data.exclude=[{name}], or name the columns to use with "
+                            "data.features=[...]")
+
+
+def _is_row_number(parts: list[pd.Series]) -> bool:
+    """Integers that number the rows: unique, and together 0..N-1 or 1..N in any order, in the whole table or
+    in each file on its own (pandas writes 0..N-1 in every file it saves)."""
+    def run(values: pd.Series) -> bool:
+        if not len(values) or values.isna().any():
+            return False
+        numbers = np.sort(values.to_numpy(dtype="int64"))
+        return numbers[0] in (0, 1) and bool((np.diff(numbers) == 1).all())
+    if not all(pd.api.types.is_integer_dtype(p) for p in parts):
+        return False
+    return run(pd.concat(parts, ignore_index=True)) or all(run(p) for p in parts)
+
+
+def identifier_columns(parts: list[pd.DataFrame], candidates: list[str]) -> dict[str, str]:
+    """The candidate columns that identify rows rather than measure them, each with why: named as pandas and
+    R name an index, a unique 'id', or integers that number the rows. Where the file is sorted by the target
+    such a column leaks it; a unique measurement (a price) is none of these."""
+    found = {}
+    for name in candidates:
+        columns = [p[name] for p in parts]
+        lower = str(name).strip().lower()
+        if lower in INDEX_NAMES:
+            found[name] = f"named '{name}', as pandas and R name a row index"
+        elif lower == "id" and pd.concat(columns, ignore_index=True).is_unique:
+            found[name] = "named 'id', with a different value in every row"
+        elif _is_row_number(columns):
+            found[name] = "its integers number the rows (each once, a run from 0 or 1)"
+    return found
 
 
 def _check_numeric(frame: pd.DataFrame, where: Callable[[int], str]) -> None:
@@ -114,11 +167,69 @@ def _check_same_columns(main: pd.DataFrame, main_file: Path, other: pd.DataFrame
         raise DataError(f"{other_file}: its columns differ from {main_file}'s: it {what}")
 
 
+def check_columns(columns: list[str], file: Path | str, *, target: str, features: list[str] | None = None,
+                  exclude: list[str] | None = None, categorical: list[str] | None = None,
+                  split_column: str | None = None, text_column: str | None = None) -> None:
+    """Refuse a column key naming a column the table has not, or one that cannot be meant (the target as a
+    feature): the same one line from training and from `dltrain validate`, which reads only the header."""
+    listed = ", ".join(map(str, columns))
+    def absent(name: str, what: str) -> DataError:
+        return DataError(f"{file}: no {what} column '{name}'; the columns are: {listed}")
+    if target not in columns:
+        raise absent(target, "target")
+    for key, name in (("split", split_column), ("text", text_column)):
+        if name is not None and name not in columns:
+            raise absent(name, key)
+    for name in features or []:
+        if name not in columns:
+            raise absent(name, "feature")
+    for name in exclude or []:
+        if name not in columns:
+            raise DataError(f"data.exclude names '{name}', which {file} has not; the columns are: {listed}")
+    if exclude and features is not None:
+        raise DataError("data.exclude leaves columns out of the default inputs, and data.features names them all: "
+                        "give one of the two (leave the column out of data.features)")
+    if exclude and text_column is not None:
+        raise DataError(f"data.text_column={text_column} trains on that column alone: leave data.exclude out")
+    for name in exclude or []:
+        if name in (target, split_column):
+            raise DataError(f"data.exclude names '{name}', the {'target' if name == target else 'split'} column, "
+                            "which is never an input: leave it out of data.exclude")
+    if features is not None and (target in features or (split_column is not None and split_column in features)):
+        which = target if target in features else split_column
+        raise DataError(f"data.features lists '{which}', the {'target' if which == target else 'split'} column: "
+                        f"the model would {'train on the answer' if which == target else 'see the split'}; "
+                        "leave it out of data.features")
+    for name in categorical or []:
+        if name not in (features if features is not None else columns) or name in (target, split_column,
+                                                                                       *(exclude or [])):
+            raise DataError(f"data.categorical names '{name}', which is not a feature column of {file}")
+
+
+def read_header(path: str | Path, encoding: str = "utf-8") -> list[str]:
+    """A table's column names as read_frame names them, reading no data rows (`dltrain validate`)."""
+    file = Path(path).expanduser()
+    try:
+        if file.suffix.lower() in (".parquet", ".pq"):
+            import pyarrow.parquet
+
+            return list(pyarrow.parquet.read_schema(file).names)
+        sep = "\t" if file.suffix.lower() == ".tsv" else ","
+        return [str(c) for c in pd.read_csv(file, sep=sep, nrows=0, encoding=encoding, encoding_errors="replace").columns]
+    except LookupError:
+        raise DataError(f"data.encoding={encoding!r} is not a text encoding Python knows (e.g. utf-8, latin-1, "
+                        "cp1252)") from None
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{file}: cannot be read as a table ({first})") from None
+
+
 def table(
     path: str,
     target: str,
     *,
     features: list[str] | None = None,
+    exclude: list[str] | None = None,
     categorical: list[str] | None = None,
     task: Task | None = None,
     missing: Literal["drop", "impute"] = "drop",
@@ -134,7 +245,8 @@ def table(
     embedding_size: PositiveInt = 32,
 ) -> ArrayData:
     """A table with a target column; the other columns (or `features`) are the inputs, or the one
-    `text_column` (text classification or regression: its tokens, see dltrain.data.text).
+    `text_column` (text classification or regression: its tokens, see dltrain.data.text). Without `features`,
+    columns that identify rows (identifier_columns) and those in `exclude` are left out, each said.
 
     `missing`: drop rows with a missing value, or impute (training mean; categories: none; text: empty). The
     split comes from `split_column` (train/val/test per row), from separate val/test files, or is drawn later.
@@ -151,11 +263,9 @@ def table(
     split = np.concatenate([np.full(len(p), part) for p, part, _ in parts])
 
     columns = list(frame.columns)
-    if target not in columns:
-        raise DataError(f"{file}: no target column '{target}'; the columns are: {', '.join(map(str, columns))}")
+    check_columns(columns, file, target=target, features=features, exclude=exclude, categorical=categorical,
+                  split_column=split_column, text_column=text_column)
     if split_column is not None:
-        if split_column not in columns:
-            raise DataError(f"{file}: no split column '{split_column}'; the columns are: {', '.join(map(str, columns))}")
         names = frame[split_column].astype(str).str.lower()
         unknown = sorted(set(names) - set(SPLIT_NAMES))
         if unknown:
@@ -170,35 +280,81 @@ def table(
                         "data.text_column=<column>, or leave the key out")
     if text_column is not None and features not in (None, [text_column]):
         raise DataError(f"data.text_column={text_column} trains on that column alone: leave data.features out")
-    chosen = [text_column] if text_column else features or [c for c in columns if c not in (target, split_column)]
-    unknown = [c for c in chosen if c not in columns]
-    if unknown:
-        raise DataError(f"{file}: no feature column '{unknown[0]}'; the columns are: {', '.join(map(str, columns))}")
-    if target in chosen or (split_column is not None and split_column in chosen):
-        which = target if target in chosen else split_column
-        raise DataError(f"data.features lists '{which}', the {'target' if which == target else 'split'} column: "
-                        f"the model would {'train on the answer' if which == target else 'see the split'}; "
-                        "leave it out of data.features")
+    excluded = [{"column": str(name), "reason": "data.exclude"} for name in exclude or []]
+    if text_column:
+        chosen = [text_column]
+    elif features:
+        chosen = list(features)
+    else:
+        rest = [c for c in columns if c not in (target, split_column, *(exclude or []))]
+        found = identifier_columns([p for p, _, _ in parts], [c for c in rest if c not in (categorical or [])])
+        excluded += [{"column": str(name), "reason": why} for name, why in found.items()]
+        chosen = [c for c in rest if c not in found]
     if not chosen:
         raise DataError(f"{file}: no input columns: the table holds only '{target}'"
-                        + (f" and '{split_column}'" if split_column else "") + "; add feature columns")
+                        + (f" and '{split_column}'" if split_column else "")
+                        + (f" and the left-out {', '.join(repr(e['column']) for e in excluded)}" if excluded else "")
+                        + "; add feature columns (or name them with data.features=[...])")
+    notes = [(logging.WARNING, f"column '{e['column']}' left out of the inputs: {e['reason']}"
+              + ("" if e["reason"] == "data.exclude" else " (in a file sorted by the target it leaks the answer; "
+                 "data.features=[...] lists the columns to use, to keep it)")) for e in excluded]
+    _check_flat(frame[chosen + [target]], file)
+    if text_column is not None and (pd.api.types.is_numeric_dtype(frame[text_column])
+                                    or pd.api.types.is_bool_dtype(frame[text_column])):
+        raise DataError(f"data.text_column={text_column}: column '{text_column}' of {file} holds numbers, not text; "
+                        f"leave data.text_column out to use it as a feature column")
     for name in categorical or []:
-        if name not in chosen:
-            raise DataError(f"data.categorical names '{name}', which is not a feature column of {file}")
         frame[name] = frame[name].astype("string")
     where = _line_finder([(source, len(p)) for p, _, source in parts])
     if text_column is None:
         _check_numeric(frame[chosen], where)
     _check_finite(frame[[c for c in chosen + [target] if c != text_column]], where)
-    notes = [(logging.WARNING, f"{file}: column '{name}' has no values at all; it is a constant input (leave it "
-                               "out with data.features)") for name in chosen if frame[name].isna().all()]
+    if text_column is not None and missing == "impute" and _is_blank(frame[text_column]).all():
+        raise DataError(f"{file}: text column '{text_column}' holds no text in any row; name a column of texts "
+                        "with data.text_column")
+    notes += [(logging.WARNING, f"{file}: column '{name}' has no values at all; it is a constant input (leave it "
+                                "out with data.exclude=[...])") for name in chosen if frame[name].isna().all()]
 
-    used = frame[chosen + [target]]
-    keep = (used.notna().all(axis=1) if missing == "drop" else frame[target].notna()).to_numpy(dtype=bool)
+    no_target = frame[target].isna().to_numpy(dtype=bool)
+    gap = frame[chosen].isna().any(axis=1).to_numpy(dtype=bool) & ~no_target if missing == "drop" else \
+        np.zeros(len(frame), dtype=bool)
+    dropped, lines = dropped_rows(split, no_target, gap, missing)
+    notes += lines
+    keep = ~(no_target | gap)
     if not keep.all():
         frame, split = frame[keep].reset_index(drop=True), split[keep]
     if frame.empty:
         raise DataError(f"{file}: no rows left after dropping rows with missing values (try data.missing=impute)")
     targets, task, class_names = encode_targets(frame[target], task, str(file))
     return ArrayData(file.stem, frame[chosen], targets, task, TEXT if text_column else TABLE, split=split,
-                     class_names=class_names, notes=notes, text={"column": text_column, **text} if text_column else None)
+                     class_names=class_names, notes=notes, text={"column": text_column, **text} if text_column else None,
+                     facts={"excluded_columns": excluded, "dropped_rows": dropped})
+
+
+def _is_blank(texts: pd.Series) -> pd.Series:
+    return texts.isna() | (texts.astype("string").str.strip() == "")
+
+
+def dropped_rows(split: np.ndarray, no_target: np.ndarray, gap: np.ndarray, missing: str
+                 ) -> tuple[dict[str, dict[str, int]], list[tuple[int, str]]]:
+    """Rows read and dropped per part (train/val/test where files or the split column fix it; "all" where
+    the split is drawn afterwards), for results.json, and the lines that say them."""
+    counts = {PART_NAMES[int(part)]: {"rows_read": int((split == part).sum()),
+                                      "dropped_missing_target": int(no_target[split == part].sum()),
+                                      "dropped_missing_value": int(gap[split == part].sum())}
+              for part in sorted(set(split.tolist()))}
+    lines = []
+    for key, why in (("dropped_missing_target", "no target value"),
+                     ("dropped_missing_value", "a missing value (data.missing=drop)")):
+        total = sum(c[key] for c in counts.values())
+        if not total:
+            continue
+        read = sum(c["rows_read"] for c in counts.values())
+        each = ", before the split is drawn" if list(counts) == ["all"] else ": " + ", ".join(
+            f"{part} {c[key]} of {c['rows_read']}" for part, c in counts.items())
+        line = f"dropped {total} of {read} rows with {why}{each}"
+        share = total / read
+        if key == "dropped_missing_value" and share > 0.03:
+            line += f": {share:.0%} of the rows; data.missing=impute keeps them (the training mean, no category)"
+        lines.append((logging.WARNING if share > 0.03 else logging.INFO, line))
+    return counts, lines
