@@ -155,6 +155,7 @@ def test_what_the_encoding_inferred_is_said_and_an_identifier_like_text_column_i
     module = datamodule("data=csv", f"data.path={path}", "data.target=label")
     train_rows = len(module.train_set)  # every training row has its own name
     assert module.notes == [  # shown by the run once every check has passed (see test_faults: one-line mistakes)
+        (logging.INFO, "dropped 1 of 300 rows with a missing value (data.missing=drop), before the split is drawn"),
         (logging.INFO, "2 numeric column(s) standardized with the training split's mean and std: size, noise"),
         (logging.INFO, "text column 'colour': 3 categories, one-hot encoded into 3 inputs"),
         (logging.WARNING, f"column 'name' has {train_rows} distinct values in {train_rows} training rows, one-hot "
@@ -253,7 +254,7 @@ def _bad_csv(tmp_path, text: str):
         ("", ["data.target=y"], "{path}: the file is empty"),
         ("a,y\n1,0\n2,1\n", ["data.target=label"], "{path}: no target column 'label'; the columns are: a, y"),
         ("a,y\n1,0\n2,1\nthree,0\n4,1\n5,0\n", ["data.target=y"], "{path} line 4: column 'a' is numeric but holds 'three'"),
-        ("a,y\n" + "".join(f"{i},{'x' if i else 'rare'}\n" for i in range(30)), ["data.target=y"],
+        ("a,y\n" + "".join(f"{i * 2},{'x' if i else 'rare'}\n" for i in range(30)), ["data.target=y"],
          "class 'rare' has 1 row(s) left for training"),
     ],
 )

@@ -180,7 +180,7 @@ def test_a_setting_that_cannot_be_meant_is_refused(tmp_path, args, message):
     ("a,a,y", classes(), [], "{path}: the header names column 'a' twice; give each column its own name"),
     ("a,b,y", classes()[:9] + ["inf,0.5,1"] + classes()[10:], [],
      "{path} line 11: column 'a' holds inf; give a finite number"),
-    ("a,b,y", [f"{i},{i},{'cat' if i % 2 else 'dog'}" for i in range(60)], ["data.task=regression"],
+    ("a,b,y", [f"{i * 2},{i * 3},{'cat' if i % 2 else 'dog'}" for i in range(60)], ["data.task=regression"],
      "{path}: target value 'dog' in row 1 is not a number, but the task is regression"),
 ])
 def test_a_table_that_cannot_be_meant_is_refused_naming_file_column_and_line(tmp_path, header, rows, args, message):
