@@ -4,6 +4,7 @@ a numeric text column, and `dltrain validate` reading the header."""
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -81,6 +82,7 @@ def test_exclude_leaves_out_any_column_and_refuses_one_the_file_has_not(tmp_path
     data = table(str(path), "y", exclude=["note"])
     assert list(data.features.columns) == ["a", "b"]
     assert data.facts["excluded_columns"] == [{"column": "note", "reason": "data.exclude"}]
+    assert (logging.INFO, "column 'note' left out of the inputs: data.exclude") in data.notes
     with pytest.raises(DataError, match="data.exclude names 'nope', which .* has not; the columns are: a, b, y, note"):
         table(str(path), "y", exclude=["nope"])
     with pytest.raises(DataError, match="give one of the two"):
@@ -135,12 +137,12 @@ def test_a_nested_parquet_column_is_refused_in_one_line_and_can_be_left_out(tmp_
     path = tmp_path / "nested.parquet"
     frame = sorted_regression(60)
     pq.write_table(pa.table({"a": frame["a"], "y": frame["y"], "tags": pa.array([[1, 2]] * 60),
-                             "where": pa.array([{"x": 1.0}] * 60)}), path)
+                             "where": pa.array([{"x": 1.0}] * 60), "id": pa.array([[i] for i in range(60)])}), path)
     proc = dltrain_command("data=parquet", f"data.path={path}", "data.target=y", *FAST, cwd=tmp_path)
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
     assert f"{path}: column 'tags' holds nested values (list<element: int64>)" in proc.stderr
     assert "data.exclude=[tags]" in proc.stderr
-    data = table(str(path), "y", exclude=["tags", "where"])
+    data = table(str(path), "y", exclude=["tags", "where", "id"])
     assert list(data.features.columns) == ["a"]
 
 

@@ -117,6 +117,9 @@ def identifier_columns(parts: list[pd.DataFrame], candidates: list[str]) -> dict
     found = {}
     for name in candidates:
         columns = [p[name] for p in parts]
+        dtype = getattr(columns[0].dtype, "pyarrow_dtype", None)
+        if dtype is not None and pa.types.is_nested(dtype):  # no identifier; refused if an input (_check_flat)
+            continue
         lower = str(name).strip().lower()
         if lower in INDEX_NAMES:
             found[name] = f"named '{name}', as pandas and R name a row index"
@@ -295,7 +298,8 @@ def table(
                         + (f" and '{split_column}'" if split_column else "")
                         + (f" and the left-out {', '.join(repr(e['column']) for e in excluded)}" if excluded else "")
                         + "; add feature columns (or name them with data.features=[...])")
-    notes = [(logging.WARNING, f"column '{e['column']}' left out of the inputs: {e['reason']}"
+    notes = [(logging.INFO if e["reason"] == "data.exclude" else logging.WARNING,
+              f"column '{e['column']}' left out of the inputs: {e['reason']}"
               + ("" if e["reason"] == "data.exclude" else " (in a file sorted by the target it leaks the answer; "
                  "data.features=[...] lists the columns to use, to keep it)")) for e in excluded]
     _check_flat(frame[chosen + [target]], file)
