@@ -53,9 +53,9 @@ def weight_averagers(trainer: pl.Trainer) -> list[pl.Callback]:
 
 
 def still_improving(trainer: pl.Trainer, path: Path, monitor: str, mode: str, recent: int = 3) -> bool:
-    """Whether the monitored metric was still improving when trainer.max_epochs ended the run: its best epoch
-    is the last validated one, or one of the last `recent` with their mean better than the `recent` before by
-    more than early stopping's min_delta. Never for a run something else ended (early stopping, max_steps,
+    """Whether the monitored metric was still improving when trainer.max_epochs ended the run: the best of its
+    last `recent` validated epochs beats the best before them by more than early stopping's min_delta (as
+    early stopping counts an improvement). Never for a run something else ended (early stopping, max_steps,
     max_time, a callback) or a fast_dev_run."""
     if trainer.fast_dev_run or not trainer.max_epochs or trainer.max_epochs < 0 \
             or trainer.current_epoch < trainer.max_epochs or stopped_early(trainer) is not None \
@@ -65,17 +65,11 @@ def still_improving(trainer: pl.Trainer, path: Path, monitor: str, mode: str, re
         values = [float(row[monitor]) for row in csv.DictReader(handle) if row.get(monitor)]
     if len(values) < 2:
         return False
-    sign = -1.0 if mode == "min" else 1.0  # higher is better after the sign
-    scores = [sign * value for value in values]
-    best = max(range(len(scores)), key=lambda i: (scores[i], -i))  # the first of equal values
-    if best == len(scores) - 1:
-        return True
-    if best < len(scores) - recent or len(scores) < 2 * recent:
-        return False
+    scores = [-value if mode == "min" else value for value in values]  # higher is better
+    recent = min(recent, len(scores) - 1)
     stopper = trainer.early_stopping_callback
     min_delta = abs(stopper.min_delta) if stopper is not None else 0.0
-    last, before = scores[-recent:], scores[-2 * recent:-recent]
-    return sum(last) / recent - sum(before) / recent > min_delta
+    return max(scores[-recent:]) - max(scores[:-recent]) > min_delta
 
 
 def limits_in_force(trainer: pl.Trainer, datamodule: ArrayDataModule) -> dict[str, dict[str, Any]]:

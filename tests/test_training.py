@@ -278,3 +278,14 @@ def test_the_lightning_module_takes_built_parts_and_trains_under_a_plain_trainer
     trainer.fit(module, loader, loader)
     assert steps == [24] and trainer.global_step == 24  # the run's optimizer steps, asked of the Trainer
     assert trainer.callback_metrics["val_loss"] < before / 4
+
+
+def test_a_run_still_improving_at_its_last_epoch_says_so_and_one_that_stopped_improving_does_not(run):
+    # A/B on the same run but for the learning rate: at lr=1e-9 val_loss moves by far less than min_delta
+    delta = "callbacks.early_stopping.min_delta=1e-4"
+    _, improving = run(["model=mlp", "trainer.max_epochs=3", delta])
+    _, flat = run(["model=mlp", "trainer.max_epochs=3", delta, "optimizer.lr=1e-9"])
+    assert improving["still_improving"] is True and flat["still_improving"] is False
+    _, stopped = run(["model=mlp", "trainer.max_epochs=20", "callbacks.early_stopping.min_delta=10",
+                      "callbacks.early_stopping.patience=2"])
+    assert stopped["early_stopped"] is True and stopped["still_improving"] is False
