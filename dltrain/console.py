@@ -147,6 +147,8 @@ def show_results(results: dict[str, Any], run_dir: Path) -> None:
     if results["early_stopped"]:
         of = f" of {results['max_epochs']}" if (results["max_epochs"] or 0) > 0 else ""
         log.info(f"early stopping ended the run after epoch {results['epochs_run']}{of}: {results['stop_reason']}")
+    if results.get("max_steps_reached"):
+        log.info(f"trainer.max_steps={results['max_steps_reached']} ended the run in epoch {results['epochs_run']}")
     if results.get("still_improving"):
         log.warning(f"{results['monitor']} was still improving at epoch {results['epochs_run']} of "
                     f"{results['max_epochs']}: more epochs (trainer.max_epochs={2 * results['max_epochs']}) may help")

@@ -34,7 +34,7 @@ from dltrain.run_files import remove_unfinished_writes, write_atomic, write_json
 from dltrain.run_record import (best_checkpoint, best_epoch_in, drop_metrics_from, last_val_metrics, relative_path,
                                 results_record, limits_in_force, still_improving, stopped_early, weight_averagers)
 from dltrain.trainer_setup import (build_callbacks, build_loggers, build_trainer, logger_locations,
-                                   skip_nvml_probe_without_gpus)
+                                   say_validation_schedule, skip_nvml_probe_without_gpus)
 from dltrain.trust import targets_of
 from dltrain.validation import validate
 
@@ -111,6 +111,7 @@ def _train(cfg: DictConfig, run_dir: Path, resume: bool, callbacks: tuple[pl.Cal
         share_cpu_threads(run.trainer.num_devices)  # DDP ranks on this machine's CPU
     console.show_start(cfg, run_dir, run.datamodule, run.summary, run.trainer,
                        fold=f"{fold.number}/{fold.of}" if fold else None)
+    say_validation_schedule(run.trainer)
     if resumed is not None:
         log.info(f"resuming from {last} ({resumed['epoch'] + 1} epoch(s) done)")
     stopped = _fit(run, last if resumed is not None else None)
@@ -210,6 +211,8 @@ def _test_and_write(run: _Run) -> dict[str, Any]:
                                                                          "best_epoch": best_epoch},
                                    rows=limits.get("test", {}).get("rows")) if run.rank_zero else []
     extra = {"best_val": val.get(cfg.monitor)} if weights.val is not None else {}
+    if trainer.max_steps and trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+        extra["max_steps_reached"] = trainer.max_steps
     final = run.results("completed", early_stopped=stop_reason is not None, stop_reason=stop_reason,
                         best_epoch=best_epoch, val=val, test={k: float(v) for k, v in sorted(tested[0].items())},
                         tested=weights.said, still_improving=still_improving(trainer, run_dir / "metrics.csv",

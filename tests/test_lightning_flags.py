@@ -265,3 +265,15 @@ def test_batch_limits_are_recorded_and_the_test_outputs_cover_the_rows_the_test_
     assert len(pd.read_csv(run_dir / "test_predictions.csv")) == 128
     assert ("trainer.limit_test_batches=2: the test covered 128 of 360 test rows (test metrics, "
             "test_predictions.csv and the plots alike)") in proc.stderr
+
+
+def test_validating_every_other_epoch_is_said_once_in_dltrains_words_not_as_lightnings_warning(tmp_path):
+    proc = dltrain_command(*CPU, "trainer.max_steps=50", "trainer.val_check_interval=0.5",
+                           "trainer.check_val_every_n_epoch=2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "could not find the monitored key" not in proc.stderr
+    assert ("trainer.check_val_every_n_epoch=2: validation runs every 2 epochs, so the best checkpoint (val_loss) "
+            "and early stopping consider those epochs only") in proc.stderr
+    results = read_results(only_run_dir(tmp_path))
+    assert results["max_steps_reached"] == 50 and results["epochs_run"] == 3  # 20 batches an epoch
+    assert "trainer.max_steps=50 ended the run in epoch 3" in proc.stderr
