@@ -114,7 +114,14 @@ def _choices() -> dict[str, str]:
     if not HydraConfig.initialized():
         return {}
     chosen = HydraConfig.get().runtime.choices.items()
-    return {group: choice for group, choice in reversed(chosen) if not group.startswith("hydra") and choice}
+    groups = {group: choice for group, choice in reversed(chosen) if not group.startswith("hydra") and choice}
+    # conf/tuning is chosen after the others, by their choices, where it has a file for them: named last, if so
+    tuning = groups.pop("tuning", None)
+    if tuning and any((Path(source["path"]) / "tuning" / f"{tuning}.yaml").is_file()
+                      for source in HydraConfig.get().runtime.config_sources if source["provider"] != "hydra"
+                      and source["schema"] == "file"):
+        groups["tuning"] = tuning
+    return groups
 
 
 def show_metrics(metrics: dict[str, float], title: str) -> None:

@@ -31,8 +31,8 @@ from dltrain.preflight import check_before_training
 from dltrain.quiet import quiet_libraries
 from dltrain.run_claim import claimed, mark_running
 from dltrain.run_files import remove_unfinished_writes, write_atomic, write_json
-from dltrain.run_record import (best_checkpoint, best_epoch_in, drop_metrics_from, last_val_metrics, relative_path,
-                                results_record, limits_in_force, still_improving, stopped_early, weight_averagers)
+from dltrain.run_record import (best_checkpoint, best_epoch_in, drop_metrics_from, last_val_metrics, limits_in_force,
+                                relative_path, results_record, still_improving, stopped_early, weight_averagers)
 from dltrain.trainer_setup import (build_callbacks, build_loggers, build_trainer, logger_locations,
                                    say_validation_schedule, skip_nvml_probe_without_gpus)
 from dltrain.trust import targets_of
@@ -243,7 +243,8 @@ def _weights_to_test(run: _Run, best_path: str) -> _Tested:
     trainer, module = run.trainer, run.module
     averagers = weight_averagers(trainer)
     swa = next((cb for cb in averagers if isinstance(cb, StochasticWeightAveraging)), None)
-    if swa is not None and trainer.current_epoch > swa.swa_end and not trainer.fast_dev_run:
+    averaged_in = swa is not None and (trainer.max_epochs == -1 or trainer.current_epoch > swa.swa_end)
+    if averaged_in and not trainer.fast_dev_run:  # as SWA's on_train_end: at its last epoch, or with no max
         epochs = f"epochs {swa.swa_start + 1}-{trainer.current_epoch}"
         validated = trainer.validate(module, datamodule=run.datamodule, verbose=False)
         if best_path:
