@@ -114,7 +114,14 @@ def _choices() -> dict[str, str]:
     if not HydraConfig.initialized():
         return {}
     chosen = HydraConfig.get().runtime.choices.items()
-    return {group: choice for group, choice in reversed(chosen) if not group.startswith("hydra") and choice}
+    groups = {group: choice for group, choice in reversed(chosen) if not group.startswith("hydra") and choice}
+    # conf/tuning is chosen after the others, by their choices, where it has a file for them: named last, if so
+    tuning = groups.pop("tuning", None)
+    if tuning and any((Path(source["path"]) / "tuning" / f"{tuning}.yaml").is_file()
+                      for source in HydraConfig.get().runtime.config_sources if source["provider"] != "hydra"
+                      and source["schema"] == "file"):
+        groups["tuning"] = tuning
+    return groups
 
 
 def show_metrics(metrics: dict[str, float], title: str) -> None:
@@ -133,13 +140,25 @@ def show_results(results: dict[str, Any], run_dir: Path) -> None:
     if _in_sweep():
         log.info(f"test: {'  '.join(f'{name}={value:.4f}' for name, value in results['test'].items())}")
     else:
-        show_metrics(results["test"], "test metrics of the best checkpoint")
+        show_metrics(results["test"], "test metrics of the best checkpoint" if results.get("tested") ==
+                     "best checkpoint" else "test metrics")
+    if results.get("tested", "best checkpoint") != "best checkpoint":
+        log.info(f"tested: {results['tested']}")
+    for line in limit_lines(results.get("limits") or {}):
+        log.info(line)
     best = (f"; best {results['monitor']} {results['best_val']:.4f} at epoch {results['best_epoch']}"
             if results["best_val"] is not None and results.get("best_epoch") else "")
+    if str(results.get("tested")).startswith("averaged weights") and results["best_val"] is not None:
+        best = f"; {results['monitor']} of the averaged weights {results['best_val']:.4f}"
     log.info(f"{results['epochs_run']} epochs in {results['wall_time_s']:.1f}s{best}")
     if results["early_stopped"]:
         of = f" of {results['max_epochs']}" if (results["max_epochs"] or 0) > 0 else ""
         log.info(f"early stopping ended the run after epoch {results['epochs_run']}{of}: {results['stop_reason']}")
+    if results.get("max_steps_reached"):
+        log.info(f"trainer.max_steps={results['max_steps_reached']} ended the run in epoch {results['epochs_run']}")
+    if results.get("still_improving"):
+        log.warning(f"{results['monitor']} was still improving at epoch {results['epochs_run']} of "
+                    f"{results['max_epochs']}: more epochs (trainer.max_epochs={2 * results['max_epochs']}) may help")
     if results["best_checkpoint"]:
         log.info(f"best checkpoint: {run_dir / results['best_checkpoint']}")
     if results.get("plots"):
@@ -147,6 +166,20 @@ def show_results(results: dict[str, Any], run_dir: Path) -> None:
     for name, where in results.get("loggers", {}).items():
         log.info(f"{name}: {where}")
     log.info(f"run directory: {run_dir}")
+
+
+def limit_lines(limits: dict[str, dict[str, Any]]) -> list[str]:
+    """A line for each stage whose batch limit left rows out: what the limit is and what it covered."""
+    words = {"train": "training covered {rows} of {of} training rows each epoch",
+             "val": "validation covered {rows} of {of} validation rows",
+             "test": "the test covered {rows} of {of} test rows (test metrics, test_predictions.csv and the "
+                     "plots alike)"}
+    lines = []
+    for stage, limit in limits.items():
+        (key, value), = ((k, v) for k, v in limit.items() if k not in ("rows", "of"))
+        lines.append(f"{key if key == 'fast_dev_run' else 'trainer.' + key}={value}: "
+                     + words[stage].format(**limit))
+    return lines
 
 
 def show_sweep(rows: list[dict[str, Any]], monitor: str, sweep_dir: Path) -> None:
@@ -211,6 +244,12 @@ def show_cross_validation(results: dict[str, Any], run_dir: Path) -> None:
     table.add_row("std", *(f"{cv['std'][n]:.4f}" for n in names))
     _console.print(table)
     log.info(f"{len(cv['folds'])} folds in {results['wall_time_s']:.1f}s; folds in {run_dir}/fold_<k>/")
+    improving = [str(fold["fold"]) for fold in cv["folds"] if fold.get("still_improving")]
+    if improving:
+        max_epochs = results.get("max_epochs") or 0
+        more = f"trainer.max_epochs={2 * max_epochs}" if max_epochs > 0 else "trainer.max_epochs"
+        log.warning(f"{results['monitor']} was still improving at the last epoch in {len(improving)} of "
+                    f"{len(cv['folds'])} folds ({', '.join(improving)}): more epochs ({more}) may help")
     if results.get("plots"):
         log.info(f"plots: {', '.join(str(run_dir / p) for p in results['plots'])}")
     log.info(f"run directory: {run_dir}")

@@ -70,7 +70,8 @@ def summarize(records: list[dict[str, Any]], cfg: DictConfig, wall_time_s: float
     the same way), and under `cv` each fold's metrics with their mean and sample standard deviation."""
     best = f"best_{cfg.monitor}"
     folds = [{"fold": n, "metrics": {best: r["best_val"], **r["test"]}, "status": r["status"],
-              "epochs_run": r["epochs_run"], "run_dir": f"fold_{n}"} for n, r in enumerate(records, 1)]
+              "epochs_run": r["epochs_run"], "still_improving": bool(r.get("still_improving")),
+              "run_dir": f"fold_{n}"} for n, r in enumerate(records, 1)]
     names = list(folds[0]["metrics"])
     values = {name: [f["metrics"][name] for f in folds] for name in names}
     mean = {name: statistics.fmean(v) for name, v in values.items()}
@@ -83,6 +84,8 @@ def summarize(records: list[dict[str, Any]], cfg: DictConfig, wall_time_s: float
         "val": {k: statistics.fmean(r["val"][k] for r in records) for k in first["val"]},
         "test": {k: mean[k] for k in first["test"]},
         "epochs_run": statistics.fmean(r["epochs_run"] for r in records),
+        "max_epochs": first.get("max_epochs"),
+        "still_improving": any(f["still_improving"] for f in folds),  # each fold's under cv.folds
         "wall_time_s": round(wall_time_s, 3),
         "loss": first["loss"], "class_weights": first["class_weights"],
         "seed": cfg.seed,

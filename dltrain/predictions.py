@@ -45,16 +45,18 @@ def prediction_table(module: TrainingModule, features: Tensor, batch_size: int =
     return table
 
 
-def labelled_predictions(module: TrainingModule, dataset: TensorBatchDataset) -> pd.DataFrame:
-    """Predictions on a split (features, targets) with the true class or value beside each."""
+def labelled_predictions(module: TrainingModule, dataset: TensorBatchDataset, rows: int | None = None
+                         ) -> pd.DataFrame:
+    """Predictions on a split (features, targets) with the true class or value beside each; `rows`: its first
+    rows only (those a test limited by trainer.limit_test_batches covered)."""
     import pandas as pd
 
     from dltrain.data.spec import REGRESSION
 
-    spec, targets = module.spec, dataset.targets.cpu().numpy()
+    spec, targets = module.spec, dataset.targets[:rows].cpu().numpy()
     if spec.task == REGRESSION:
         true = targets * spec.target_std + spec.target_mean
     else:
         names = spec.labels()
         true = [names[int(t)] for t in targets]
-    return pd.concat([pd.DataFrame({"true": true}), prediction_table(module, dataset.features)], axis=1)
+    return pd.concat([pd.DataFrame({"true": true}), prediction_table(module, dataset.features[:rows])], axis=1)

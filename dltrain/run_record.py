@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, StochasticWeightAveraging, WeightAveraging
 from pytorch_lightning.callbacks.early_stopping import EarlyStoppingReason
 from pytorch_lightning.utilities.model_summary import ModelSummary
 
@@ -45,6 +45,52 @@ def stopped_early(trainer: pl.Trainer) -> str | None:
         EarlyStoppingReason.DIVERGENCE_THRESHOLD: f"{monitor} passed divergence_threshold="
                                                   f"{stopper.divergence_threshold}",
     }[stopper.stopping_reason]
+
+
+def weight_averagers(trainer: pl.Trainer) -> list[pl.Callback]:
+    """The run's weight-averaging callbacks (EMAWeightAveraging and other WeightAveraging, SWA)."""
+    return [cb for cb in trainer.callbacks if isinstance(cb, (WeightAveraging, StochasticWeightAveraging))]
+
+
+def still_improving(trainer: pl.Trainer, path: Path, monitor: str, mode: str, recent: int = 3) -> bool:
+    """Whether the monitored metric was still improving when trainer.max_epochs ended the run: the best of its
+    last `recent` validated epochs beats the best before them by more than early stopping's min_delta (as
+    early stopping counts an improvement). Never for a run something else ended (early stopping, max_steps,
+    max_time, a callback) or a fast_dev_run."""
+    if trainer.fast_dev_run or not trainer.max_epochs or trainer.max_epochs < 0 \
+            or trainer.current_epoch < trainer.max_epochs or stopped_early(trainer) is not None \
+            or not path.exists():
+        return False
+    with path.open(newline="") as handle:
+        values = [float(row[monitor]) for row in csv.DictReader(handle) if row.get(monitor)]
+    if len(values) < 2:
+        return False
+    scores = [-value if mode == "min" else value for value in values]  # higher is better
+    recent = min(recent, len(scores) - 1)
+    stopper = trainer.early_stopping_callback
+    min_delta = abs(stopper.min_delta) if stopper is not None else 0.0
+    return max(scores[-recent:]) - max(scores[:-recent]) > min_delta
+
+
+def limits_in_force(trainer: pl.Trainer, datamodule: ArrayDataModule) -> dict[str, dict[str, Any]]:
+    """The batch limits that left rows out (trainer.limit_{train,val,test}_batches, fast_dev_run), per stage:
+    the limit, the rows each epoch (or the test) covered, and the split's rows. Validation and test batches
+    are the split's rows in order, so a limit covers its first rows."""
+    limits = {}
+    splits = {"train": (trainer.limit_train_batches, datamodule.train_set),
+              "val": (trainer.limit_val_batches, datamodule.val_set),
+              "test": (trainer.limit_test_batches, datamodule.test_set)}
+    per_step = datamodule.batch_size * max(1, trainer.world_size)
+    for stage, (limit, split) in splits.items():
+        total = len(split)
+        batches = -(-total // per_step)
+        covered = min(limit, batches) if isinstance(limit, int) else int(batches * limit)
+        rows = min(covered * per_step, total)
+        if rows < total:
+            key = ("fast_dev_run" if trainer.fast_dev_run else "overfit_batches"
+                   if trainer.overfit_batches and stage != "test" else f"limit_{stage}_batches")
+            limits[stage] = {key: trainer.fast_dev_run or limit, "rows": rows, "of": total}
+    return limits
 
 
 def results_record(cfg: DictConfig, config: dict[str, Any], trainer: pl.Trainer, datamodule: ArrayDataModule,

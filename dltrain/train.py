@@ -11,6 +11,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.callbacks import StochasticWeightAveraging
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities.model_summary import ModelSummary
 
@@ -30,10 +31,10 @@ from dltrain.preflight import check_before_training
 from dltrain.quiet import quiet_libraries
 from dltrain.run_claim import claimed, mark_running
 from dltrain.run_files import remove_unfinished_writes, write_atomic, write_json
-from dltrain.run_record import (best_checkpoint, best_epoch_in, drop_metrics_from, last_val_metrics, relative_path,
-                                results_record, stopped_early)
+from dltrain.run_record import (best_checkpoint, best_epoch_in, drop_metrics_from, last_val_metrics, limits_in_force,
+                                relative_path, results_record, still_improving, stopped_early, weight_averagers)
 from dltrain.trainer_setup import (build_callbacks, build_loggers, build_trainer, logger_locations,
-                                   skip_nvml_probe_without_gpus)
+                                   say_validation_schedule, skip_nvml_probe_without_gpus)
 from dltrain.trust import targets_of
 from dltrain.validation import validate
 
@@ -110,6 +111,7 @@ def _train(cfg: DictConfig, run_dir: Path, resume: bool, callbacks: tuple[pl.Cal
         share_cpu_threads(run.trainer.num_devices)  # DDP ranks on this machine's CPU
     console.show_start(cfg, run_dir, run.datamodule, run.summary, run.trainer,
                        fold=f"{fold.number}/{fold.of}" if fold else None)
+    say_validation_schedule(run.trainer)
     if resumed is not None:
         log.info(f"resuming from {last} ({resumed['epoch'] + 1} epoch(s) done)")
     stopped = _fit(run, last if resumed is not None else None)
@@ -191,33 +193,88 @@ def _fit(run: _Run, resume_from: Path | None) -> dict[str, Any] | None:
 
 
 def _test_and_write(run: _Run) -> dict[str, Any]:
-    """Test the best checkpoint (or, with none written, the final weights), then write the test predictions,
-    the plots and results.json."""
+    """Test the weights every later command reads (the best checkpoint's, or with none written the final
+    weights), then write the test predictions, the plots and results.json."""
     cfg, trainer, run_dir = run.cfg, run.trainer, run.run_dir
-    # before the test, which restores every callback's state from the best checkpoint, early stopping's included
     stop_reason = stopped_early(trainer)
     best_epoch, val = best_epoch_in(run_dir / "metrics.csv", cfg.monitor, cfg.mode) if run.rank_zero else (None, {})
     checkpoint = best_checkpoint(trainer)
     best_path = checkpoint.best_model_path if checkpoint else ""
-    tested = trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best_path or None, verbose=False,
-                          weights_only=True)
+    weights = _weights_to_test(run, best_path)
+    if weights.val is not None:  # the averaged weights replaced the best epoch's in best.ckpt
+        best_epoch, val = trainer.current_epoch, weights.val
+    # The module holds the tested weights: no ckpt_path, which would let a weight-averaging callback restore its
+    # checkpoint's "current_model_state" (the weights before averaging) rather than the state_dict others read.
+    tested = trainer.test(run.module, datamodule=run.datamodule, verbose=False)
+    limits = limits_in_force(trainer, run.datamodule)
     plots = _predictions_and_plots(run.module, run.datamodule, run_dir, {"monitor": cfg.monitor,
-                                                                         "best_epoch": best_epoch}
-                                   ) if run.rank_zero else []
+                                                                         "best_epoch": best_epoch},
+                                   rows=limits.get("test", {}).get("rows")) if run.rank_zero else []
+    extra = {"best_val": val.get(cfg.monitor)} if weights.val is not None else {}
+    if trainer.max_steps and trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+        extra["max_steps_reached"] = trainer.max_steps
     final = run.results("completed", early_stopped=stop_reason is not None, stop_reason=stop_reason,
                         best_epoch=best_epoch, val=val, test={k: float(v) for k, v in sorted(tested[0].items())},
-                        tested="best checkpoint" if best_path else "final weights (no best checkpoint was written"
-                        + (": fast_dev_run)" if trainer.fast_dev_run else ")"),
-                        plots=[relative_path(str(p), run_dir) for p in plots])
+                        tested=weights.said, still_improving=still_improving(trainer, run_dir / "metrics.csv",
+                                                                             cfg.monitor, cfg.mode),
+                        limits=limits, plots=[relative_path(str(p), run_dir) for p in plots], **extra)
     if run.rank_zero:
         console.show_results(final, run_dir)
     return final
 
 
-def _predictions_and_plots(module: TrainingModule, datamodule: ArrayDataModule, run_dir: Path, record: dict[str, Any]) -> list[Path]:
-    """test_predictions.csv (the best checkpoint's, true beside predicted) and the plots drawn from the files."""
+@dataclass
+class _Tested:
+    """Which weights the test uses, in words for results.json, and the validation metrics of averaged weights
+    that were validated after training (None where the best epoch's are the ones that count)."""
+
+    said: str
+    val: dict[str, float] | None = None
+
+
+def _weights_to_test(run: _Run, best_path: str) -> _Tested:
+    """Put into the module the weights that best.ckpt holds for every later command (dltrain-eval, -predict,
+    -export, -serve read its state_dict), and say which they are.
+
+    EMA-like WeightAveraging validates and saves its averaged weights, so best.ckpt's state_dict holds those.
+    StochasticWeightAveraging puts its average into the module only when training ends (checkpoints hold the
+    weights it averages): its averaged weights are validated and written to best.ckpt, as they are what the
+    user added it for; where the run ended before SWA's last epoch (early stopping) nothing was averaged in."""
+    trainer, module = run.trainer, run.module
+    averagers = weight_averagers(trainer)
+    swa = next((cb for cb in averagers if isinstance(cb, StochasticWeightAveraging)), None)
+    averaged_in = swa is not None and (trainer.max_epochs == -1 or trainer.current_epoch > swa.swa_end)
+    if averaged_in and not trainer.fast_dev_run:  # as SWA's on_train_end: at its last epoch, or with no max
+        epochs = f"epochs {swa.swa_start + 1}-{trainer.current_epoch}"
+        validated = trainer.validate(module, datamodule=run.datamodule, verbose=False)
+        if best_path:
+            trainer.save_checkpoint(best_path, weights_only=False)
+        saved = ", saved as the best checkpoint" if best_path else ""
+        log.info(f"StochasticWeightAveraging: testing and saving its averaged weights ({epochs}), validated "
+                 f"{'  '.join(f'{k}={v:.4f}' for k, v in sorted(validated[0].items()))}")
+        return _Tested(f"averaged weights (StochasticWeightAveraging, {epochs}){saved}",
+                       {k: float(v) for k, v in sorted(validated[0].items())})
+    names = ", ".join(type(cb).__name__ for cb in averagers if cb is not swa)
+    if best_path:
+        stored = read_checkpoint(best_path, trusted=targets_of(run.config))
+        module.load_state_dict(stored["state_dict"], strict=True)
+        said = "best checkpoint" + (f" (averaged weights, {names})" if names else "")
+        if swa is not None:
+            said += (f" (StochasticWeightAveraging averaged nothing in: the run ended at epoch "
+                     f"{trainer.current_epoch} before its last)")
+        return _Tested(said)
+    said = ("final weights (no best checkpoint was written" + (": fast_dev_run)" if trainer.fast_dev_run else ")")
+            + (f" (averaged weights, {names})" if names else ""))
+    return _Tested(said)
+
+
+def _predictions_and_plots(module: TrainingModule, datamodule: ArrayDataModule, run_dir: Path, record: dict[str, Any],
+                           rows: int | None = None) -> list[Path]:
+    """test_predictions.csv (the tested weights', true beside predicted) and the plots drawn from the files;
+    `rows`: the first rows only, those a limited test (trainer.limit_test_batches) covered."""
     from dltrain.plots import plot_run
     from dltrain.predictions import labelled_predictions
 
-    write_atomic(run_dir / "test_predictions.csv", labelled_predictions(module, datamodule.test_set).to_csv(index=False))
+    table = labelled_predictions(module, datamodule.test_set, rows=rows)
+    write_atomic(run_dir / "test_predictions.csv", table.to_csv(index=False))
     return plot_run(run_dir, record)

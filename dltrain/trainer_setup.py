@@ -3,8 +3,10 @@ loggers, the checkpoint IO plugin, and the environment fix a CPU-only machine ne
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -16,6 +18,8 @@ from dltrain.callbacks import EpochMetricsCSV, InterruptCheckpoint, RngState
 from dltrain.checkpoint_io import AtomicCheckpointIO
 from dltrain.instantiate import build
 from dltrain.progress import EpochProgressBar
+
+log = logging.getLogger("dltrain")
 
 
 def skip_nvml_probe_without_gpus(trainer: pl.Trainer) -> None:
@@ -108,3 +112,16 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], run_dir: Path, 
         enable_checkpointing=any(isinstance(callback, ModelCheckpoint) for callback in callbacks),
         plugins=[AtomicCheckpointIO()],
     )
+
+
+def say_validation_schedule(trainer: pl.Trainer) -> None:
+    """With trainer.check_val_every_n_epoch > 1 the epochs between validations have no monitored metric, so a
+    ModelCheckpoint following it skips them: said once here, in place of Lightning's warning at each such
+    epoch that it "could not find the monitored key" (which reads like a mistake)."""
+    every = trainer.check_val_every_n_epoch
+    monitors = {cb.monitor for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor}
+    if not every or every <= 1 or not monitors:
+        return
+    log.info(f"trainer.check_val_every_n_epoch={every}: validation runs every {every} epochs, so the best "
+             f"checkpoint ({', '.join(sorted(monitors))}) and early stopping consider those epochs only")
+    warnings.filterwarnings("ignore", message=r".*`ModelCheckpoint\(monitor=.*could not find the monitored key")

@@ -7,6 +7,7 @@ checkpoint files and learning rates.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -224,3 +225,55 @@ def test_an_epoch_that_max_steps_cuts_short_has_its_own_train_values_and_no_vali
     assert last["train_loss"] != rows[-2].split(",")[2]  # the ten batches of epoch 3, not epoch 2's values
     plain, _ = plain_fit(tmp_path, -1, max_steps=50)
     assert plain.global_step == 50 and plain.current_epoch == read_results(run_dir)["epochs_run"] == 3
+
+
+@pytest.mark.parametrize("averaging, settings, tested", [
+    ("EMAWeightAveraging", [], "best checkpoint (averaged weights, EMAWeightAveraging)"),
+    ("StochasticWeightAveraging", ["swa_lrs=0.01", "swa_epoch_start=2"],
+     "averaged weights (StochasticWeightAveraging, epochs 2-3), saved as the best checkpoint"),
+])
+def test_a_weight_averaging_run_tests_the_weights_dltrain_eval_reads_from_best_ckpt(tmp_path, averaging, settings,
+                                                                                   tested):
+    """A/B: results.json's test metrics against dltrain-eval's on best.ckpt (what -predict, -export and -serve
+    read too): the same weights, the averaged ones."""
+    target = f"pytorch_lightning.callbacks.{averaging}"
+    run_dir = dltrain_run(tmp_path, "trainer.max_epochs=3", f"+callbacks.avg._target_={target}",
+                          *(f"+callbacks.avg.{setting}" for setting in settings))
+    results = read_results(run_dir)
+    assert results["tested"] == tested
+    evaluated = dltrain_command(f"ckpt_path={run_dir}", f"trust={target}", cwd=tmp_path, script="dltrain-eval")
+    assert evaluated.returncode == 0, evaluated.stderr
+    metrics = json.loads((run_dir / "eval_best.json").read_text())["metrics"]
+    assert metrics == pytest.approx(results["test"], abs=1e-6)
+    state = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
+    if averaging == "EMAWeightAveraging":  # the weights before averaging are kept aside, not tested
+        assert "current_model_state" in state
+    else:  # the averaged weights, validated after training, are the best checkpoint's
+        assert results["best_val"] == pytest.approx(results["val"]["val_loss"]) and results["best_epoch"] == 3
+
+
+def test_batch_limits_are_recorded_and_the_test_outputs_cover_the_rows_the_test_metrics_do(tmp_path):
+    import pandas as pd
+
+    proc = dltrain_command("debug=limit", "model=mlp", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = only_run_dir(tmp_path)
+    limits = read_results(run_dir)["limits"]  # batches of 64 rows; digits: 1,257 / 180 / 360 rows
+    assert limits == {"train": {"limit_train_batches": 3, "rows": 192, "of": 1257},
+                      "val": {"limit_val_batches": 2, "rows": 128, "of": 180},
+                      "test": {"limit_test_batches": 2, "rows": 128, "of": 360}}
+    assert len(pd.read_csv(run_dir / "test_predictions.csv")) == 128
+    assert ("trainer.limit_test_batches=2: the test covered 128 of 360 test rows (test metrics, "
+            "test_predictions.csv and the plots alike)") in proc.stderr
+
+
+def test_validating_every_other_epoch_is_said_once_in_dltrains_words_not_as_lightnings_warning(tmp_path):
+    proc = dltrain_command(*CPU, "trainer.max_steps=50", "trainer.val_check_interval=0.5",
+                           "trainer.check_val_every_n_epoch=2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "could not find the monitored key" not in proc.stderr
+    assert ("trainer.check_val_every_n_epoch=2: validation runs every 2 epochs, so the best checkpoint (val_loss) "
+            "and early stopping consider those epochs only") in proc.stderr
+    results = read_results(only_run_dir(tmp_path))
+    assert results["max_steps_reached"] == 50 and results["epochs_run"] == 3  # 20 batches an epoch
+    assert "trainer.max_steps=50 ended the run in epoch 3" in proc.stderr

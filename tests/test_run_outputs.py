@@ -173,7 +173,7 @@ def test_a_terminal_shows_a_bar_apart_from_the_epoch_lines_counted_from_1_and_sa
     assert "Epoch 0" not in text
     # The set-up in a few lines: the presets, the keys set, the model's size and shapes; no tree, no layer table.
     assert ("presets: data=digits model=softmax optimizer=adam scheduler=none loss=auto trainer=cpu "
-            "callbacks=default") in segments
+            "callbacks=default tuning=softmax_adam") in segments  # conf/tuning's settings for softmax with adam
     assert "set: trainer.max_epochs=5 callbacks.early_stopping.min_delta=10 callbacks.early_stopping.patience=1" \
         in segments
     assert any(s.startswith("model: softmax, 650 parameters (650 trainable), input (1, 8, 8) -> 10 output(s)")
