@@ -58,7 +58,7 @@ def _write(ckpt_path: str, formats: list[str], output: str | None, trust: str | 
         target = folder / exported.name
         write_with(target, lambda handle, content=exported.content: handle.write(content), sync=False)
         check = {"format": exported.format, "file": exported.name, "checkpoint": str(path.resolve()),
-                 "epoch": checkpoint["epoch"], "checked_on": f"the run's {split} rows"} | exported.check
+                 "epoch": checkpoint["epoch"] + 1, "checked_on": f"the run's {split} rows"} | exported.check
         write_json(folder / f"{exported.name}.check.json", check)
         written.append(target)
         print(_check_line(exported.format, target, check))
