@@ -179,6 +179,14 @@ def test_predict_reads_image_folders_and_arrays(run, tmp_path):
     np.save(tmp_path / "digits.npy", np.zeros((4, 1, 8, 8), dtype=np.float32))
     assert tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={tmp_path / 'digits.npy'}", cwd=tmp_path).returncode == 0
     assert len(pd.read_csv(run_dir / "predictions_digits.csv")) == 4
+    overflowing = np.zeros((3, 1, 8, 8))  # float64: its 1e308 is infinite in float32
+    overflowing[1, 0, 2, 2] = 1e308
+    np.save(tmp_path / "overflow.npy", overflowing)
+    proc = tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={tmp_path / 'overflow.npy'}", cwd=tmp_path)
+    assert proc.returncode == 0 and "1 row(s) not predicted (holds a value that is not a finite float32 number " \
+        "(NaN, infinite, or beyond about 3.4e38)): row 2;" in proc.stderr, proc.stderr
+    got = pd.read_csv(run_dir / "predictions_overflow.csv")
+    assert got.prediction.isna().tolist() == [False, True, False] and got.iloc[[0, 2], 2:-1].notna().all().all()
     np.save(tmp_path / "wrong.npy", np.zeros((4, 5), dtype=np.float32))
     proc = tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={tmp_path / 'wrong.npy'}", cwd=tmp_path)
     assert proc.returncode == 1
