@@ -248,7 +248,8 @@ def _array_rows(values: list, served: Served, settings: Settings, faults: dict[i
     a finite float32 number (JSON allows 1e999 and 10**400) is that row's fault."""
     spec = served.module.spec
     if spec.kind in ("table", "text"):
-        raise BadRequest(422, f"inputs: this model was trained on {spec.kind} data; it takes {_request_help(spec.kind)}")
+        raise BadRequest(422, f"inputs: this model was trained on {spec.kind} data; it takes "
+                              f"{_request_help(spec.kind)}")
     rows = []
     try:
         for i, row in enumerate(values):

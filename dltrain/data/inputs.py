@@ -136,7 +136,8 @@ def text_features(frame: pd.DataFrame, spec: DataSpec, missing: str, source: Pat
         raise DataError(f"{_named(source)}: no column '{encoder.column}', the text the model was trained on")
     texts = frame[encoder.column]
     if missing == "drop" and texts.isna().any():
-        why = f"the text '{encoder.column}' is empty, and training dropped such rows (data.missing=drop); give it a text"
+        why = (f"the text '{encoder.column}' is empty, and training dropped such rows (data.missing=drop); give it "
+               "a text")
         empty = np.flatnonzero(texts.isna().to_numpy())
         if faults is None:
             row = int(empty[0])
@@ -210,8 +211,8 @@ def array_features(features: np.ndarray, spec: DataSpec, missing: str, on_unknow
         columns = spec.encoder.get("columns") if spec.kind != TEXT else None
         texts = [c["name"] for c in columns or [] if c["kind"] != "numeric"] or [spec.encoder.get("column")]
         if not columns or any(c["kind"] != "numeric" for c in columns):
-            raise DataError(f"{_named(source)}: the model was trained on a table with text columns ({', '.join(texts)}), "
-                            "which an array of numbers cannot hold; give a table (a CSV, or rows of column -> value)")
+            raise DataError(f"{_named(source)}: the model was trained on a table with text columns "
+                            f"({', '.join(texts)}), which an array of numbers cannot hold; give a table (a CSV, or rows of column -> value)")
         names = [c["name"] for c in columns]
         if tuple(features.shape[1:]) != (len(names),):
             raise DataError(f"{_named(source)} has rows of shape {tuple(features.shape[1:])}, but the model takes "
