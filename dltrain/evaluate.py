@@ -2,13 +2,15 @@
 
 Without input=, its run's test split (or split=val|train), read as training read it from the config stored in
 the checkpoint. With input=, a new labelled file: a table holding the target column, or an image folder with
-a sub-folder per class, encoded with training's preprocessing. The metrics are written as JSON (default:
-eval_<checkpoint name>.json, or eval_<checkpoint>_<input>.json, in the run directory; output= a file, or a
-folder to put it in) and shown as a table.
+a sub-folder per class, encoded with training's preprocessing; a row dltrain-predict could not predict (its
+features break training's rules) is left out of the score, named in one line and in the JSON (rows_left_out).
+The metrics are written as JSON (default: eval_<checkpoint name>.json, or eval_<checkpoint>_<input>.json, in
+the run directory; output= a file, or a folder to put it in) and shown as a table; its epoch counts from 1.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,11 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None, tru
 
     The run's data is read as training read it, with no download: a checkpoint does not send for files."""
     from dltrain.checkpoints import open_checkpoint
-    from dltrain.data.inputs import check_unknown_category, missing_rule, read_labelled
-    from dltrain.errors import ConfigError
+    import numpy as np
+
+    from dltrain.data.inputs import TABLE_SUFFIXES, check_unknown_category, missing_rule, read_labelled
+    from dltrain.errors import ConfigError, DataError
+    from dltrain.predictions import left_out_line, row_and_line
     from dltrain.quiet import quiet_libraries
 
     quiet_libraries()
@@ -44,11 +49,21 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None, tru
     config = module.hparams.config
     if input:
         source = Path(input).expanduser()
-        features, targets = read_labelled(source, module.spec, (config.get("data") or {}).get("target"),
-                                          missing_rule(config), on_unknown_category)
-        loader = evaluation_loader(tensor_dataset(features, targets, module.spec), 1024)
-        scored, name = {"split": "input", "input": str(source.resolve()), "rows": len(targets)}, \
+        features, targets, faults = read_labelled(source, module.spec, (config.get("data") or {}).get("target"),
+                                                  missing_rule(config), on_unknown_category)
+        scored, name = {"split": "input", "input": str(source.resolve()), "rows": len(targets) - len(faults)}, \
             f"eval_{path.stem}_{source.stem}.json"
+        if faults:  # scored without the rows prediction would leave out, said in one line and in the JSON
+            where = row_and_line if source.suffix.lower() in TABLE_SUFFIXES else (lambda row: f"row {row + 1}")
+            line = left_out_line(faults, where, "left out of the score")
+            if len(faults) == len(targets):
+                raise DataError(f"input={source}: no row can be scored; {line}")
+            print(f"dltrain-eval: warning: {line}", file=sys.stderr)
+            kept = np.setdiff1d(np.arange(len(targets)), list(faults))
+            features, targets = features[kept], targets[kept]
+            scored["rows_left_out"] = {"count": len(faults), "rows": [row + 1 for row in faults],
+                                       "reasons": {str(row + 1): why for row, why in faults.items()}}
+        loader = evaluation_loader(tensor_dataset(features, targets, module.spec), 1024)
     else:
         datamodule = stored_datamodule(config)
         loader = {"train": datamodule.train_dataloader, "val": datamodule.val_dataloader,
@@ -58,7 +73,7 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None, tru
                          enable_model_summary=False, enable_checkpointing=False)
     tested = trainer.test(module, dataloaders=loader, verbose=False)[0]
     metrics = {k.replace("test_", f"{scored['split']}_", 1): float(v) for k, v in sorted(tested.items())}
-    result = {"checkpoint": str(path.resolve()), **scored, "epoch": checkpoint["epoch"], "metrics": metrics}
+    result = {"checkpoint": str(path.resolve()), **scored, "epoch": checkpoint["epoch"] + 1, "metrics": metrics}
     target = Path(output).expanduser() if output else run_dir / name
     if target.is_dir():  # a folder: the file goes inside it
         target = target / name

@@ -2,11 +2,15 @@
 
 New inputs get exactly the preprocessing of training (the table encoding and image size stored in the
 checkpoint); the predictions (class and probabilities, or value) go to a CSV, one row per input row or file,
-with the row number or file name and any table columns named by keep= beside them.
+with the row number or file name and any table columns named by keep= beside them. A row that cannot be
+predicted by training's rules (an empty cell under data.missing=drop, a word in a numeric column, a number
+that is not finite in float32, an unseen category) is named in one line and kept in the file with an empty
+prediction and the reason in a not_predicted column; the other rows are predicted.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from dltrain.console_scripts import listed, run_tool
@@ -23,9 +27,9 @@ def predict(ckpt_path: str, input: str, output: str | None = None, batch_size: s
     import torch
 
     from dltrain.checkpoints import open_checkpoint
-    from dltrain.data.inputs import check_unknown_category, missing_rule, read_inputs
-    from dltrain.errors import ConfigError
-    from dltrain.predictions import prediction_table
+    from dltrain.data.inputs import TABLE_SUFFIXES, check_unknown_category, missing_rule, read_inputs
+    from dltrain.errors import ConfigError, DataError
+    from dltrain.predictions import left_out_line, predict_rows, row_and_line
     from dltrain.run_files import write_atomic
 
     if not batch_size.isdigit() or int(batch_size) < 1:
@@ -35,15 +39,21 @@ def predict(ckpt_path: str, input: str, output: str | None = None, batch_size: s
     module.eval()
     source = Path(input).expanduser()
     missing = missing_rule(module.hparams.config)
-    features, ids = read_inputs(source, module.spec, missing, on_unknown_category, listed(keep))
-    table = pd.concat([pd.DataFrame(ids), prediction_table(module, torch.from_numpy(features), int(batch_size))],
-                      axis=1)
-    name = f"predictions_{source.stem}.csv"
-    target = Path(output).expanduser() if output else run_dir / name
+    features, ids, faults = read_inputs(source, module.spec, missing, on_unknown_category, listed(keep))
+    predicted, faults = predict_rows(module, torch.from_numpy(features), faults, int(batch_size))
+    name = row_and_line if source.suffix.lower() in TABLE_SUFFIXES else (lambda row: f"row {row + 1}")
+    if len(faults) == len(predicted):
+        raise DataError(f"input={source}: no row can be predicted; {left_out_line(faults, name)}")
+    table = pd.concat([pd.DataFrame(ids), predicted], axis=1)
+    file = f"predictions_{source.stem}.csv"
+    target = Path(output).expanduser() if output else run_dir / file
     if target.is_dir():  # a folder: the file goes inside it
-        target = target / name
+        target = target / file
     write_atomic(target, table.to_csv(index=False))
-    print(f"{len(table)} predictions written to {target}")
+    if faults:  # the rows left out are named, and marked in the file (empty prediction, the reason beside)
+        print(f"dltrain-predict: warning: {left_out_line(faults, name)}; their rows in the file have no "
+              "prediction and say why in not_predicted", file=sys.stderr)
+    print(f"{len(table) - len(faults)} predictions written to {target}")
     return target
 
 

@@ -4,8 +4,10 @@ POST /predict takes JSON {"rows": [{column: value, ...}, ...]} for a table model
 lists of the input shape) for arrays and sequences, {"images": [base64 PNG or JPEG, ...]} or multipart files
 for an image model, and answers what dltrain-predict gives for the same inputs: each row's class and class
 probabilities, or its value in the target's units. GET /health, GET /metadata (model, task, inputs, classes,
-the run's test metrics), OpenAPI docs at /docs. A bad request gets a 4xx JSON error naming the field; a
-body over max_body_mb or a batch over max_batch_rows is refused. Ctrl-C stops the server.
+the run's test metrics), OpenAPI docs at /docs. A row that breaks training's rules gets its error in its place
+and the others their predictions (a request with none predictable is a 422). A bad request gets a 4xx JSON
+error naming the field; a body over max_body_mb or a batch over max_batch_rows is refused. Ctrl-C stops the
+server.
 """
 
 from __future__ import annotations

@@ -2,8 +2,12 @@
 as dltrain-predict reads files (dltrain.data.inputs) and the answer made by the same prediction table.
 
 A bad request is answered with a 4xx JSON error whose detail names the field, and the app goes on serving:
-413 for a body over max_body_mb or a batch over max_batch_rows, 400 for a body that is not JSON, 415 for a
-content type it does not take, 422 for content that does not fit the model. A request is one batched
+413 for a body over max_body_mb or a batch over max_batch_rows, 400 for a body that is not JSON (or nested
+too deeply), 415 for a content type it does not take, 422 for content that does not fit the model. Rows are
+predicted one by one as dltrain-predict predicts a file's: a row that breaks training's rules (an empty cell
+under data.missing=drop, a word in a numeric column, a number beyond float32, an unseen category) gets
+{"prediction": null, "error": ...} and the others their predictions (200, the errors also listed under
+"errors"); only a request with no predictable row is a 422. A request is one batched
 forward pass under torch.inference_mode, run in a worker thread so the server keeps answering meanwhile.
 """
 
@@ -71,7 +75,7 @@ def load_served(settings: Settings) -> Served:
         "parameters": sum(p.numel() for p in module.model.parameters()),
         "data": spec.name, "task": spec.task, "kind": spec.kind,
         "classes": spec.labels() if spec.task != "regression" else None,
-        "checkpoint": str(path.resolve()), "epoch": checkpoint["epoch"],
+        "checkpoint": str(path.resolve()), "epoch": checkpoint["epoch"] + 1,  # counted from 1, as every other record
         "test_metrics": read_results(run_dir).get("test") or {},
         "inputs": describe(spec, config),
         "request": _request_help(spec.kind),
@@ -109,8 +113,9 @@ def create_app(served: Served, settings: Settings) -> FastAPI:
                   f"{served.metadata['data']} ({served.metadata['task']}).")
 
     @app.exception_handler(BadRequest)
-    async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+    async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:  # a lone surrogate shown escaped
+        return JSONResponse({"detail": exc.detail.encode("utf-8", "backslashreplace").decode()},
+                            status_code=exc.status)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:  # a bug: logged, never sent
@@ -130,8 +135,8 @@ def create_app(served: Served, settings: Settings) -> FastAPI:
     async def predict(request: Request) -> dict[str, Any]:
         """The predictions of the rows, inputs or images sent: class and probabilities, or the value."""
         body = await _read_body(request, settings.max_body_mb)
-        features = await _features(request, body, served, settings)
-        return {"predictions": await run_in_threadpool(_predict, served, features)}
+        field, features, faults = await _features(request, body, served, settings)
+        return await run_in_threadpool(_predict, served, features, faults, field)
 
     return app
 
@@ -151,14 +156,16 @@ async def _read_body(request: Request, max_body_mb: float) -> bytes:
     return bytes(body)
 
 
-async def _features(request: Request, body: bytes, served: Served, settings: Settings) -> np.ndarray:
-    """The model-ready rows of a JSON or multipart request."""
+async def _features(request: Request, body: bytes, served: Served, settings: Settings
+                    ) -> tuple[str, np.ndarray, dict[int, str]]:
+    """The request's field (rows, inputs, images, files), its model-ready rows, and the rows that cannot be
+    predicted ({row: why})."""
     spec = served.module.spec
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "multipart/form-data":
         names, images = await _uploaded_files(request, body)
         _check_count(len(images), "files", settings)
-        return _data(lambda: image_features(images, spec, names))
+        return "files", _data(lambda: image_features(images, spec, names)), {}
     if kind not in ("application/json", ""):
         raise BadRequest(415, f"content-type {kind}: expected application/json (send the header Content-Type: "
                               "application/json; curl: -H 'content-type: application/json'), or multipart/form-data "
@@ -167,6 +174,9 @@ async def _features(request: Request, body: bytes, served: Served, settings: Set
         payload = json.loads(body, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(400, f"body: not valid JSON ({one_line(exc)[:200]})") from None
+    except RecursionError:
+        raise BadRequest(400, "body: JSON nested too deeply; a request is one object of rows, inputs or "
+                              "images") from None
     if not isinstance(payload, dict) or len(payload) != 1 or next(iter(payload)) not in ("rows", "inputs", "images"):
         got = ", ".join(map(str, payload)) if isinstance(payload, dict) else type(payload).__name__
         raise BadRequest(422, f"body: expected one field, rows (a table), inputs (nested lists) or images "
@@ -175,12 +185,13 @@ async def _features(request: Request, body: bytes, served: Served, settings: Set
     if not isinstance(values, list) or not values:
         raise BadRequest(422, f"{field}: expected a non-empty list, one entry per row")
     _check_count(len(values), field, settings)
+    faults: dict[int, str] = {}
     if field == "rows":
-        return _data(lambda: _table_rows(values, served, settings))
+        return field, _data(lambda: _table_rows(values, served, settings, faults)), faults
     if field == "images":
-        return _data(lambda: image_features([_decoded(v, i) for i, v in enumerate(values)], spec,
-                                            [f"images[{i}]" for i in range(len(values))]))
-    return _data(lambda: _array_rows(values, served, settings))
+        return field, _data(lambda: image_features([_decoded(v, i) for i, v in enumerate(values)], spec,
+                                                   [f"images[{i}]" for i in range(len(values))])), faults
+    return field, _data(lambda: _array_rows(values, served, settings, faults)), faults
 
 
 def _no_constant(name: str) -> None:
@@ -201,34 +212,59 @@ def _data(read) -> np.ndarray:
         raise BadRequest(422, str(exc)) from None
 
 
-def _table_rows(rows: list, served: Served, settings: Settings) -> np.ndarray:
+def _table_rows(rows: list, served: Served, settings: Settings, faults: dict[int, str]) -> np.ndarray:
+    """A request's rows of column -> value as dltrain-predict reads a table's: a malformed row refuses the
+    request (422); a number beyond float range (JSON allows 1e999 and 10**400) is that row's fault."""
     import pandas as pd
 
+    limit = float(np.finfo(np.float32).max)
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise BadRequest(422, f"rows[{i}]: expected an object of column -> value, got {type(row).__name__}")
-        for column, value in row.items():
-            if value is not None and not isinstance(value, (str, int, float)):
+        for column, value in list(row.items()):
+            if _surrogate(column) or _surrogate(value):
+                raise BadRequest(422, f"rows[{i}].{column}: holds a lone UTF-16 surrogate, which is not a Unicode "
+                                      "character; send valid text")
+            if isinstance(value, bool) or (value is not None and not isinstance(value, (str, int, float))):
                 raise BadRequest(422, f"rows[{i}].{column}: a {type(value).__name__} is not a table value; expected "
                                       "a number, text or null")
+            if isinstance(value, (int, float)) and not abs(value) <= limit:  # an int of 400 digits included
+                faults.setdefault(i, f"column '{column}' is a number beyond float32's range (about 3.4e38)")
+                row = rows[i] = {**row, column: None}
     if served.module.spec.encoder is None:
         raise BadRequest(422, f"rows: this model was trained on {served.module.spec.kind} data; it takes "
                               f"{_request_help(served.module.spec.kind)}")
     return table_features(pd.DataFrame(rows), served.module.spec, served.missing, settings.on_unknown_category,
-                          "rows", where=lambda row: f"rows[{row}]")
+                          "rows", where=lambda row: f"rows[{row}]", faults=faults)
 
 
-def _array_rows(values: list, served: Served, settings: Settings) -> np.ndarray:
+def _surrogate(value: Any) -> bool:
+    """Whether a JSON string holds a lone UTF-16 surrogate (\\ud800 escaped alone): not encodable text."""
+    return isinstance(value, str) and any("\ud800" <= character <= "\udfff" for character in value)
+
+
+def _array_rows(values: list, served: Served, settings: Settings, faults: dict[int, str]) -> np.ndarray:
+    """A request's nested lists as dltrain-predict reads an array file's rows: a row with a value that is not
+    a finite float32 number (JSON allows 1e999 and 10**400) is that row's fault."""
+    spec = served.module.spec
+    if spec.kind in ("table", "text"):
+        raise BadRequest(422, f"inputs: this model was trained on {spec.kind} data; it takes "
+                              f"{_request_help(spec.kind)}")
+    rows = []
     try:
-        array = np.asarray(values, dtype=np.float32)
+        for i, row in enumerate(values):
+            try:
+                with np.errstate(over="ignore"):  # a float beyond float32 becomes infinite: refused below
+                    rows.append(np.asarray(row, dtype=np.float32))
+            except OverflowError:  # an integer beyond float64
+                faults[i] = "holds a number beyond float32's range (about 3.4e38)"
+                rows.append(np.zeros(spec.input_shape, dtype=np.float32))
+        array = np.stack(rows)
     except (ValueError, TypeError):
         raise BadRequest(422, f"inputs: not a list of equally shaped rows of numbers; each row has the input shape "
-                              f"{tuple(served.module.spec.input_shape)}") from None
-    if not np.isfinite(array).all():
-        raise BadRequest(422, f"inputs[{int(np.flatnonzero(~np.isfinite(array).reshape(len(array), -1).all(1))[0])}]:"
-                              " holds a value too large for float32; send finite numbers")
-    return array_features(array, served.module.spec, served.missing, settings.on_unknown_category, "inputs",
-                          where=lambda row: f"inputs[{row}]")
+                              f"{tuple(spec.input_shape)}") from None
+    return array_features(array, spec, served.missing, settings.on_unknown_category, "inputs",
+                          where=lambda row: f"inputs[{row}]", faults=faults)
 
 
 def _decoded(value: Any, index: int) -> bytes:
@@ -257,20 +293,29 @@ async def _uploaded_files(request: Request, body: bytes) -> tuple[list[str], lis
     return names, [await value.read() for _, value in files]
 
 
-def _predict(served: Served, features: np.ndarray) -> list[dict[str, Any]]:
-    """One forward pass over every row: the class and probabilities, or the value in the target's units."""
+def _predict(served: Served, features: np.ndarray, faults: dict[int, str], field: str) -> dict[str, Any]:
+    """One forward pass over the predictable rows: each row's class and probabilities, or its value in the
+    target's units; a row that cannot be predicted (`faults`, or an output that is not finite) gets its error."""
     import torch
 
-    from dltrain.predictions import prediction_table
+    from dltrain.predictions import NOT_PREDICTED, left_out_line, predict_rows
 
-    table = prediction_table(served.module, torch.from_numpy(np.ascontiguousarray(features)), max(len(features), 1))
+    table, faults = predict_rows(served.module, torch.from_numpy(np.ascontiguousarray(features)), faults,
+                                 max(len(features), 1))
+    errors = {row: f"{field}[{row}]: {why}" for row, why in faults.items()}
+    if len(errors) == len(table):
+        raise BadRequest(422, errors[0] if len(errors) == 1 else
+                         f"{field}: no row can be predicted; {left_out_line(faults, lambda row: f'{field}[{row}]')}")
     answers = []
-    for row in table.to_dict("records"):
+    for index, row in enumerate(table.drop(columns=NOT_PREDICTED, errors="ignore").to_dict("records")):
+        if index in errors:
+            answers.append({"prediction": None, "error": errors[index]})
+            continue
         answer: dict[str, Any] = {"prediction": _plain(row.pop("prediction"))}
         if row:  # a classifier: prob_<class> columns
             answer["probabilities"] = {name[len("prob_"):]: float(value) for name, value in row.items()}
         answers.append(answer)
-    return answers
+    return {"predictions": answers, **({"errors": list(errors.values())} if errors else {})}
 
 
 def _plain(value: Any) -> Any:

@@ -62,17 +62,36 @@ def test_predict_applies_the_training_encoding_to_new_rows(run, tmp_path):
     table = tmp_path / "table.csv"
     write_table(table)  # its line 7 (row 5) has no noise value, which training (data.missing=drop) left out
     run_dir, _ = run(["data=csv", f"data.path={table}", "data.target=label", "model=mlp", "trainer.max_epochs=5"])
+    # The row training would have dropped is named and left without a prediction; every other row is predicted,
+    # as it is in a file without that row (A/B).
     proc = tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={table}", cwd=tmp_path)
-    assert proc.returncode == 1 and not (run_dir / "predictions_table.csv").exists()
+    assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        f"dltrain-predict: error: {table} line 7: column 'noise' is empty, and the model was trained with "
-        "data.missing=drop (rows with a missing value left out): fill it in"]
+        "dltrain-predict: warning: 1 row(s) not predicted (column 'noise' is empty, and the model was trained with "
+        "data.missing=drop (rows with a missing value left out): fill it in): row 6 (line 7); their rows in the "
+        "file have no prediction and say why in not_predicted"]
+    assert proc.stdout.strip().endswith(f"299 predictions written to {run_dir / 'predictions_table.csv'}")
+    every = pd.read_csv(run_dir / "predictions_table.csv")
+    assert len(every) == 300 and list(every.row) == list(range(1, 301))
+    assert every.loc[5, ["prediction", "prob_big", "prob_small"]].isna().all()
+    assert every.not_predicted[5].startswith("column 'noise' is empty") and every.not_predicted.notna().sum() == 1
     complete = tmp_path / "complete.csv"
     pd.read_csv(table).dropna().to_csv(complete, index=False)
     proc = tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={complete}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     full = pd.read_csv(run_dir / "predictions_complete.csv")
     assert len(full) == 299 and list(full.columns) == ["row", "prediction", "prob_big", "prob_small"]
+    assert list(every.prediction.drop(index=5)) == list(full.prediction)
+    assert np.allclose(every.prob_big.drop(index=5), full.prob_big, atol=1e-6)
+    # dltrain-eval on the labelled file scores the rows it can, as on the file without the empty cell's row.
+    assert tool("dltrain-eval", f"ckpt_path={run_dir}", f"input={table}", cwd=tmp_path).returncode == 0
+    proc = tool("dltrain-eval", f"ckpt_path={run_dir}", f"input={complete}", cwd=tmp_path)
+    assert proc.returncode == 0 and "left out" not in proc.stderr, proc.stderr
+    scored, whole = (json.loads((run_dir / f"eval_best_{name}.json").read_text()) for name in ("table", "complete"))
+    assert scored["rows"] == whole["rows"] == 299 and scored["metrics"] == pytest.approx(whole["metrics"], rel=1e-6)
+    assert scored["rows_left_out"]["count"] == 1 and scored["rows_left_out"]["rows"] == [6]
+    assert "rows_left_out" not in whole
+    assert scored["epoch"] == read_results(run_dir)["best_epoch"]  # counted from 1, as results.json counts
     assert np.allclose(full.prob_big + full.prob_small, 1)
     assert (full.prediction == np.where(full.prob_big > 0.5, "big", "small")).all()
     # Three rows alone, with a category unseen in training: refused unless on_unknown_category=zeros, which
@@ -83,8 +102,9 @@ def test_predict_applies_the_training_encoding_to_new_rows(run, tmp_path):
     out = tmp_path / "few_predictions.csv"
     proc = tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={tmp_path / 'few.csv'}", f"output={out}",
                 cwd=tmp_path)
-    assert proc.returncode == 1 and not out.exists()
-    assert "line 4: column 'colour' value 'purple' is a category training never saw" in proc.stderr
+    assert proc.returncode == 0 and "1 row(s) not predicted (column 'colour' value 'purple' is a category " \
+        "training never saw" in proc.stderr and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert pd.read_csv(out).prediction.isna().tolist() == [False, False, True]
     assert tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={tmp_path / 'few.csv'}", f"output={out}",
                 "on_unknown_category=zeros", cwd=tmp_path).returncode == 0
     three = pd.read_csv(out)
@@ -100,15 +120,42 @@ def test_predict_refuses_rows_training_would_refuse_and_imputes_as_an_imputing_r
     proc = tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={table}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr  # the empty cell is imputed, as training imputed it
     assert len(pd.read_csv(run_dir / "predictions_table.csv")) == 300
+    predicted = pd.read_csv(run_dir / "predictions_table.csv")
+    # A value no float32 holds (1e308 overflows once standardized), a word, an infinite number: that row is
+    # named and has no prediction (never a class with empty or NaN probabilities); the others are as before.
     for value, why in (("abc", "value 'abc' is not a number, and the column is numeric"),
-                       ("inf", "value inf is infinite")):
+                       ("inf", "value inf is infinite"),
+                       ("1e308", "value 1e+308 is beyond float32's range (about 3.4e38) once standardized"),
+                       ("-2e39", "value -2e+39 is beyond float32's range (about 3.4e38) once standardized")):
         bad = pd.read_csv(table).drop(columns="label").astype({"size": object})
         bad.loc[3, "size"] = value
         bad.to_csv(tmp_path / "bad.csv", index=False)
         proc = tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={tmp_path / 'bad.csv'}",
-                    f"output={tmp_path / 'out'}", "batch_size=64", cwd=tmp_path)
-        assert proc.returncode == 1 and f"bad.csv line 5: column 'size' {why}" in proc.stderr, proc.stderr
-        assert not (tmp_path / "out").exists()
+                    f"output={tmp_path / 'bad_predictions.csv'}", "batch_size=64", cwd=tmp_path)
+        assert proc.returncode == 0 and f"1 row(s) not predicted (column 'size' {why}" in proc.stderr, proc.stderr
+        assert "): row 4 (line 5);" in proc.stderr
+        got = pd.read_csv(tmp_path / "bad_predictions.csv")
+        assert got.loc[3, ["prediction", "prob_big", "prob_small"]].isna().all() and why in got.not_predicted[3]
+        others = got.drop(index=3)
+        assert others.not_predicted.isna().all() and np.isfinite(others.prob_big).all()
+        assert np.allclose(others.prob_big, predicted.prob_big.drop(index=3), atol=1e-6)
+    # An output that is not finite is never a prediction: the row is left out, saying so (NaN fed in directly).
+    from dltrain.checkpoints import open_checkpoint
+    from dltrain.predictions import prediction_table, predict_rows
+
+    module = open_checkpoint(str(run_dir), None)[3]
+    features = torch.zeros(3, module.spec.input_shape[0])
+    features[1, 0] = float("nan")
+    rows, left_out = predict_rows(module, features, {2: "given"})
+    assert left_out == {1: "the model's output for it is not finite (NaN or infinite)", 2: "given"}
+    assert rows.prediction.isna().tolist() == [False, True, True] and rows.prob_big.isna().tolist()[1:] == [True] * 2
+    assert rows.prob_big[0] == prediction_table(module, features[:1]).prob_big[0]
+    # A file none of whose rows can be predicted is refused, naming them.
+    bad.iloc[:2].assign(size="abc").to_csv(tmp_path / "none.csv", index=False)
+    proc = tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={tmp_path / 'none.csv'}", cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.strip() == (
+        f"dltrain-predict: error: input={tmp_path / 'none.csv'}: no row can be predicted; 2 row(s) not predicted "
+        "(column 'size' value 'abc' is not a number, and the column is numeric): row 1 (line 2), row 2 (line 3)")
     (tmp_path / "out").mkdir()  # an existing folder as output: the file goes inside it
     proc = tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={table}", f"output={tmp_path / 'out'}",
                 cwd=tmp_path)
@@ -132,6 +179,14 @@ def test_predict_reads_image_folders_and_arrays(run, tmp_path):
     np.save(tmp_path / "digits.npy", np.zeros((4, 1, 8, 8), dtype=np.float32))
     assert tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={tmp_path / 'digits.npy'}", cwd=tmp_path).returncode == 0
     assert len(pd.read_csv(run_dir / "predictions_digits.csv")) == 4
+    overflowing = np.zeros((3, 1, 8, 8))  # float64: its 1e308 is infinite in float32
+    overflowing[1, 0, 2, 2] = 1e308
+    np.save(tmp_path / "overflow.npy", overflowing)
+    proc = tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={tmp_path / 'overflow.npy'}", cwd=tmp_path)
+    assert proc.returncode == 0 and "1 row(s) not predicted (holds a value that is not a finite float32 number " \
+        "(NaN, infinite, or beyond about 3.4e38)): row 2;" in proc.stderr, proc.stderr
+    got = pd.read_csv(run_dir / "predictions_overflow.csv")
+    assert got.prediction.isna().tolist() == [False, True, False] and got.iloc[[0, 2], 2:-1].notna().all().all()
     np.save(tmp_path / "wrong.npy", np.zeros((4, 5), dtype=np.float32))
     proc = tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={tmp_path / 'wrong.npy'}", cwd=tmp_path)
     assert proc.returncode == 1

@@ -210,3 +210,67 @@ def test_an_export_writes_nothing_when_one_format_fails_and_its_config_file_choo
     (tmp_path / "out" / "model_config.json").write_text(json.dumps(config))
     with pytest.raises(UntrustedConfig, match=r"asks to build model with _target_='os.system'"):
         load_safetensors(tmp_path / "out")
+
+
+KILL_AFTER_FIRST_WRITE = """
+import os, sys
+import dltrain.run_files as run_files
+write_with = run_files.write_with
+def killed(*args, **kwargs):
+    write_with(*args, **kwargs)
+    os._exit(9)  # as a kill -9 would: no cleanup, no finally
+run_files.write_with = killed
+from dltrain.export import export
+export(sys.argv[1], "[onnx,safetensors]", output=sys.argv[2])
+"""
+
+
+def test_an_export_killed_between_writes_leaves_no_set_and_the_next_one_clears_it_and_writes_it_whole(run, tmp_path):
+    import hashlib
+
+    run_dir, _ = run(PRESETS["softmax"] + ONE_EPOCH)
+    out = tmp_path / "shipped"
+    proc = subprocess.run([sys.executable, "-c", KILL_AFTER_FIRST_WRITE, str(run_dir), str(out)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 9, proc.stderr[-2000:]
+    assert not out.exists()  # the first file was written, into a hidden folder beside it: no part of a set
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".shipped.")] != []
+    export(str(run_dir), "[onnx,safetensors]", output=str(out))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run0", "shipped"]  # the killed run's leftovers cleared
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["files"]) == sorted(p.name for p in out.iterdir() if p.name != "manifest.json")
+    assert {"model.onnx", "model.safetensors", "preprocessing.json", "model_config.json"} <= set(manifest["files"])
+    for name, facts in manifest["files"].items():
+        assert facts["sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest()
+    assert manifest["epoch"] == json.loads((out / "model.onnx.check.json").read_text())["epoch"] == 1
+    # A kill while an older export is there leaves that one whole; the next export replaces it whole.
+    before = (out / "manifest.json").read_text()
+    proc = subprocess.run([sys.executable, "-c", KILL_AFTER_FIRST_WRITE, str(run_dir), str(out)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 9 and (out / "manifest.json").read_text() == before
+    export(str(run_dir), "safetensors", output=str(out))
+    assert sorted(json.loads((out / "manifest.json").read_text())["files"]) == [
+        "model.safetensors", "model.safetensors.check.json", "model_config.json", "preprocessing.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run0", "shipped"] and not (out / "model.onnx").exists()
+
+
+@pytest.mark.parametrize("where, message", [
+    ("taken/inside", r"^output=.*taken/inside: cannot make this folder, .*taken is a file, not a folder$"),
+    ("/proc/nowhere/export", r"^output=/proc/nowhere/export: cannot make this folder \(No such file or directory: "
+                             r"/proc/nowhere\); choose a folder you may write to$"),
+    ("mixed", r"^output=.*mixed holds files that are not an export's \(notes.txt\); an export replaces its folder "
+              r"whole: give a new or an export's folder$"),
+])
+def test_an_output_folder_that_cannot_be_written_is_one_line_naming_it(tmp_path, where, message):
+    (tmp_path / "taken").write_text("")
+    (tmp_path / "mixed").mkdir()
+    (tmp_path / "mixed" / "notes.txt").write_text("mine")
+    softmax = tmp_path / "run"
+    from conftest import train_run
+
+    train_run(softmax, PRESETS["softmax"] + ONE_EPOCH)
+    proc = dltrain_command(f"ckpt_path={softmax}", f"output={tmp_path / where if not where.startswith('/') else where}",
+                           cwd=tmp_path, script="dltrain-export")
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert re.match(message, proc.stderr.strip().removeprefix("dltrain-export: error: ")), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and (tmp_path / "mixed" / "notes.txt").read_text() == "mine"

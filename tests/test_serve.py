@@ -84,14 +84,15 @@ def test_a_table_server_answers_as_dltrain_predict_refuses_bad_requests_and_goes
         stored = read_checkpoint(run_dir / "checkpoints" / "best.ckpt")["hyper_parameters"]
         assert meta["model"] == "mlp" and meta["task"] == "binary" and meta["classes"] == ["big", "small"]
         assert meta["test_metrics"] == results["test"]
+        assert meta["epoch"] == results["best_epoch"]  # counted from 1, as results.json and the terminal count
         expected = describe(DataSpec.from_dict(stored["data_spec"]), stored["config"])
         assert meta["inputs"] == json.loads(json.dumps(expected))
         row = rows[0]
         bad = [  # (request, status, the detail's words)
             ({"json": {"rows": [{k: v for k, v in row.items() if k != "size"}]}}, 422,
              "rows: missing columns size (the model was trained on them)"),
-            ({"json": {"rows": [row, row | {"size": "tall"}]}}, 422,
-             "rows[1]: column 'size' value 'tall' is not a number, and the column is numeric"),
+            ({"json": {"rows": [row | {"size": "tall"}]}}, 422,
+             "rows[0]: column 'size' value 'tall' is not a number, and the column is numeric"),
             ({"json": {"rows": [row | {"colour": ["red"]}]}}, 422, "rows[0].colour: a list is not a table value"),
             ({"json": {"rows": [[1, 2, 3]]}}, 422, "rows[0]: expected an object of column -> value, got list"),
             ({"json": {"rows": [row] * 41}}, 413, "rows: 41 rows, over max_batch_rows=40; split the batch"),
@@ -183,3 +184,77 @@ def test_serve_refuses_a_bad_key_or_checkpoint_in_one_line_before_starting(tmp_p
     proc = dltrain_command(*keys, cwd=tmp_path, script="dltrain-serve")
     assert proc.returncode == 1 and proc.stderr.strip() == f"dltrain-serve: error: {message}"
     assert proc.stdout == ""
+
+
+def test_serve_predicts_the_rows_it_can_and_answers_4xx_naming_the_field_for_what_crashed_it(run, tmp_path):
+    """In-process: a row that breaks training's rules (data.missing=drop here) gets its error beside the others'
+    predictions (200), as dltrain-predict leaves it out of a file; a request with no predictable row is a 422;
+    JSON numbers beyond float range, inputs sent to a table model, deep nesting, a lone surrogate: 4xx, not 500."""
+    from fastapi.testclient import TestClient
+
+    from dltrain.serving import Settings, create_app, load_served
+
+    write_table(tmp_path / "train.csv")
+    run_dir, _ = run(["data=csv", f"data.path={tmp_path / 'train.csv'}", "data.target=label", "data.missing=drop"])
+    settings = Settings(str(run_dir))
+    client = TestClient(create_app(load_served(settings), settings), raise_server_exceptions=False)
+    row = {"size": 10.0, "colour": "red", "noise": 0.1}
+    alone = client.post("/predict", json={"rows": [row]}).json()["predictions"][0]
+
+    def post(body: bytes):
+        return client.post("/predict", content=body, headers={"content-type": "application/json"})
+
+    empty = client.post("/predict", json={"rows": [row | {"noise": None}, row, row | {"size": "x"}]})
+    assert empty.status_code == 200, empty.text
+    answers = empty.json()
+    assert answers["predictions"][1] == alone
+    assert answers["predictions"][0] == {"prediction": None, "error": answers["errors"][0]}
+    assert answers["errors"] == [
+        "rows[0]: column 'noise' is empty, and the model was trained with data.missing=drop (rows with a missing "
+        "value left out): fill it in", "rows[2]: column 'size' value 'x' is not a number, and the column is numeric"]
+    beyond = b', "colour": "red", "noise": 0.1}'
+    for size in (b"1e999", b"1" + b"0" * 400, b"1e308", b"-1e39"):
+        answer = post(b'{"rows": [{"size": ' + size + beyond + b", " + json.dumps(row).encode() + b"]}")
+        assert answer.status_code == 200 and answer.json()["predictions"][1] == alone, answer.text
+        assert answer.json()["errors"] == ["rows[0]: column 'size' is a number beyond float32's range (about 3.4e38)"]
+    bad = [  # (body, status, detail)
+        (json.dumps({"rows": [row | {"noise": None}]}).encode(), 422,
+         "rows[0]: column 'noise' is empty, and the model was trained with data.missing=drop (rows with a missing "
+         "value left out): fill it in"),
+        (json.dumps({"rows": [row | {"noise": None}] * 2}).encode(), 422,
+         "rows: no row can be predicted; 2 row(s) not predicted (column 'noise' is empty, and the model was trained "
+         "with data.missing=drop (rows with a missing value left out): fill it in): rows[0], rows[1]"),
+        (json.dumps({"inputs": [[1.0, 2.0, 3.0, 4.0, 5.0]]}).encode(), 422,
+         'inputs: this model was trained on table data; it takes JSON {"rows": [{"<column>": <value>, ...}, ...]}'),
+        (b'{"rows": ' + b"[" * 100000 + b"]" * 100000 + b"}", 400,
+         "body: JSON nested too deeply; a request is one object of rows, inputs or images"),
+        (b'{"rows": [{"size": 1, "colour": "\\ud800", "noise": 0.1}]}', 422,
+         "rows[0].colour: holds a lone UTF-16 surrogate, which is not a Unicode character; send valid text"),
+        (b'{"rows": [{"size": 1, "colour": "red", "noise": 0.1, "\\udfff": 1}]}', 422,
+         "rows[0].\\udfff: holds a lone UTF-16 surrogate, which is not a Unicode character; send valid text"),
+        (json.dumps({"rows": [row | {"size": True}]}).encode(), 422,
+         "rows[0].size: a bool is not a table value; expected a number, text or null"),
+        (b'{"rows": [{"size": Infinity, "colour": "red", "noise": 0.1}]}', 400,
+         "body: not valid JSON (Infinity is not a JSON number; send finite numbers)"),
+    ]
+    for body, status, detail in bad:
+        answer = post(body)
+        assert (answer.status_code, answer.json()["detail"]) == (status, detail), answer.text
+    assert client.post("/predict", json={"rows": [row]}).json()["predictions"][0] == alone  # still serving
+
+
+def test_serve_refuses_an_array_row_beyond_float32_and_predicts_the_others(run):
+    from fastapi.testclient import TestClient
+
+    from dltrain.serving import Settings, create_app, load_served
+
+    run_dir, _ = run(["data=sine", "model=lstm", "trainer.max_epochs=1"])
+    settings = Settings(str(run_dir))
+    client = TestClient(create_app(load_served(settings), settings), raise_server_exceptions=False)
+    good = np.random.default_rng(0).normal(size=(20, 1)).round(3).tolist()
+    alone = client.post("/predict", json={"inputs": [good]}).json()["predictions"][0]
+    for huge in ("1e39", "1" + "0" * 400):
+        body = '{"inputs": [' + json.dumps(good).replace(str(good[3][0]), huge, 1) + ", " + json.dumps(good) + "]}"
+        answer = client.post("/predict", content=body.encode(), headers={"content-type": "application/json"})
+        assert answer.status_code == 200 and answer.json()["predictions"][1] == alone, answer.text
+        assert answer.json()["errors"][0].startswith("inputs[0]: holds a ")

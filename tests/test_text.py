@@ -114,3 +114,20 @@ def test_a_model_that_reads_no_text_and_a_crafted_text_encoding_are_refused(run,
                         "vocabulary": ["a", 3], "embedding_size": 4}}
     with pytest.raises(CheckpointError, match="data spec has encoder=.*a text encoding"):
         checked_spec(spec)
+
+
+def test_an_empty_text_under_data_missing_drop_is_that_rows_fault_and_the_others_are_read():
+    from dltrain.data.inputs import table_features
+    from dltrain.data.spec import DataSpec
+    from dltrain.data.text import TextEncoder
+    from dltrain.errors import DataError
+
+    encoder = TextEncoder("text", "word", 4, ["bad", "good"], 4)
+    spec = DataSpec("r", "binary", (4,), 2, kind="text", encoder=encoder.to_dict())
+    frame = pd.DataFrame({"text": ["good", None, "bad good"]})
+    faults: dict[int, str] = {}
+    ids = table_features(frame, spec, "drop", "error", "rows", faults=faults)
+    assert list(faults) == [1] and "the text 'text' is empty, and training dropped such rows" in faults[1]
+    assert (ids[[0, 2]] == table_features(frame.iloc[[0, 2]], spec, "drop", "error", "rows")).all()
+    with pytest.raises(DataError, match=r"^rows line 3: the text 'text' is empty"):
+        table_features(frame, spec, "drop", "error", "rows")

@@ -82,35 +82,48 @@ class TableEncoder:
         return out
 
     def check(self, frame: pd.DataFrame, missing: str, on_unknown: str, source: str,
-              where: Callable[[int], str] | None = None) -> None:
+              where: Callable[[int], str] | None = None, every: bool = False) -> dict[int, str]:
         """Refuse new rows that training would have refused, naming column and row (`where(row)`; by default
-        the line of `source`, line 1 being the header): a word in a numeric column, an infinite number, an
-        empty cell where training dropped such rows (missing=drop), and with on_unknown=error a category the
-        training split never had."""
+        the line of `source`, line 1 being the header): a word in a numeric column, an infinite number or one
+        that overflows float32 once standardized, an empty cell where training dropped such rows
+        (missing=drop), and with on_unknown=error a category the training split never had. With every=True
+        nothing is raised: each faulty row's first fault is returned ({row: why}), for row-by-row prediction."""
         where = where or (lambda row: f"{source} line {row + 2}")
+        faults: dict[int, str] = {}
+        limit = float(np.finfo(np.float32).max)
         for column in self.columns:
             values = frame[column["name"]]
             present = values.notna().to_numpy(dtype=bool)
-            bad, why = None, ""
-            if missing == "drop" and not present.all():
-                bad, why = ~present, "is empty, and the model was trained with data.missing=drop (rows with a " \
-                                     "missing value left out): fill it in"
-            elif column["kind"] == "numeric":
+            found: list[tuple[np.ndarray, str]] = []
+            if missing == "drop":
+                found.append((~present, "is empty, and the model was trained with data.missing=drop (rows with a "
+                                        "missing value left out): fill it in"))
+            if column["kind"] == "numeric":
                 numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-                if (word := np.isnan(numbers) & present).any():
-                    bad, why = word, "is not a number, and the column is numeric"
-                elif (infinite := np.isinf(numbers)).any():
-                    bad, why = infinite, "is infinite; give a finite number"
+                infinite = np.isinf(numbers)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    scaled = (numbers - column["mean"]) / column["std"]
+                found += [(np.isnan(numbers) & present, "is not a number, and the column is numeric"),
+                          (infinite, "is infinite; give a finite number"),
+                          (~infinite & (np.abs(numbers) > limit) | (np.abs(scaled) > limit),
+                           "is beyond float32's range (about 3.4e38) once standardized; give a smaller number")]
             elif on_unknown == "error":
                 unseen = present & ~values.astype("string").isin(column["categories"]).to_numpy(dtype=bool)
-                if unseen.any():
-                    bad, why = unseen, (f"is a category training never saw (it saw {', '.join(column['categories'][:8])}"
-                                        f"{', ...' if len(column['categories']) > 8 else ''}); pass "
-                                        "on_unknown_category=zeros to encode unseen categories as all zeros")
-            if bad is not None:
-                row = int(np.flatnonzero(bad)[0])
-                value = f" value {values.iloc[row]!r}" if present[row] else ""
-                raise DataError(f"{where(row)}: column '{column['name']}'{value} {why}")
+                found.append((unseen, f"is a category training never saw (it saw "
+                                      f"{', '.join(column['categories'][:8])}"
+                                      f"{', ...' if len(column['categories']) > 8 else ''}); pass "
+                                      "on_unknown_category=zeros to encode unseen categories as all zeros"))
+            for bad, why in found:
+                for row in np.flatnonzero(bad):
+                    row = int(row)
+                    if row in faults:
+                        continue
+                    shown = values.iloc[row]
+                    value = f" value {getattr(shown, 'item', lambda: shown)()!r}" if present[row] else ""
+                    faults[row] = f"column '{column['name']}'{value} {why}"
+                    if not every:
+                        raise DataError(f"{where(row)}: {faults[row]}")
+        return dict(sorted(faults.items()))
 
     def to_dict(self) -> dict[str, Any]:
         return {"columns": self.columns}

@@ -31,15 +31,16 @@ def check_unknown_category(value: str) -> None:
 
 
 def read_inputs(source: Path, spec: DataSpec, missing: str = "impute", on_unknown: str = "zeros", keep: list[str] = ()
-                ) -> tuple[np.ndarray, dict[str, list]]:
-    """Model-ready features of `source` (a table, an image folder or file, an array file) and the columns that
-    identify each row: the row number or file, then a table's `keep` columns. A table's rows follow training's
-    rules (`missing`: its data.missing; see TableEncoder.check)."""
+                ) -> tuple[np.ndarray, dict[str, list], dict[int, str]]:
+    """Model-ready features of `source` (a table, an image folder or file, an array file), the columns that
+    identify each row (the row number or file, then a table's `keep` columns), and the rows that cannot be
+    predicted ({row: why}): a table's rows follow training's rules row by row (`missing`: its data.missing;
+    see TableEncoder.check), and an array's rows must be finite numbers."""
     if keep and (source.is_dir() or source.suffix.lower() not in TABLE_SUFFIXES):
         raise DataError(f"keep={','.join(keep)} names columns to copy from a table, and input={source} is not one")
     if source.is_dir() or _is_image(source):
         files = _image_files(source, spec)
-        return image_features(files, spec), {"file": files}
+        return image_features(files, spec), {"file": files}, {}
     if source.suffix.lower() in TABLE_SUFFIXES:
         from dltrain.data.tables import read_frame
 
@@ -48,20 +49,25 @@ def read_inputs(source: Path, spec: DataSpec, missing: str = "impute", on_unknow
         if lacking:
             raise DataError(f"keep: input={source} has no column '{lacking[0]}'; its columns are: "
                             f"{', '.join(map(str, frame.columns))}")
-        features = table_features(frame, spec, missing, on_unknown, source)
-        return features, {"row": list(range(1, len(frame) + 1)), **{name: frame[name].tolist() for name in keep}}
+        faults: dict[int, str] = {}
+        features = table_features(frame, spec, missing, on_unknown, source, faults=faults)
+        return features, {"row": list(range(1, len(frame) + 1)), **{name: frame[name].tolist() for name in keep}}, \
+            faults
     if source.suffix.lower() in (".npy", ".npz"):
-        features = _array_features(source, spec, missing, on_unknown)
-        return features, {"row": list(range(1, len(features) + 1))}
+        faults = {}
+        features = _array_features(source, spec, missing, on_unknown, faults)
+        return features, {"row": list(range(1, len(features) + 1))}, faults
     raise DataError(f"input={source}: expected a table (.csv, .parquet), an image folder or file, or a .npy/.npz "
                     "array")
 
 
 def read_labelled(source: Path, spec: DataSpec, target: str | None, missing: str = "impute", on_unknown: str = "zeros"
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
     """Features and encoded targets of a new labelled `source`: a table holding the target column training
     used, or an image folder with one sub-folder per class. Targets are encoded as training encoded them
-    (class names to the checkpoint's class numbers; a regression target as a number)."""
+    (class names to the checkpoint's class numbers; a regression target as a number). The third value: the
+    rows whose features cannot be predicted ({row: why}, as for read_inputs), to be left out of the score;
+    a missing or unknown true value is the file's fault and refused."""
     if source.is_dir() and spec.kind == "image":
         from torchvision import datasets
 
@@ -70,7 +76,7 @@ def read_labelled(source: Path, spec: DataSpec, target: str | None, missing: str
         except (FileNotFoundError, RuntimeError) as exc:
             raise DataError(f"input={source}: {exc} (expected one sub-folder of images per class)") from None
         labels = [folder.classes[index] for _, index in folder.samples]
-        return image_features([file for file, _ in folder.samples], spec), _class_numbers(labels, spec, source)
+        return image_features([file for file, _ in folder.samples], spec), _class_numbers(labels, spec, source), {}
     if source.suffix.lower() not in TABLE_SUFFIXES:
         raise DataError(f"input={source}: expected a table with the target column (.csv, .parquet) or, for an "
                         "image model, a folder with one sub-folder of images per class")
@@ -84,45 +90,61 @@ def read_labelled(source: Path, spec: DataSpec, target: str | None, missing: str
     if truth.isna().any():
         raise DataError(f"input={source} line {int(np.flatnonzero(truth.isna().to_numpy())[0]) + 2}: the target "
                         f"'{target}' is empty; every scored row needs its true value")
-    features = table_features(frame.drop(columns=[target]), spec, missing, on_unknown, source)
+    faults: dict[int, str] = {}
+    features = table_features(frame.drop(columns=[target]), spec, missing, on_unknown, source, faults=faults)
     if spec.task == REGRESSION:
         numbers = pd.to_numeric(truth, errors="coerce")
         if numbers.isna().any():
             row = int(np.flatnonzero(numbers.isna().to_numpy())[0])
             raise DataError(f"input={source} line {row + 2}: target value {truth.iloc[row]!r} is not a number")
-        return features, numbers.to_numpy(dtype=np.float32)
-    return features, _class_numbers(truth.tolist(), spec, source)
+        return features, numbers.to_numpy(dtype=np.float32), faults
+    return features, _class_numbers(truth.tolist(), spec, source), faults
 
 
 def table_features(frame: pd.DataFrame, spec: DataSpec, missing: str, on_unknown: str, source: Path | str,
-                   where: Callable[[int], str] | None = None) -> np.ndarray:
+                   where: Callable[[int], str] | None = None, faults: dict[int, str] | None = None) -> np.ndarray:
     """A table's feature matrix, encoded as training encoded its columns; missing columns are refused, and
-    rows training would have refused (TableEncoder.check, naming the row by `where`)."""
+    rows training would have refused (TableEncoder.check, naming the row by `where`) too, unless `faults` is
+    given: then each such row's fault is put in it ({row: why}) and its features are zeros, never predicted."""
     if spec.encoder is None:
         raise DataError(f"{_named(source)} is a table, but the checkpoint was trained on {spec.kind} data")
     if spec.kind == TEXT:
-        return text_features(frame, spec, missing, source, where)
+        return text_features(frame, spec, missing, source, where, faults)
     encoder = TableEncoder.from_dict(spec.encoder)
     lacking = [c["name"] for c in encoder.columns if c["name"] not in frame.columns]
     if lacking:
         raise DataError(f"{_named(source)}: missing columns {', '.join(lacking)} (the model was trained on them)")
-    encoder.check(frame, missing, on_unknown, str(source), where)
-    return encoder.transform(frame)
+    found = encoder.check(frame, missing, on_unknown, str(source), where, every=faults is not None)
+    if not found:
+        return encoder.transform(frame)
+    for row, why in found.items():  # a fault the caller found first stays the row's reason
+        faults.setdefault(row, why)
+    good = np.ones(len(frame), dtype=bool)
+    good[list(found)] = False
+    features = np.zeros((len(frame), encoder.num_features), dtype=np.float32)
+    features[good] = encoder.transform(frame[good])
+    return features
 
 
 def text_features(frame: pd.DataFrame, spec: DataSpec, missing: str, source: Path | str,
-                  where: Callable[[int], str] | None = None) -> np.ndarray:
+                  where: Callable[[int], str] | None = None, faults: dict[int, str] | None = None) -> np.ndarray:
     """A table's text column as the token ids training made of it (its vocabulary: a token it did not keep is
-    the unknown id); an empty text is refused where training dropped such rows (data.missing=drop)."""
+    the unknown id); an empty text is refused where training dropped such rows (data.missing=drop), or, with
+    `faults`, put in it as that row's fault."""
     encoder = TextEncoder.from_dict(spec.encoder)
     if encoder.column not in frame.columns:
         raise DataError(f"{_named(source)}: no column '{encoder.column}', the text the model was trained on")
     texts = frame[encoder.column]
     if missing == "drop" and texts.isna().any():
-        row = int(np.flatnonzero(texts.isna().to_numpy())[0])
-        at = where(row) if where else f"{_named(source)} line {row + 2}"
-        raise DataError(f"{at}: the text '{encoder.column}' is empty, and training dropped such rows "
-                        "(data.missing=drop); give it a text")
+        why = (f"the text '{encoder.column}' is empty, and training dropped such rows (data.missing=drop); give it "
+               "a text")
+        empty = np.flatnonzero(texts.isna().to_numpy())
+        if faults is None:
+            row = int(empty[0])
+            raise DataError(f"{where(row) if where else f'{_named(source)} line {row + 2}'}: {why}")
+        for row in empty:
+            faults.setdefault(int(row), why)
+        texts = texts.fillna("")
     return encoder.transform(texts)
 
 
@@ -164,7 +186,7 @@ def _image_files(source: Path, spec) -> list[str]:
     return files
 
 
-def _array_features(source: Path, spec, missing: str, on_unknown: str) -> np.ndarray:
+def _array_features(source: Path, spec, missing: str, on_unknown: str, faults: dict[int, str]) -> np.ndarray:
     """The first array of a .npy/.npz file, shaped as training's inputs; a table's standardized as training did."""
     if not source.is_file():
         raise DataError(f"input: no such file {source}")
@@ -175,20 +197,42 @@ def _array_features(source: Path, spec, missing: str, on_unknown: str) -> np.nda
                 loaded = loaded[loaded.files[0]]
     except (OSError, ValueError) as exc:
         raise DataError(f"input={source}: cannot be read as a numpy array file of numbers ({exc})") from None
-    return array_features(np.asarray(loaded, dtype=np.float32), spec, missing, on_unknown, source)
+    with np.errstate(over="ignore"):  # a value beyond float32 becomes infinite: its row is refused below
+        features = np.asarray(loaded, dtype=np.float32)
+    return array_features(features, spec, missing, on_unknown, source, faults=faults)
 
 
 def array_features(features: np.ndarray, spec: DataSpec, missing: str, on_unknown: str, source: Path | str,
-                   where: Callable[[int], str] | None = None) -> np.ndarray:
+                   where: Callable[[int], str] | None = None, faults: dict[int, str] | None = None) -> np.ndarray:
     """Float rows shaped as training's inputs (else refused, naming `source`); a table's standardized as
-    training did."""
+    training did. A row holding a value that is not finite (NaN, infinite, beyond float32) is refused, or,
+    with `faults`, put in it ({row: why}) and zeroed."""
+    if spec.encoder is not None:  # a table given as an array of its raw columns: standardize as training did
+        columns = spec.encoder.get("columns") if spec.kind != TEXT else None
+        texts = [c["name"] for c in columns or [] if c["kind"] != "numeric"] or [spec.encoder.get("column")]
+        if not columns or any(c["kind"] != "numeric" for c in columns):
+            raise DataError(f"{_named(source)}: the model was trained on a table with text columns "
+                            f"({', '.join(texts)}), which an array of numbers cannot hold; give a table (a CSV, or rows of column -> value)")
+        names = [c["name"] for c in columns]
+        if tuple(features.shape[1:]) != (len(names),):
+            raise DataError(f"{_named(source)} has rows of shape {tuple(features.shape[1:])}, but the model takes "
+                            f"rows of the table's {len(names)} columns ({', '.join(names)}), shape ({len(names)},)")
+        frame = pd.DataFrame(features, columns=names)
+        return table_features(frame, spec, missing, on_unknown, source, where, faults)
     if tuple(features.shape[1:]) != tuple(spec.input_shape):
         raise DataError(f"{_named(source)} has rows of shape {tuple(features.shape[1:])}, but the checkpoint "
                         f"was trained on {tuple(spec.input_shape)}")
-    if spec.encoder is not None:  # a table given as an array: standardize as training did
-        names = [c["name"] for c in spec.encoder["columns"]]
-        frame = pd.DataFrame(features, columns=names)
-        return table_features(frame, spec, missing, on_unknown, source, where)
+    finite = np.isfinite(features.reshape(len(features), -1)).all(axis=1)
+    if finite.all():
+        return features
+    why = "holds a value that is not a finite float32 number (NaN, infinite, or beyond about 3.4e38)"
+    if faults is None:
+        row = int(np.flatnonzero(~finite)[0])
+        raise DataError(f"{where(row) if where else f'{_named(source)} row {row + 1}'}: {why}")
+    for row in np.flatnonzero(~finite):
+        faults.setdefault(int(row), why)
+    features = features.copy()
+    features[~finite] = 0.0
     return features
 
 
