@@ -164,6 +164,11 @@ def _say_valid(cfg: DictConfig) -> None:
     from dltrain.validation import check_data_files
 
     files = check_data_files(cfg)
+    from dltrain.quiet import quiet_libraries
+    from dltrain.train import checked_data_and_module
+
+    quiet_libraries()  # the checks a run makes on its data and model (the model's keys among them), as train does
+    checked_data_and_module(cfg, OmegaConf.to_container(cfg, resolve=True), resumed=bool(cfg.resume))
     where = f"; data files: {', '.join(map(str, files))}" if files else ""
     print(f"dltrain validate: the config is valid ({'resuming ' + cfg.resume if cfg.resume else presets()})"
           f"{where}; nothing was trained or written")

@@ -49,8 +49,8 @@ def check_forward(cfg: DictConfig, datamodule: ArrayDataModule, module: Training
     if len(x) == 0:
         return
     network = copy.deepcopy(module.model).train()
-    try:
-        with torch.no_grad():
+    try:  # its own random stream: dropout here leaves the run's seeded draws (and so its metrics) as they were
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
             shape_outputs(module.spec, network(x))
     except (RuntimeError, ValueError, TypeError, AttributeError, IndexError) as exc:
         model = cfg.model

@@ -324,3 +324,18 @@ def test_sigterm_during_start_up_is_said_and_exits_143(tmp_path):
     # the line says so (torch, stopped half imported, may print its own cache stats at exit after it)
     assert any(line.startswith(("dltrain: stopped by SIGTERM", "dltrain: interrupted by SIGTERM"))
                for line in err.splitlines()), err[-2000:]
+
+
+@pytest.mark.parametrize("overrides", [
+    ["model=transformer", "model.heads=3"],  # the model's constructor refuses it
+    ["model=torchvision", "model.arch=inception_v3"],  # its forward pass cannot take 8x8 digits
+])
+def test_validate_refuses_what_training_refuses(tmp_path, overrides):
+    """`dltrain validate` builds the model on the data's shapes, as a run does: the same one-line error, not
+    'valid' for a config training refuses; and the run refuses an unfit input size before training, naming it."""
+    validated = one_line_error(dltrain_command("validate", *overrides, cwd=tmp_path))
+    trained = one_line_error(dltrain_command(*FAST[:2], *overrides, cwd=tmp_path))
+    assert validated == trained
+    assert ("model.heads=3" in trained if "model.heads=3" in overrides else
+            "model.arch=inception_v3" in trained and "(1, 8, 8)" in trained and "128x128" in trained), trained
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("metrics.csv"))
