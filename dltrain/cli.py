@@ -159,7 +159,9 @@ def _discard_if_unstarted(run_dir: Path) -> None:
 
 
 def _say_valid(cfg: DictConfig) -> None:
-    """`dltrain validate`'s answer for a config that passed every check, the data's files included."""
+    """`dltrain validate`'s answer for a config that passed every check, the data's files included, and the
+    checks a run makes once its data and model are built (a model's keys its constructor refuses, an input size
+    its forward pass cannot take)."""
     from dltrain.console import presets
     from dltrain.validation import check_data_files
 
