@@ -339,16 +339,3 @@ def test_validate_refuses_what_training_refuses(tmp_path, overrides):
     assert ("model.heads=3" in trained if "model.heads=3" in overrides else
             "model.arch=inception_v3" in trained and "(1, 8, 8)" in trained and "128x128" in trained), trained
     assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("metrics.csv"))
-
-
-@pytest.mark.parametrize(("override", "named", "meant"), [
-    ("+callbacks.early_stoping.patience=3", "callbacks.early_stoping.patience", "callbacks.early_stopping.patience"),
-    ("+callbacks.early_stoping=null", "callbacks.early_stoping", "callbacks.early_stopping"),
-    ("+trainer.max_epoch=3", "trainer.max_epoch", "trainer.max_epochs"),
-    ("+logger.save_dir=logs", "logger.save_dir", "logger=tensorboard"),
-])
-def test_misspelt_added_key_is_named(tmp_path, override, named, meant):
-    """A key added with + (as Hydra's own hint says) under a misspelt entry name is refused naming it and the
-    key it was likely meant for, not a new callback entry without a class."""
-    message = one_line_error(dltrain_command("validate", override, cwd=tmp_path))
-    assert named in message and meant in message, message
