@@ -339,3 +339,29 @@ def test_validate_refuses_what_training_refuses(tmp_path, overrides):
     assert ("model.heads=3" in trained if "model.heads=3" in overrides else
             "model.arch=inception_v3" in trained and "(1, 8, 8)" in trained and "128x128" in trained), trained
     assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("metrics.csv"))
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("last_checkpoint.dirpath", "{elsewhere}"),
+    ("model_checkpoint.filename", "../../../elsewhere/best"),
+])
+def test_resume_writes_only_inside_the_run_folder(run, tmp_path, key, value):
+    """A path in a crafted run folder's config.yaml does not choose where resume= writes: refused in one line
+    naming the key, nothing written outside; the same key given on the command line is the user's choice."""
+    import yaml
+
+    run_dir, _ = run(FAST)
+    elsewhere = tmp_path / "elsewhere"
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    entry, name = key.split(".")
+    config["callbacks"][entry][name] = value.format(elsewhere=elsewhere)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    before = (run_dir / "metrics.csv").read_bytes()
+    proc = dltrain_command(f"resume={run_dir}", "trainer.max_epochs=2", cwd=tmp_path)
+    assert f"callbacks.{key}=" in one_line_error(proc) and "outside the run folder" in proc.stderr
+    assert not elsewhere.exists() and (run_dir / "metrics.csv").read_bytes() == before
+    inside = run_dir / "checkpoints"
+    proc = dltrain_command(f"resume={run_dir}", "trainer.max_epochs=2", f"++callbacks.{key}="
+                           + (str(inside) if name == "dirpath" else "best"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(read_metrics(run_dir)) == 2 and not elsewhere.exists()
