@@ -222,10 +222,14 @@ def test_a_second_live_process_in_the_same_run_folder_is_refused(tmp_path):
     first = start(tmp_path, *SLOW_EPOCHS, "trainer.max_epochs=20", "hydra.run.dir=run")
     try:
         wait_for(lambda: (tmp_path / "run" / "results.json").exists())
+        hydra_files = {p: p.read_bytes() for p in (tmp_path / "run" / ".hydra").glob("*")}
         proc = dltrain_command(f"resume={tmp_path / 'run'}", cwd=tmp_path)
         assert one_line_error(proc) == (f"{tmp_path / 'run'} is in use: another dltrain process is training in it; "
                                         "wait for it to end, or train in another folder")
         assert read_results(tmp_path / "run")["status"] == "running"
+        # the refused process writes nothing into the busy run's files: not its log, not its .hydra
+        assert "is in use" not in (tmp_path / "run" / "dltrain.log").read_text()
+        assert {p: p.read_bytes() for p in hydra_files} == hydra_files
     finally:
         first.kill()
         first.wait()
