@@ -369,3 +369,35 @@ def test_resume_writes_only_inside_the_run_folder(run, tmp_path, key, value):
                            + (str(inside) if name == "dirpath" else "best"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(read_metrics(run_dir)) == 2 and not elsewhere.exists()
+
+
+def test_a_full_disk_while_drawing_a_plot_names_that_plot(tmp_path, monkeypatch):
+    """ENOSPC in a plot's save is reported naming the PNG being written (not results.json), as a DiskError."""
+    import errno
+
+    from matplotlib.figure import Figure
+
+    from conftest import train_run
+    from dltrain.errors import DiskError
+
+    import dltrain.run_files
+
+    disk_full = []
+    real_fsync = os.fsync
+
+    def full(self, *args, **kwargs):  # the disk fills while the first plot is saved ...
+        disk_full.append(True)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def fsync(fd):  # ... and stays full for every file after it (the failed run's results.json record)
+        if disk_full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(Figure, "savefig", full)
+    monkeypatch.setattr(dltrain.run_files.os, "fsync", fsync)
+    with pytest.raises(DiskError) as raised:
+        train_run(tmp_path / "run", FAST)
+    message = str(raised.value)
+    assert "curves.png" in message and "No space left on device" in message, message
+    assert "results.json" not in message.split(";")[0], message
