@@ -70,7 +70,7 @@ def _what_fits(network, shape: tuple[int, ...]) -> str:
                 continue
             try:
                 with torch.no_grad():
-                    network.eval()(torch.zeros(2, shape[0], side, side))
+                    network.train()(torch.zeros(2, shape[0], side, side))  # the mode it trains in
             except Exception:  # noqa: BLE001 - any failure means this size does not fit either
                 continue
             return (f"it takes images of {side}x{side} (this data's are {shape[1]}x{shape[2]}), or choose a model "

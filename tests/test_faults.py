@@ -341,7 +341,8 @@ def test_validate_refuses_what_training_refuses(tmp_path, overrides):
     trained = one_line_error(dltrain_command(*FAST[:2], *overrides, cwd=tmp_path))
     assert validated == trained
     assert ("model.heads=3" in trained if "model.heads=3" in overrides else
-            "model.arch=inception_v3" in trained and "(1, 8, 8)" in trained and "128x128" in trained), trained
+            "model.arch=inception_v3" in trained and "(1, 8, 8)" in trained and "takes images of 512x512" in trained
+            ), trained
     assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("metrics.csv"))
 
 
