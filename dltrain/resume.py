@@ -99,6 +99,7 @@ def _check_scheduled_optimizer(stored: DictConfig, merged: DictConfig) -> None:
 
 
 WRITE_DIR_KEYS = ("dirpath", "save_dir", "default_root_dir", "log_dir", "root_dir")  # keys that say where files go
+WRITE_NAME_KEYS = ("filename", "name", "version", "sub_dir")  # names joined to such a folder (a checkpoint's, a logger's)
 WRITING_SECTIONS = ("callbacks", "logger", "trainer")
 
 
@@ -126,7 +127,7 @@ def _check_writes_inside(stored: dict, run_dir: Path, given: set[str]) -> None:
                 continue
             if name in WRITE_DIR_KEYS:
                 leaves = outside(value, Path.cwd())  # a relative folder is taken from where the command runs
-            elif name == "filename" and ("/" in value or "\\" in value or ".." in value):
+            elif name in WRITE_NAME_KEYS and ("/" in value or "\\" in value or ".." in value):
                 folder = node.get("dirpath")
                 leaves = outside(value, Path(folder).expanduser() if isinstance(folder, str) else inside)
             else:
