@@ -103,16 +103,28 @@ def _train_job(cfg: DictConfig) -> dict | None:
             raise
         from dltrain.run_files import record_failure
 
+        from dltrain.run_claim import RunDirInUse
+
+        if isinstance(user, RunDirInUse):  # the folder and its log are another live process's: not a line of ours
+            _detach_log_files(run_dir)
         # Reported here, inside the job, so the line also reaches the run's log file.
         log = logging.getLogger("dltrain")
         log.error(f"dltrain: error: {one_line(user or exc)}", exc_info=user is None)
         if in_sweep:
             return record_failure(run_dir, one_line(user or exc))
-        from dltrain.run_claim import RunDirInUse
-
         if not cfg.resume and not isinstance(user, RunDirInUse):
             _discard_if_unstarted(run_dir)
         raise Reported(user) from exc
+
+
+def _detach_log_files(run_dir: Path) -> None:
+    """Close and remove the logging file handlers that write into `run_dir` (Hydra's <run>/dltrain.log)."""
+    inside = run_dir.resolve()
+    for logger in (logging.getLogger(), *(logging.getLogger(name) for name in logging.root.manager.loggerDict)):
+        for handler in list(getattr(logger, "handlers", ())):
+            if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).resolve().is_relative_to(inside):
+                logger.removeHandler(handler)
+                handler.close()
 
 
 def _parallel_jobs(n_jobs: Any, cores: int) -> int:
@@ -159,11 +171,18 @@ def _discard_if_unstarted(run_dir: Path) -> None:
 
 
 def _say_valid(cfg: DictConfig) -> None:
-    """`dltrain validate`'s answer for a config that passed every check, the data's files included."""
+    """`dltrain validate`'s answer for a config that passed every check, the data's files included, and the
+    checks a run makes once its data and model are built (a model's keys its constructor refuses, an input size
+    its forward pass cannot take)."""
     from dltrain.console import presets
     from dltrain.validation import check_data_files
 
     files = check_data_files(cfg)
+    from dltrain.quiet import quiet_libraries
+    from dltrain.train import checked_data_and_module
+
+    quiet_libraries()  # the checks a run makes on its data and model (the model's keys among them), as train does
+    checked_data_and_module(cfg, OmegaConf.to_container(cfg, resolve=True), resumed=bool(cfg.resume))
     where = f"; data files: {', '.join(map(str, files))}" if files else ""
     print(f"dltrain validate: the config is valid ({'resuming ' + cfg.resume if cfg.resume else presets()})"
           f"{where}; nothing was trained or written")

@@ -4,6 +4,7 @@ validation against the data and module (before training). Each mistake is one li
 
 from __future__ import annotations
 
+import difflib
 import math
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,50 @@ def check_before_training(cfg: DictConfig, datamodule: ArrayDataModule, module: 
                                           config.items() if isinstance(callback, dict) and callback.get("monitor")}
     check_monitor_logged(monitors, module.epoch_columns())
     _check_first_validation(cfg, config, datamodule)
+    check_forward(cfg, datamodule, module)
+
+
+def check_forward(cfg: DictConfig, datamodule: ArrayDataModule, module: TrainingModule) -> None:
+    """A dry forward pass of two training rows through a copy of the model in train mode (its weights and
+    BatchNorm statistics untouched): a network that cannot take the data's input size (torchvision's
+    inception_v3 on 8x8 images) is refused in one line naming the size that would work, not a traceback."""
+    import copy
+
+    import torch
+
+    from dltrain.metrics import shape_outputs
+
+    x = datamodule.train_set.features[:2]
+    if len(x) == 0:
+        return
+    network = copy.deepcopy(module.model).train()
+    try:  # its own random stream: dropout here leaves the run's seeded draws (and so its metrics) as they were
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            shape_outputs(module.spec, network(x))
+    except (RuntimeError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        model = cfg.model
+        name = f"model={model.get('name') or 'the model'}" + (f" model.arch={model.arch}" if model.get("arch") else "")
+        shape = tuple(module.spec.input_shape)
+        raise ConfigError(f"{name} cannot take this data's inputs of shape {shape}: "
+                          f"{str(exc).strip().splitlines()[0]}; {_what_fits(network, shape)}") from None
+
+
+def _what_fits(network, shape: tuple[int, ...]) -> str:
+    """The smallest power-of-two image size the network takes (tried on zeros), or a model for any size."""
+    import torch
+
+    if len(shape) == 3:
+        for side in (16, 32, 64, 128, 256, 512):
+            if side <= min(shape[1:]):
+                continue
+            try:
+                with torch.no_grad():
+                    network.train()(torch.zeros(2, shape[0], side, side))  # the mode it trains in
+            except Exception:  # noqa: BLE001 - any failure means this size does not fit either
+                continue
+            return (f"it takes images of {side}x{side} (this data's are {shape[1]}x{shape[2]}), or choose a model "
+                    "made for this size (model=cnn, model=resnet)")
+    return "choose a model made for this data's shape (dltrain --help model lists them)"
 
 
 def _check_first_validation(cfg: DictConfig, callbacks: dict, datamodule) -> None:
@@ -64,8 +109,61 @@ def check_component_arguments(cfg: DictConfig) -> None:
     check_target(cfg.get("optimizer"), "optimizer")
     check_target(OmegaConf.select(cfg, "scheduler.scheduler"), "scheduler.scheduler")
     check_target(cfg.get("logger"), "logger")
+    _check_targets_named(cfg)
     for name, callback in (cfg.get("callbacks") or {}).items():
         check_target(callback, f"callbacks.{name}")
+
+
+def _check_targets_named(cfg: DictConfig) -> None:
+    """A callbacks entry or logger without a `_target_` is one that +key=value added by mistake: a misspelt entry
+    name (+callbacks.early_stoping.patience=3 adds a new entry beside early_stopping), or a key of a logger none
+    chose. Refused naming it (and the entry it was likely meant for); a misspelt entry set to null would
+    otherwise turn off nothing."""
+    callbacks = cfg.get("callbacks") or {}
+    named = [str(name) for name, entry in callbacks.items() if isinstance(entry, DictConfig) and "_target_" in entry]
+    for name, entry in callbacks.items():
+        if entry is not None and not isinstance(entry, DictConfig):
+            raise ConfigError(f"callbacks.{name}={entry} is not a callback: give its keys "
+                              f"(+callbacks.{name}._target_=...) or null to turn it off")
+        if (entry is None or "_target_" not in entry) and str(name) not in named:
+            close = difflib.get_close_matches(str(name), named, n=1)
+            if entry is None and not close:
+                continue  # turning off an entry this config does not have: nothing to do, nothing lost
+            keys = f".{next(iter(entry))}" if entry else ""
+            raise ConfigError(f"callbacks.{name}{keys} names no callback of this config (it has "
+                              f"{', '.join(named) or 'none'}): "
+                              + (f"did you mean callbacks.{close[0]}{keys}?" if close else
+                                 f"add one with +callbacks.{name}._target_=<its class>"))
+    logger = cfg.get("logger")
+    if isinstance(logger, DictConfig) and str(logger.get("_target_", "")).endswith("TensorBoardLogger"):
+        _check_summary_writer_keys(logger)
+    if isinstance(logger, DictConfig) and "_target_" not in logger:
+        key = next(iter(logger), "")
+        raise ConfigError(f"logger.{key} sets a key of no logger (logger=null): choose one first, e.g. "
+                          f"logger=tensorboard logger.{key}=..., or leave it out")
+
+
+def _check_summary_writer_keys(logger: DictConfig) -> None:
+    """TensorBoardLogger passes the keys it does not take itself on to the SummaryWriter it opens at its first
+    write (its signature ends in **kwargs, so check_target lets any key through): each checked against the
+    writer's, before training rather than as a TypeError after the first epoch."""
+    import inspect
+
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    own = inspect.signature(TensorBoardLogger).parameters
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # the writer Lightning prefers, where tensorboard is
+    except ImportError:
+        return  # _check_logger has named the missing package
+    writer = [name for name in inspect.signature(SummaryWriter).parameters if name not in ("self", "log_dir")]
+    for key in logger:
+        if str(key).startswith("_") or key in own or key in writer:
+            continue
+        close = difflib.get_close_matches(str(key), [*own, *writer], n=1)
+        raise ConfigError(f"logger.{key} is not an argument of TensorBoardLogger nor of the SummaryWriter it passes "
+                          "its other keys to: " + (f"did you mean logger.{close[0]}?" if close else
+                                                   f"the writer takes {', '.join(writer)}"))
 
 
 # Trainer arguments a run sets itself, and where the user sets what they stand for. Passed as +trainer.<key>,

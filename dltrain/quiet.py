@@ -16,6 +16,7 @@ _UNHELPFUL_WARNINGS = (
     r".*when logging on epoch level in distributed setting.*",  # values come reduced by torchmetrics
     r".*Using `DistributedSampler` with the dataloaders. During `trainer.test\(\)`.*",  # dltrain's repeats no row
     r".*Grad strides do not match bucket view strides.*",  # torch's DDP on CPU convolutions: nothing to change
+    r".*The default weight initialization of .* will be changed.*",  # torchvision's future default, not the run's
 )
 
 

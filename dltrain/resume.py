@@ -98,6 +98,50 @@ def _check_scheduled_optimizer(stored: DictConfig, merged: DictConfig) -> None:
                           "without it, or start a new run")
 
 
+WRITE_DIR_KEYS = ("dirpath", "save_dir", "default_root_dir", "log_dir", "root_dir")  # keys that say where files go
+WRITE_NAME_KEYS = ("filename", "name", "version", "sub_dir")  # names joined to such a folder (a checkpoint's, a logger's)
+WRITING_SECTIONS = ("callbacks", "logger", "trainer")
+
+
+def _check_writes_inside(stored: dict, run_dir: Path, given: set[str]) -> None:
+    """A folder or file name in the stored config.yaml is data, not a choice of where a run writes: each one in
+    the callbacks, logger and trainer (a checkpoint's dirpath and filename, a logger's save_dir, a profiler's
+    dirpath, ...) that leads outside the run folder is refused, unless this command line gives that key."""
+    inside = run_dir.resolve()
+
+    def outside(path: str, base: Path) -> bool:
+        where = Path(path).expanduser()
+        return not (where if where.is_absolute() else base / where).resolve().is_relative_to(inside)
+
+    def walk(node: object, key: str) -> None:
+        if not isinstance(node, dict) or any(key == g or key.startswith(g + ".") for g in given):
+            return
+        for name, value in node.items():
+            dotted = f"{key}.{name}"
+            if any(dotted == g or dotted.startswith(g + ".") for g in given):
+                continue
+            if isinstance(value, dict):
+                walk(value, dotted)
+                continue
+            if not isinstance(value, str) or "${" in value:
+                continue
+            if name in WRITE_DIR_KEYS:
+                leaves = outside(value, Path.cwd())  # a relative folder is taken from where the command runs
+            elif name in WRITE_NAME_KEYS and ("/" in value or "\\" in value or ".." in value):
+                folder = node.get("dirpath")
+                leaves = outside(value, Path(folder).expanduser() if isinstance(folder, str) else inside)
+            else:
+                continue
+            if leaves:
+                raise ConfigError(f"resume={run_dir}: its config.yaml sets {dotted}={value}, which would write "
+                                  f"outside the run folder; a stored path does not choose where files go: give "
+                                  f"++{dotted}=<path> on this command line to write there, or remove it from "
+                                  "config.yaml")
+
+    for section in WRITING_SECTIONS:
+        walk(stored.get(section), section)
+
+
 def resumed_config(run_dir: Path, overrides: list[str], config_dirs: tuple[Path, ...] = ()) -> DictConfig:
     """The run's stored config with this command's key=value overrides on top (e.g. trainer.max_epochs=50).
 
@@ -146,5 +190,7 @@ def resumed_config(run_dir: Path, overrides: list[str], config_dirs: tuple[Path,
         merged.merge_with(added)
     _check_schedule_length(stored, merged)
     _check_scheduled_optimizer(stored, merged)
+    _check_writes_inside(OmegaConf.to_container(stored, resolve=False), run_dir,
+                         given={change.split("=", 1)[0].lstrip("+~") for change in changes})
     merged.resume = str(run_dir)
     return merged

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from dltrain.errors import (ConfigError, RunInterrupted, Terminated, disk_error, is_disk_error, one_line,
+from dltrain.errors import (ConfigError, DiskError, RunInterrupted, Terminated, disk_error, is_disk_error, one_line,
                             user_error_in)
 from dltrain.run_files import read_results, write_json
 
@@ -112,7 +112,9 @@ def _mark_ended(run_dir: Path, exc: BaseException) -> None:
     if record.get("status") != "running" or record.get("pid") != os.getpid():
         return
     interrupted = isinstance(exc, (KeyboardInterrupt, RunInterrupted, Terminated))
-    with contextlib.suppress(OSError):
+    # write_json's DiskError too: the error the user reads stays the one that ended the run (the plot that could
+    # not be written on a full disk), not this record's
+    with contextlib.suppress(OSError, DiskError):
         write_json(Path(run_dir) / "results.json", record | {
             "status": "interrupted" if interrupted else "failed",
             "error": one_line(user_error_in(exc) or exc)})

@@ -118,6 +118,21 @@ def _train(cfg: DictConfig, run_dir: Path, resume: bool, callbacks: tuple[pl.Cal
     return stopped if stopped is not None else _test_and_write(run)
 
 
+def checked_data_and_module(cfg: DictConfig, config: dict[str, Any], fold: Fold | None = None, *,
+                            resumed: bool) -> tuple[ArrayDataModule, TrainingModule]:
+    """The data, the model it sizes and the Lightning module, checked against each other before training (the
+    same for a run and for `dltrain validate`). `config` is cfg resolved; its model becomes the chosen one."""
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(config["data"], cfg.seed, *((fold.data, fold.rows) if fold else ()))
+    config["model"] = chosen_model(config["model"], datamodule.spec)
+    with open_dict(cfg):
+        cfg.model = config["model"]
+    # a resumed run's weights are its checkpoint's: the file it started from is not read again
+    module = build_module(without_start_weights(config) if resumed else config, datamodule.spec.to_dict())
+    check_before_training(cfg, datamodule, module)
+    return datamodule, module
+
+
 def _checkpoint_to_resume(config: dict[str, Any], last: Path) -> dict[str, Any]:
     """The last checkpoint, refused when unsafe or corrupt before anything else is built or written."""
     return read_checkpoint(last, trusted=targets_of(config))
@@ -127,14 +142,7 @@ def _build(cfg: DictConfig, config: dict[str, Any], run_dir: Path, fold: Fold | 
            last: Path, started: float, rank_zero: bool) -> _Run:
     """Data, then the model the data sizes (model=auto: the one its kind chooses), then the Lightning module;
     a resumed checkpoint is checked against them. `config` is cfg resolved; its model becomes the chosen one."""
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = build_datamodule(config["data"], cfg.seed, *((fold.data, fold.rows) if fold else ()))
-    config["model"] = chosen_model(config["model"], datamodule.spec)
-    with open_dict(cfg):
-        cfg.model = config["model"]
-    # a resumed run's weights are its checkpoint's: the file it started from is not read again
-    module = build_module(without_start_weights(config) if resumed is not None else config, datamodule.spec.to_dict())
-    check_before_training(cfg, datamodule, module)
+    datamodule, module = checked_data_and_module(cfg, config, fold, resumed=resumed is not None)
     if resumed is not None:  # refuse a checkpoint of another model or data shape in one line
         check_weights_fit(resumed, config, datamodule.spec.to_dict())
         check_training_state(resumed, module, module.optimizer_factory, last)

@@ -222,10 +222,14 @@ def test_a_second_live_process_in_the_same_run_folder_is_refused(tmp_path):
     first = start(tmp_path, *SLOW_EPOCHS, "trainer.max_epochs=20", "hydra.run.dir=run")
     try:
         wait_for(lambda: (tmp_path / "run" / "results.json").exists())
+        hydra_files = {p: p.read_bytes() for p in (tmp_path / "run" / ".hydra").glob("*")}
         proc = dltrain_command(f"resume={tmp_path / 'run'}", cwd=tmp_path)
         assert one_line_error(proc) == (f"{tmp_path / 'run'} is in use: another dltrain process is training in it; "
                                         "wait for it to end, or train in another folder")
         assert read_results(tmp_path / "run")["status"] == "running"
+        # the refused process writes nothing into the busy run's files: not its log, not its .hydra
+        assert "is in use" not in (tmp_path / "run" / "dltrain.log").read_text()
+        assert {p: p.read_bytes() for p in hydra_files} == hydra_files
     finally:
         first.kill()
         first.wait()
@@ -324,3 +328,77 @@ def test_sigterm_during_start_up_is_said_and_exits_143(tmp_path):
     # the line says so (torch, stopped half imported, may print its own cache stats at exit after it)
     assert any(line.startswith(("dltrain: stopped by SIGTERM", "dltrain: interrupted by SIGTERM"))
                for line in err.splitlines()), err[-2000:]
+
+
+@pytest.mark.parametrize("overrides", [
+    ["model=transformer", "model.heads=3"],  # the model's constructor refuses it
+    ["model=torchvision", "model.arch=inception_v3"],  # its forward pass cannot take 8x8 digits
+])
+def test_validate_refuses_what_training_refuses(tmp_path, overrides):
+    """`dltrain validate` builds the model on the data's shapes, as a run does: the same one-line error, not
+    'valid' for a config training refuses; and the run refuses an unfit input size before training, naming it."""
+    validated = one_line_error(dltrain_command("validate", *overrides, cwd=tmp_path))
+    trained = one_line_error(dltrain_command(*FAST[:2], *overrides, cwd=tmp_path))
+    assert validated == trained
+    assert ("model.heads=3" in trained if "model.heads=3" in overrides else
+            "model.arch=inception_v3" in trained and "(1, 8, 8)" in trained and "takes images of 512x512" in trained
+            ), trained
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("metrics.csv"))
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("last_checkpoint.dirpath", "{elsewhere}"),
+    ("model_checkpoint.filename", "../../../elsewhere/best"),
+])
+def test_resume_writes_only_inside_the_run_folder(run, tmp_path, key, value):
+    """A path in a crafted run folder's config.yaml does not choose where resume= writes: refused in one line
+    naming the key, nothing written outside; the same key given on the command line is the user's choice."""
+    import yaml
+
+    run_dir, _ = run(FAST)
+    elsewhere = tmp_path / "elsewhere"
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    entry, name = key.split(".")
+    config["callbacks"][entry][name] = value.format(elsewhere=elsewhere)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    before = (run_dir / "metrics.csv").read_bytes()
+    proc = dltrain_command(f"resume={run_dir}", "trainer.max_epochs=2", cwd=tmp_path)
+    assert f"callbacks.{key}=" in one_line_error(proc) and "outside the run folder" in proc.stderr
+    assert not elsewhere.exists() and (run_dir / "metrics.csv").read_bytes() == before
+    inside = run_dir / "checkpoints"
+    proc = dltrain_command(f"resume={run_dir}", "trainer.max_epochs=2", f"++callbacks.{key}="
+                           + (str(inside) if name == "dirpath" else "best"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(read_metrics(run_dir)) == 2 and not elsewhere.exists()
+
+
+def test_a_full_disk_while_drawing_a_plot_names_that_plot(tmp_path, monkeypatch):
+    """ENOSPC in a plot's save is reported naming the PNG being written (not results.json), as a DiskError."""
+    import errno
+
+    from matplotlib.figure import Figure
+
+    from conftest import train_run
+    from dltrain.errors import DiskError
+
+    import dltrain.run_files
+
+    disk_full = []
+    real_fsync = os.fsync
+
+    def full(self, *args, **kwargs):  # the disk fills while the first plot is saved ...
+        disk_full.append(True)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def fsync(fd):  # ... and stays full for every file after it (the failed run's results.json record)
+        if disk_full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(Figure, "savefig", full)
+    monkeypatch.setattr(dltrain.run_files.os, "fsync", fsync)
+    with pytest.raises(DiskError) as raised:
+        train_run(tmp_path / "run", FAST)
+    message = str(raised.value)
+    assert "curves.png" in message and "No space left on device" in message, message
+    assert "results.json" not in message.split(";")[0], message

@@ -186,3 +186,16 @@ def test_torchvision_settings_that_cannot_be_meant_are_refused_in_one_line(overr
     with pytest.raises(ConfigError, match=None) as caught:
         build_model(preset("torchvision", *overrides), IMAGES)
     assert expected in str(caught.value)
+
+
+@pytest.mark.parametrize("arch", ["inception_v3", "googlenet"])
+def test_a_torchvision_net_with_auxiliary_heads_gives_its_logits_in_train_mode(arch):
+    """inception_v3 and googlenet return (logits, aux logits) in train mode: the backbone gives the logits the
+    loss takes, the same tensor shape as in eval mode."""
+    from dltrain.models.backbone import TorchvisionBackbone
+
+    net = TorchvisionBackbone((3, 299, 299), 5, arch=arch)  # inception's own size: its aux head needs it
+    x = torch.zeros(2, 3, 299, 299)
+    with torch.no_grad():
+        trained, evaluated = net.train()(x), net.eval()(x)
+    assert isinstance(trained, torch.Tensor) and trained.shape == evaluated.shape == (2, 5)

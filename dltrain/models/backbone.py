@@ -44,7 +44,10 @@ class TorchvisionBackbone(nn.Module):
                 parameter.requires_grad_(id(parameter) in kept)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        """The network's logits; inception_v3 and googlenet in train mode return them beside their auxiliary
+        heads' (InceptionOutputs, GoogLeNetOutputs), which the loss does not use."""
+        out = self.net(x)
+        return out.logits if hasattr(out, "logits") else out
 
 
 def _weight_set(name: str, weights: str | None, download: bool):
