@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 from dltrain.data.arrays import TEST, TRAIN, VAL, ArrayData
 from dltrain.data.batches import TensorBatchDataset, TensorBatchSampler, keep_batch
 from dltrain.data.encoding import TableEncoder
-from dltrain.data.spec import MULTICLASS, REGRESSION, TABLE, TEXT, DataSpec
+from dltrain.data.scaling import SequenceScaler
+from dltrain.data.spec import MULTICLASS, REGRESSION, SEQUENCE, TABLE, TEXT, DataSpec
 from dltrain.data.text import TextEncoder, tokenize
 from dltrain.errors import DataError
 from dltrain.instantiate import build
@@ -61,6 +62,10 @@ class ArrayDataModule(pl.LightningDataModule):
             lines, warnings = fitted.describe(len(train))
             self.notes += [(logging.INFO, line) for line in lines] + [(logging.WARNING, line) for line in warnings]
             features, encoder = fitted.transform(data.features), fitted.to_dict()
+        elif data.kind == SEQUENCE:
+            fitted = SequenceScaler.fit(data.features[train])
+            self.notes.append((logging.INFO, fitted.describe()))
+            features, encoder = fitted.transform(data.features, f"data={data.name}"), fitted.to_dict()
         else:
             features = np.asarray(data.features, dtype=np.float32)
         y = data.targets

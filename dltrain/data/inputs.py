@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 
 from dltrain.data.encoding import TableEncoder
-from dltrain.data.spec import REGRESSION, TEXT, DataSpec
+from dltrain.data.array_files import check_finite
+from dltrain.data.scaling import SequenceScaler
+from dltrain.data.spec import REGRESSION, SEQUENCE, TABLE, TEXT, DataSpec
 from dltrain.data.text import TextEncoder
 from dltrain.errors import DataError
 
@@ -98,7 +100,7 @@ def table_features(frame: pd.DataFrame, spec: DataSpec, missing: str, on_unknown
                    where: Callable[[int], str] | None = None) -> np.ndarray:
     """A table's feature matrix, encoded as training encoded its columns; missing columns are refused, and
     rows training would have refused (TableEncoder.check, naming the row by `where`)."""
-    if spec.encoder is None:
+    if spec.encoder is None or spec.kind not in (TABLE, TEXT):
         raise DataError(f"{_named(source)} is a table, but the checkpoint was trained on {spec.kind} data")
     if spec.kind == TEXT:
         return text_features(frame, spec, missing, source, where)
@@ -185,6 +187,11 @@ def array_features(features: np.ndarray, spec: DataSpec, missing: str, on_unknow
     if tuple(features.shape[1:]) != tuple(spec.input_shape):
         raise DataError(f"{_named(source)} has rows of shape {tuple(features.shape[1:])}, but the checkpoint "
                         f"was trained on {tuple(spec.input_shape)}")
+    if spec.kind == SEQUENCE:
+        check_finite(features, _named(source))
+        if spec.encoder is not None:  # standardized with the training split's statistics, as training did
+            return SequenceScaler.from_dict(spec.encoder).transform(features, _named(source))
+        return features
     if spec.encoder is not None:  # a table given as an array: standardize as training did
         names = [c["name"] for c in spec.encoder["columns"]]
         frame = pd.DataFrame(features, columns=names)
