@@ -48,7 +48,9 @@ class Conv1dNet(nn.Module):
         blocks: list[nn.Module] = []
         in_channels = input_shape[1]
         for out_channels, kernel in zip(channels, kernel_sizes):
-            blocks += [nn.Conv1d(in_channels, out_channels, kernel, padding="same", bias=False),
+            # Padded to keep the length (as padding="same", which warns on FCN's even kernel of 8 at every run).
+            blocks += [nn.ConstantPad1d(((kernel - 1) // 2, kernel // 2), 0.0),
+                       nn.Conv1d(in_channels, out_channels, kernel, bias=False),
                        nn.BatchNorm1d(out_channels), layers.activation(activation)]
             in_channels = out_channels
         self.features = nn.Sequential(*blocks)
