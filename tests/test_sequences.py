@@ -59,3 +59,26 @@ def test_an_all_nan_feature_array_does_not_train_to_completed(tmp_path):
     path = series(tmp_path / "nan.npz", 20, features=np.full((20, 12, 1), np.nan, dtype=np.float32))
     proc = dltrain_command("data=arrays", f"data.path={path}", *SMALL, cwd=tmp_path)
     assert proc.returncode == 1 and "(0, 0, 0)" in proc.stderr and "is NaN" in proc.stderr, proc.stderr
+
+
+def test_a_new_array_file_is_standardized_with_the_runs_training_statistics(run, tmp_path):
+    """A/B: the run's own test rows, predicted again as a new .npy, give the run's test accuracy, which they
+    could not if the new rows were not scaled as training scaled them (the values sit near 100, not 0)."""
+    import pandas as pd
+
+    from dltrain.checkpoints import load_module, read_checkpoint
+    from dltrain.predict import predict
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(100.0, 5.0, (96, 12, 1)).astype(np.float32)
+    x[::2, 4:8, 0] += 20.0  # class 0: a step up in the middle
+    train, test = series(tmp_path / "train.npz", 80, features=x[:80]), series(tmp_path / "test.npz", 16, features=x[80:])
+    run_dir, results = run(["data=arrays", f"data.path={train}", f"data.test_path={test}", "model=conv1d", "model.channels=[8]",
+                            "model.kernel_sizes=[3]", "trainer.max_epochs=15"])
+    spec = load_module(read_checkpoint(run_dir / "checkpoints" / "best.ckpt")).spec
+    # the training split: the 80 rows less those drawn for validation
+    assert spec.encoder["mean"][0] == pytest.approx(x[:80].mean(), abs=1.0) and spec.encoder["std"][0] == pytest.approx(x[:80].std(), rel=0.2)
+    np.save(tmp_path / "new.npy", x[80:])
+    predictions = pd.read_csv(predict(str(run_dir), input=str(tmp_path / "new.npy"), output=str(tmp_path / "p.csv")))
+    accuracy = float((predictions["prediction"].astype(int).to_numpy() == np.arange(16) % 2).mean())
+    assert accuracy == pytest.approx(results["test"]["test_acc"], abs=1e-6) and accuracy > 0.5, accuracy
