@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dltrain.config_check import check_config
-from dltrain.data.spec import KINDS, TASKS, TEXT, DataSpec
+from dltrain.data.scaling import SequenceScaler
+from dltrain.data.spec import KINDS, SEQUENCE, TASKS, TEXT, DataSpec
 from dltrain.data.text import TextEncoder
 from dltrain.errors import ConfigError, UserError, one_line
 from dltrain.trust import check_stored_config, walk
@@ -278,6 +279,11 @@ def checked_spec(spec: dict[str, Any]) -> dict[str, Any]:
             TextEncoder.from_dict(spec.get("encoder") or {})
         except ValueError as exc:
             raise fail("encoder", f"a text encoding ({exc})") from None
+    if spec.get("kind") == SEQUENCE and spec.get("encoder") is not None:
+        try:
+            SequenceScaler.from_dict(spec["encoder"], shape[-1])
+        except ValueError as exc:
+            raise fail("encoder", f"a sequence standardization ({exc})") from None
     return spec
 
 

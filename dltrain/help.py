@@ -154,14 +154,14 @@ def markdown_reference() -> str:
     lines += [f"| `{key}` | {_cell(expected)} | `{default}` | {_cell(meaning)} |" for key, expected, default, meaning
               in own_key_rows()]
     models: dict[tuple[str, str], list[str]] = {}
-    meanings: dict[str, str] = {}
+    meanings: dict[tuple[str, str], str] = {}  # per row: presets that type a key differently mean it differently
     for option in config_groups()["model"]:
         if option == "auto":
             continue
         for key, expected, default, meaning in preset_rows("model", option):
             models.setdefault((key, expected), []).append(f"{option}: `{default}`")
-            meanings.setdefault(key, meaning)
-    lines += [f"| `{key}` | {_cell(expected)} | {', '.join(values)} | {_cell(meanings[key])} |"
+            meanings.setdefault((key, expected), meaning)
+    lines += [f"| `{key}` | {_cell(expected)} | {', '.join(values)} | {_cell(meanings[key, expected])} |"
               for (key, expected), values in sorted(models.items())]
     return "\n".join(lines)
 

@@ -51,8 +51,14 @@ def describe(spec: DataSpec, config: dict[str, Any]) -> dict[str, Any]:
         description["text"] = _text(spec.encoder)
     elif spec.kind == SEQUENCE:
         steps, features = spec.input_shape
-        description["sequence"] = {"steps": steps, "features": features, "layout": "batch, step, feature",
-                                   "scale": "as the training arrays were given (no transform)"}
+        description["sequence"] = {"steps": steps, "features": features, "layout": "batch, step, feature"}
+        if spec.encoder is None:  # a checkpoint from before sequences were standardized
+            description["sequence"]["scale"] = "as the training arrays were given (no transform)"
+        else:
+            description["sequence"] |= {
+                "mean": spec.encoder["mean"], "std": spec.encoder["std"],
+                "scale": "input[row, step, feature] = (value - mean[feature]) / std[feature]: each feature's mean "
+                         "and std over the training split's rows and steps"}
     description["output"] = _output(spec, data.get("target"))
     return description
 

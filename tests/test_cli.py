@@ -38,7 +38,7 @@ def test_help_lists_every_group_and_option(tmp_path):
     proc = dltrain_command("--help", cwd=tmp_path)
     assert proc.returncode == 0
     for line in [
-        "model: auto, cnn, gru, linear, logistic, lstm, mlp, resnet, rnn, softmax, torchvision, transformer",
+        "model: auto, cnn, conv1d, gru, linear, logistic, lstm, mlp, resnet, rnn, softmax, torchvision, transformer",
         "optimizer: adadelta, adagrad, adam, adamw, rmsprop, sgd",
         "scheduler: cosine, none, onecycle, plateau, step",
         "trainer: cpu, ddp, ddp_cpu, default, gpu",
@@ -110,7 +110,7 @@ def test_a_new_preset_is_checked_by_its_callables_signature_with_no_edit(tmp_pat
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("model=foo", "Could not find 'model/foo' Available options in 'model': auto cnn gru linear logistic lstm mlp "
+        ("model=foo", "Could not find 'model/foo' Available options in 'model': auto cnn conv1d gru linear logistic lstm mlp "
                       "resnet rnn softmax torchvision transformer"),
         ("optimizer=nope", "Available options in 'optimizer': adadelta adagrad adam adamw rmsprop sgd"),
         ("model.foo=1", "Could not override 'model.foo'"),

@@ -34,6 +34,7 @@ PRESETS = {  # each model preset on data it fits: a multi-class, binary and regr
     "logistic": ["data=breast_cancer", "model=logistic"],
     "linear": ["data=diabetes", "model=linear"],
     "lstm": ["data=sine", "model=lstm"],
+    "conv1d": ["data=sine", "model=conv1d"],
     "gru": ["data=sine", "data.target=frequency", "model=gru"],
     "rnn": ["model=rnn"],  # digits read row by row
     "resnet": ["model=resnet"],

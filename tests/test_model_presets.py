@@ -1,5 +1,6 @@
 """The newer model presets through the real commands: each trains (its loss falls), its checkpoint evaluates
-to the run's own test metrics and predicts new inputs; the Transformer against the LSTM on the sine set."""
+to the run's own test metrics and predicts new inputs; the Transformer against the LSTM on the sine set; model=auto's
+conv1d against the LSTM on series whose class is a shape at a random time."""
 
 from __future__ import annotations
 
@@ -62,3 +63,24 @@ def test_a_torchvision_run_from_a_weights_file_resumes_from_its_checkpoint_witho
     assert proc.returncode == 0, proc.stderr[-2000:]
     run_dir = tmp_path / "outputs" / "runs" / "tv"
     assert [row["epoch"] for row in read_metrics(run_dir)] == [0, 1] and read_results(run_dir)["status"] == "completed"
+
+
+def shape_series(path, rows: int = 160, steps: int = 40, seed: int = 0):
+    """(rows, steps, 1) series of noise with one wave at a random time: up then down (class 1) or down then up
+    (class 0). Both classes have the same mean and spread; only the shape tells them apart."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, rows)
+    t = np.arange(steps)
+    centers = rng.integers(6, steps - 6, rows)[:, None]
+    wave = np.exp(-0.5 * ((t - centers + 3) / 2) ** 2) - np.exp(-0.5 * ((t - centers - 3) / 2) ** 2)
+    x = rng.normal(0, 0.3, (rows, steps)) + np.where(y[:, None] == 1, wave, -wave)
+    np.savez(path, x=x[:, :, None].astype(np.float32), y=y)
+    return path
+
+
+def test_auto_chooses_conv1d_for_sequences_and_it_finds_a_shape_the_lstm_misses(run, tmp_path):
+    data = ["data=arrays", f"data.path={shape_series(tmp_path / 'shapes.npz')}", "trainer.max_epochs=4"]
+    _, auto = run(data)
+    _, lstm = run(data + ["model=lstm"])
+    assert auto["model"] == "conv1d"
+    assert auto["test"]["test_acc"] >= 0.85 and auto["test"]["test_acc"] > lstm["test"]["test_acc"] + 0.2, (auto, lstm)

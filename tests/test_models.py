@@ -16,7 +16,7 @@ from dltrain.models.layers import ACTIVATIONS
 IMAGES = DataSpec("digits", MULTICLASS, (1, 8, 8), num_classes=10, kind="image")
 TABLE = DataSpec("table", BINARY, (13,))
 SEQUENCE = DataSpec("sine", REGRESSION, (20, 1), kind="sequence")
-PRESETS = ["linear", "logistic", "softmax", "mlp", "cnn", "rnn", "lstm", "gru", "resnet", "transformer", "torchvision"]
+PRESETS = ["linear", "logistic", "softmax", "mlp", "cnn", "rnn", "lstm", "gru", "conv1d", "resnet", "transformer", "torchvision"]
 
 
 def preset(name: str, *overrides: str) -> dict:

@@ -10,7 +10,7 @@ from conftest import read_metrics, read_results
 # (model, data) pairs where the model fits the task; sequence models read digits row by row.
 PRESET_DATA = {
     "linear": "linear", "logistic": "breast_cancer", "softmax": "digits", "mlp": "digits",
-    "cnn": "digits", "rnn": "digits", "lstm": "sine", "gru": "digits",
+    "cnn": "digits", "rnn": "digits", "lstm": "sine", "gru": "digits", "conv1d": "sine",
 }
 NO_EARLY_STOP = ["callbacks.early_stopping=null"]
 

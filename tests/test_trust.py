@@ -307,7 +307,7 @@ def test_an_image_past_pillows_decompression_bomb_limit_is_refused(tmp_path):
 
 # every model preset with data it fits
 PRESETS = {"cnn": "digits", "mlp": "iris", "linear": "diabetes", "logistic": "breast_cancer", "softmax": "wine",
-           "rnn": "sine", "lstm": "sine", "gru": "sine"}
+           "rnn": "sine", "lstm": "sine", "gru": "sine", "conv1d": "sine"}
 
 
 @pytest.mark.parametrize("model", PRESETS)

@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 from dltrain.data.arrays import TEST, TRAIN, VAL, ArrayData
 from dltrain.data.batches import TensorBatchDataset, TensorBatchSampler, keep_batch
 from dltrain.data.encoding import TableEncoder
-from dltrain.data.spec import MULTICLASS, REGRESSION, TABLE, TEXT, DataSpec
+from dltrain.data.scaling import SequenceScaler
+from dltrain.data.spec import MULTICLASS, REGRESSION, SEQUENCE, TABLE, TEXT, DataSpec
 from dltrain.data.text import TextEncoder, tokenize
 from dltrain.errors import DataError
 from dltrain.instantiate import build
@@ -64,6 +65,10 @@ class ArrayDataModule(pl.LightningDataModule):
             features, encoder = fitted.transform(data.features), fitted.to_dict()
             if "excluded_columns" in data.facts:  # so the preprocessing says which columns the model never reads
                 encoder["excluded_columns"] = data.facts["excluded_columns"]
+        elif data.kind == SEQUENCE:
+            fitted = SequenceScaler.fit(data.features[train])
+            self.notes.append((logging.INFO, fitted.describe()))
+            features, encoder = fitted.transform(data.features, f"data={data.name}"), fitted.to_dict()
         else:
             features = np.asarray(data.features, dtype=np.float32)
         y = data.targets

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from dltrain.data.encoding import TableEncoder
-from dltrain.data.spec import REGRESSION, TEXT, DataSpec
+from dltrain.data.scaling import SequenceScaler
+from dltrain.data.spec import REGRESSION, SEQUENCE, TABLE, TEXT, DataSpec
 from dltrain.data.text import TextEncoder
 from dltrain.errors import DataError
 
@@ -106,7 +107,7 @@ def table_features(frame: pd.DataFrame, spec: DataSpec, missing: str, on_unknown
     """A table's feature matrix, encoded as training encoded its columns; missing columns are refused, and
     rows training would have refused (TableEncoder.check, naming the row by `where`) too, unless `faults` is
     given: then each such row's fault is put in it ({row: why}) and its features are zeros, never predicted."""
-    if spec.encoder is None:
+    if spec.encoder is None or spec.kind not in (TABLE, TEXT):
         raise DataError(f"{_named(source)} is a table, but the checkpoint was trained on {spec.kind} data")
     if spec.kind == TEXT:
         return text_features(frame, spec, missing, source, where, faults)
@@ -207,7 +208,7 @@ def array_features(features: np.ndarray, spec: DataSpec, missing: str, on_unknow
     """Float rows shaped as training's inputs (else refused, naming `source`); a table's standardized as
     training did. A row holding a value that is not finite (NaN, infinite, beyond float32) is refused, or,
     with `faults`, put in it ({row: why}) and zeroed."""
-    if spec.encoder is not None:  # a table given as an array of its raw columns: standardize as training did
+    if spec.encoder is not None and spec.kind != SEQUENCE:  # a table given as an array of its raw columns
         columns = spec.encoder.get("columns") if spec.kind != TEXT else None
         texts = [c["name"] for c in columns or [] if c["kind"] != "numeric"] or [spec.encoder.get("column")]
         if not columns or any(c["kind"] != "numeric" for c in columns):
@@ -223,16 +224,17 @@ def array_features(features: np.ndarray, spec: DataSpec, missing: str, on_unknow
         raise DataError(f"{_named(source)} has rows of shape {tuple(features.shape[1:])}, but the checkpoint "
                         f"was trained on {tuple(spec.input_shape)}")
     finite = np.isfinite(features.reshape(len(features), -1)).all(axis=1)
-    if finite.all():
-        return features
-    why = "holds a value that is not a finite float32 number (NaN, infinite, or beyond about 3.4e38)"
-    if faults is None:
-        row = int(np.flatnonzero(~finite)[0])
-        raise DataError(f"{where(row) if where else f'{_named(source)} row {row + 1}'}: {why}")
-    for row in np.flatnonzero(~finite):
-        faults.setdefault(int(row), why)
-    features = features.copy()
-    features[~finite] = 0.0
+    if not finite.all():
+        why = "holds a value that is not a finite float32 number (NaN, infinite, or beyond about 3.4e38)"
+        if faults is None:
+            row = int(np.flatnonzero(~finite)[0])
+            raise DataError(f"{where(row) if where else f'{_named(source)} row {row + 1}'}: {why}")
+        for row in np.flatnonzero(~finite):
+            faults.setdefault(int(row), why)
+        features = features.copy()
+        features[~finite] = 0.0
+    if spec.kind == SEQUENCE and spec.encoder is not None:  # standardized with the training split's statistics
+        return SequenceScaler.from_dict(spec.encoder).transform(features, _named(source))
     return features
 
 

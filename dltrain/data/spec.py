@@ -27,7 +27,8 @@ class DataSpec:
     target_std: float = 1.0
     kind: str = "table"  # table | image | sequence | text
     class_names: list[str] | None = None
-    encoder: dict[str, Any] | None = None  # TableEncoder.to_dict() of a table, TextEncoder.to_dict() of text
+    encoder: dict[str, Any] | None = None  # TableEncoder.to_dict() of a table, TextEncoder's of text,
+    # SequenceScaler's of sequences (null in checkpoints older than it: not scaled)
     class_weights: list[float] | None = None  # the loss's weight of each class (data.class_weights)
 
     @property
