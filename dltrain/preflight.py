@@ -114,6 +114,17 @@ def check_component_arguments(cfg: DictConfig) -> None:
         check_target(callback, f"callbacks.{name}")
 
 
+def _shipped_callback_names() -> set[str]:
+    """The entry names of the shipped callbacks presets: one of them set to null turns that callback off (the
+    composed config no longer shows it), which is not a misspelling."""
+    import yaml
+
+    from dltrain.paths import config_dir
+
+    return {str(name) for preset in (config_dir() / "callbacks").glob("*.yaml")
+            for name in (yaml.safe_load(preset.read_text()) or {}) if name != "defaults"}
+
+
 def _check_targets_named(cfg: DictConfig) -> None:
     """A callbacks entry or logger without a `_target_` is one that +key=value added by mistake: a misspelt entry
     name (+callbacks.early_stoping.patience=3 adds a new entry beside early_stopping), or a key of a logger none
@@ -127,8 +138,8 @@ def _check_targets_named(cfg: DictConfig) -> None:
                               f"(+callbacks.{name}._target_=...) or null to turn it off")
         if (entry is None or "_target_" not in entry) and str(name) not in named:
             close = difflib.get_close_matches(str(name), named, n=1)
-            if entry is None and not close:
-                continue  # turning off an entry this config does not have: nothing to do, nothing lost
+            if entry is None and (not close or str(name) in _shipped_callback_names()):
+                continue  # a shipped entry turned off (callbacks.last_checkpoint=null), or nothing to turn off
             keys = f".{next(iter(entry))}" if entry else ""
             raise ConfigError(f"callbacks.{name}{keys} names no callback of this config (it has "
                               f"{', '.join(named) or 'none'}): "

@@ -227,8 +227,9 @@ def test_console_scripts_leave_what_they_loaded_to_the_exit_not_the_collector(tm
     (["-m", "optimizer=adam,sgd"], 1, "dltrain validate checks one config: leave out -m"),
 ])
 def test_validate_checks_a_config_and_its_data_files_without_training_or_writing(tmp_path, keys, code, said):
-    # rows enough to split: validate builds the data and model as a run does
-    (tmp_path / "table.csv").write_text("x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(20)))
+    # rows enough to split: validate builds the data and model as a run does (x is no row number, which would
+    # be left out as an identifier)
+    (tmp_path / "table.csv").write_text("x,y\n" + "".join(f"{i * 0.5},{i % 2}\n" for i in range(20)))
     proc = dltrain_command("validate", *keys, cwd=tmp_path)
     assert proc.returncode == code, proc.stderr
     assert said in (proc.stdout if code == 0 else proc.stderr)

@@ -98,7 +98,7 @@ def test_the_reviews_set_trains_each_text_model(run, model):
 def test_a_model_that_reads_no_text_and_a_crafted_text_encoding_are_refused(run, tmp_path):
     proc = dltrain_command("data=reviews", "model=cnn", cwd=tmp_path)
     assert proc.returncode == 1
-    assert proc.stderr.strip().endswith("models that fit it: gru, lstm, mlp, rnn, transformer"), proc.stderr
+    assert proc.stderr.strip().endswith("models that fit it: conv1d, gru, lstm, mlp, rnn, transformer"), proc.stderr
     write_reviews(tmp_path / "reviews.csv", rows=50)
     proc = dltrain_command("data=csv", "data.path=reviews.csv", "data.target=label", "data.max_length=8", cwd=tmp_path)
     assert proc.returncode == 1 and proc.stderr.strip() == (
