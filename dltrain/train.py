@@ -255,7 +255,7 @@ def _weights_to_test(run: _Run, best_path: str) -> _Tested:
     if averaged_in and not trainer.fast_dev_run:  # as SWA's on_train_end: at its last epoch, or with no max
         epochs = f"epochs {swa.swa_start + 1}-{trainer.current_epoch}"
         validated = trainer.validate(module, datamodule=run.datamodule, verbose=False)
-        if best_path:
+        if best_path:  # a save, not a load: the whole training state, as the best checkpoint Lightning wrote
             trainer.save_checkpoint(best_path, weights_only=False)
         saved = ", saved as the best checkpoint" if best_path else ""
         log.info(f"StochasticWeightAveraging: testing and saving its averaged weights ({epochs}), validated "
