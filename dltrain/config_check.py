@@ -148,11 +148,6 @@ def check_config(cfg: DictConfig) -> None:
     check_target(cfg.get("loss"), "loss", ignore=("name",))
     if cfg.get("scheduler") is not None:
         check_section(cfg.scheduler, Scheduling, "scheduler")
-    fractions = cfg.data.val_fraction + cfg.data.test_fraction
-    if fractions >= 1:
-        raise ConfigError(
-            f"data.val_fraction + data.test_fraction = {fractions:g} leaves no training rows: keep their sum below 1"
-        )
     if OmegaConf.select(cfg, "cv.all_data", default=False) and not OmegaConf.select(cfg, "cv.folds", default=0):
         raise ConfigError("cv.all_data=true needs cross-validation: set cv.folds to 2 or more")
     _check_monitor_direction(cfg)

@@ -82,8 +82,8 @@ class DataLoading(Section):
 
     model_config = ConfigDict(extra="allow")
     batch_size: PositiveInt = Field(description="rows per training batch")
-    val_fraction: Share = Field(description="share of all rows (test rows included) held out for validation, for every source "
-                                              "(stratified, seeded)")
+    val_fraction: Share = Field(description="share of the rows the test part leaves held out for validation, for every "
+                                              "source (stratified, seeded)")
     test_fraction: Share = Field(description="share held out for the final test (unless the data fixes its own)")
     num_workers: NonNegativeInt = Field(description="DataLoader worker processes")
     pin_memory: Union[bool, Literal["auto"]] = Field(description="page-locked batches for copies to a GPU")

@@ -177,7 +177,7 @@ def test_validate_reads_the_header_and_refuses_a_column_the_file_has_not_as_trai
     assert checked.stderr == trained.stderr
 
 
-def test_val_fraction_is_a_share_of_all_rows_whatever_fixes_the_test_part(tmp_path):
+def test_val_fraction_is_a_share_of_the_rows_the_test_part_leaves_whatever_fixes_it(tmp_path):
     frame = sorted_regression(100)
     frame.to_csv(tmp_path / "all.csv", index=False)
     frame.iloc[:80].to_csv(tmp_path / "train.csv", index=False)
@@ -186,6 +186,6 @@ def test_val_fraction_is_a_share_of_all_rows_whatever_fixes_the_test_part(tmp_pa
     fixed = datamodule("data=csv", f"data.path={tmp_path / 'train.csv'}", f"data.test_path={tmp_path / 'test.csv'}",
                        "data.target=y", "data.val_fraction=0.1")
     embedded = datamodule("data=iris", "data.val_fraction=0.1")
-    assert len(drawn.val_set) == len(fixed.val_set) == 10 and len(drawn.test_set) == len(fixed.test_set) == 20
-    assert len(embedded.val_set) == 15  # of iris' 150 rows
+    assert len(drawn.val_set) == len(fixed.val_set) == 8 and len(drawn.test_set) == len(fixed.test_set) == 20
+    assert len(embedded.val_set) == 12  # of the 120 rows iris' 150 keep from its test part
     assert json.loads(json.dumps(fixed.facts))  # results.json takes the facts as they are
