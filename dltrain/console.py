@@ -71,7 +71,10 @@ def show_start(cfg: DictConfig, run_dir: Path, datamodule: ArrayDataModule, summ
     log.info(f"data: {spec.name} ({spec.task}, input {tuple(spec.input_shape)}, outputs {spec.num_outputs}), {sizes}")
     layers = f"\n{summary}" if cfg.get("verbose") else f"; layers in {run_dir / 'model_summary.txt'}"
     chose = _choices().get("model") == "auto" and not cfg.get("resume")
-    auto = " (model=auto's choice for this data; model=<name> picks another)" if chose else ""
+    tuned = datamodule.facts.get("model_auto", {}).get("tuned", {})
+    tuning = (f", with conf/tuning/{datamodule.facts['model_auto']['tuning']}.yaml's "
+              f"{' '.join(f'{key}={value}' for key, value in tuned.items())}") if tuned else ""
+    auto = f" (model=auto's choice for this data{tuning}; model=<name> picks another)" if chose else ""
     log.info(f"model: {cfg.model.name}{auto}, {summary.total_parameters:,} parameters "
              f"({summary.trainable_parameters:,} trainable), input {tuple(spec.input_shape)} -> "
              f"{spec.num_outputs} output(s){layers}")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import StochasticWeightAveraging
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities.model_summary import ModelSummary
@@ -20,11 +20,11 @@ from dltrain.builders import build_module
 from dltrain.callbacks import InterruptCheckpoint
 from dltrain.checkpoints import (check_training_state, check_weights_fit, last_checkpoint_file, read_checkpoint,
                                  without_start_weights)
-from dltrain.data.datamodule import ArrayDataModule, build_datamodule
+from dltrain.data.datamodule import ArrayDataModule, build_datamodule, load_data
 from dltrain.data.folds import Fold
 from dltrain.distributed import is_rank_zero, share_cpu_threads
 from dltrain.errors import ConfigError, DiskError, RunInterrupted, RunStopped, TrainingDiverged, one_line
-from dltrain.models.build import chosen_model
+from dltrain.models.build import choose_model
 from dltrain.models.summary import network_summary
 from dltrain.module import TrainingModule
 from dltrain.preflight import check_before_training
@@ -121,12 +121,14 @@ def _train(cfg: DictConfig, run_dir: Path, resume: bool, callbacks: tuple[pl.Cal
 def checked_data_and_module(cfg: DictConfig, config: dict[str, Any], fold: Fold | None = None, *,
                             resumed: bool) -> tuple[ArrayDataModule, TrainingModule]:
     """The data, the model it sizes and the Lightning module, checked against each other before training (the
-    same for a run and for `dltrain validate`). `config` is cfg resolved; its model becomes the chosen one."""
+    same for a run and for `dltrain validate`). `config` is cfg resolved; its model becomes the chosen one
+    (model=auto: with the settings of its conf/tuning file, in both)."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = build_datamodule(config["data"], cfg.seed, *((fold.data, fold.rows) if fold else ()))
-    config["model"] = chosen_model(config["model"], datamodule.spec)
-    with open_dict(cfg):
-        cfg.model = config["model"]
+    data = fold.data if fold else load_data(config["data"])
+    chose = choose_model(cfg, config, data.kind)  # model=auto: by the data's kind, before its batches are set
+    datamodule = build_datamodule(config["data"], cfg.seed, data, fold.rows if fold else None)
+    if chose:
+        datamodule.facts["model_auto"] = chose  # said with the model at the start, and in results.json
     # a resumed run's weights are its checkpoint's: the file it started from is not read again
     module = build_module(without_start_weights(config) if resumed else config, datamodule.spec.to_dict())
     check_before_training(cfg, datamodule, module)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from dltrain.data.spec import TEXT, DataSpec
@@ -26,14 +26,14 @@ def models_for(task: str, kind: str | None = None) -> list[str]:
     return names
 
 
-def chosen_model(model_cfg: Mapping[str, Any], spec: DataSpec) -> dict[str, Any]:
-    """The model config to train: `model_cfg` itself, or for model=auto the preset its data kind names
+def chosen_model(model_cfg: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """The model config to train: `model_cfg` itself, or for model=auto the preset its data `kind` names
     (conf/model/auto.yaml), composed as `model=<preset>` on the command line would compose it."""
     if model_cfg.get("name") != "auto":
         return dict(model_cfg)
-    choice = (model_cfg.get("choose") or {}).get(spec.kind)
+    choice = (model_cfg.get("choose") or {}).get(kind)
     if choice is None:
-        raise ConfigError(f"model=auto has no model for {spec.kind} data; name one (model=mlp)")
+        raise ConfigError(f"model=auto has no model for {kind} data; name one (model=mlp)")
     preset = OmegaConf.to_container(_compose([f"model={choice}"]).model, resolve=True)
     given = {key: value for key, value in model_cfg.items() if key not in ("name", "choose") and value is not None}
     lacking = [key for key in given if key not in preset]
@@ -41,6 +41,83 @@ def chosen_model(model_cfg: Mapping[str, Any], spec: DataSpec) -> dict[str, Any]
         raise ConfigError(f"model=auto chose {choice} for {spec.kind} data, which has no {lacking[0]}; name a "
                           f"model that has it (model=mlp)")
     return preset | given
+
+
+def choose_model(cfg: DictConfig, config: dict[str, Any], kind: str) -> dict[str, Any]:
+    """Set the model to train in `cfg` and its resolved copy `config` (model=auto: the preset the data's `kind`
+    chooses, with the settings its conf/tuning file gives it). Returns what model=auto chose, to be said and
+    recorded ({} for a model named on the command line)."""
+    chosen = chosen_model(config["model"], kind)
+    auto = config["model"].get("name") == "auto"
+    tuning = auto_tuning(cfg, chosen["name"]) if auto else ("", {})
+    config["model"] = chosen
+    with open_dict(cfg):
+        cfg.model = chosen
+    apply_settings(cfg, config, tuning[1])
+    if not auto:
+        return {}
+    return {"model": chosen["name"], **({"tuning": tuning[0], "tuned": tuning[1]} if tuning[1] else {})}
+
+
+def auto_tuning(cfg: DictConfig, choice: str) -> tuple[str, dict[str, Any]]:
+    """The settings (dotted key -> value) that conf/tuning gives model=auto's `choice` with the run's optimizer,
+    and their file's name (<choice>_<optimizer>), as `model=<choice>` would get them: the config group `tuning`
+    is composed by the model's name, which model=auto only knows once the data has loaded. A key the command
+    line, an experiment or a debug preset sets keeps its value (composed after the tuning, they win over it)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():  # the command's own overrides, composed again with the chosen model
+        given = [o for o in HydraConfig.get().overrides.task if o.partition("=")[0].lstrip("+~") != "model"
+                 and not o.lstrip("+~").startswith("model.")]
+        optimizer = HydraConfig.get().runtime.choices.get("optimizer")
+    else:  # a config composed in-process: its data and optimizer presets, found by what they build
+        found = {group: _preset_building(group, OmegaConf.select(cfg, f"{group}._target_"))
+                 for group in ("data", "optimizer")}
+        given = [f"{group}={name}" for group, name in found.items() if name]
+        optimizer = found["optimizer"]
+    before, after = (_flat(_compose([*given, f"model={model}"])) for model in ("auto", choice))
+    now = _flat(cfg)
+    return f"{choice}_{optimizer}", {
+        key: value for key, value in after.items()
+        if not key.startswith(("model.", "hydra.")) and before.get(key, _UNSET) != value
+        and now.get(key, _UNSET) == before.get(key, _UNSET)}
+
+
+_UNSET = object()
+
+
+def apply_settings(cfg: DictConfig, config: dict[str, Any], settings: Mapping[str, Any]) -> None:
+    """Set each dotted key of `settings` in the config `cfg` and in its resolved copy `config`."""
+    with open_dict(cfg):
+        for key, value in settings.items():
+            OmegaConf.update(cfg, key, value, merge=False)
+            *parents, last = key.split(".")
+            node = config
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = value
+
+
+def _flat(cfg: Any) -> dict[str, Any]:
+    """Every leaf of a config as dotted key -> value, interpolations left as written."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    return flat
+
+
+def _preset_building(group: str, target: str | None) -> str | None:
+    """The one preset of a config group whose _target_ is `target` (None: none, or several)."""
+    names = [path.stem for path in sorted((config_dir() / group).glob("*.yaml"))
+             if OmegaConf.load(path).get("_target_") == target]
+    return names[0] if len(names) == 1 else None
 
 
 def _compose(overrides: list[str]):

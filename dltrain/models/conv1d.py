@@ -31,7 +31,7 @@ class Conv1dNet(nn.Module):
         *,
         channels: NonEmptySizes = (128, 256, 128),
         kernel_sizes: NonEmptySizes = (8, 5, 3),
-        pooling: Literal["mean", "last", "mean_last"] = "mean_last",
+        pooling: Literal["mean", "last", "mean_last"] = "mean",
         hidden_sizes: Sizes = (),
         activation: Activation = "relu",
         dropout: Fraction = 0.0,
