@@ -82,3 +82,35 @@ def test_a_new_array_file_is_standardized_with_the_runs_training_statistics(run,
     predictions = pd.read_csv(predict(str(run_dir), input=str(tmp_path / "new.npy"), output=str(tmp_path / "p.csv")))
     accuracy = float((predictions["prediction"].astype(int).to_numpy() == np.arange(16) % 2).mean())
     assert accuracy == pytest.approx(results["test"]["test_acc"], abs=1e-6) and accuracy > 0.5, accuracy
+
+
+def shapes(path, rows: int, steps: int = 40, seed: int = 0):
+    """A small set as UCR's are (GunPoint: 50 training rows of 150 steps): noise with one wave at a random
+    time, up then down (class 1) or down then up (class 0); the same mean and spread, only the shape differs."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, rows)
+    t = np.arange(steps)
+    centers = rng.integers(8, steps - 8, rows)[:, None]
+    wave = np.exp(-0.5 * ((t - centers + 4) / 3) ** 2) - np.exp(-0.5 * ((t - centers - 4) / 3) ** 2)
+    x = rng.normal(0, 0.4, (rows, steps)) + np.where(y[:, None] == 1, wave, -wave)
+    np.savez(path, x=x[:, :, None].astype(np.float32), y=y)
+    return path
+
+
+def test_the_default_learns_a_small_sequence_set_that_the_untuned_budget_does_not(run, tmp_path):
+    """A/B on 40 training rows: model=auto (conv1d with conf/tuning/conv1d_adam.yaml: 16 rows a batch, up to
+    100 epochs) against the same model at 64 rows a batch for 30 epochs with 5 epochs' patience (one optimizer
+    step an epoch: what the defaults gave before), both said and recorded."""
+    data = ["data=arrays", f"data.path={shapes(tmp_path / 'train.npz', 40)}",
+            f"data.test_path={shapes(tmp_path / 'test.npz', 100, seed=1)}"]
+    proc = dltrain_command(*data, "trainer=cpu", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    tuned = read_results(only_run_dir(tmp_path))
+    said = proc.stdout + proc.stderr
+    assert ("model: conv1d (model=auto's choice for this data, with conf/tuning/conv1d_adam.yaml's "
+            "data.batch_size=16 trainer.max_epochs=100 callbacks.early_stopping.patience=20") in said, said
+    assert tuned["model_auto"] == {"model": "conv1d", "tuning": "conv1d_adam", "tuned": {
+        "data.batch_size": 16, "trainer.max_epochs": 100, "callbacks.early_stopping.patience": 20}}
+    _, untuned = run([*data, "data.batch_size=64", "trainer.max_epochs=30", "callbacks.early_stopping.patience=5"])
+    assert untuned["model_auto"] == {"model": "conv1d"}  # every tuned key was set: nothing left to the tuning
+    assert tuned["test"]["test_acc"] >= 0.9 > untuned["test"]["test_acc"] + 0.1, (tuned["test"], untuned["test"])

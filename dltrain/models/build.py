@@ -66,17 +66,17 @@ def auto_tuning(cfg: DictConfig, choice: str) -> tuple[str, dict[str, Any]]:
     line, an experiment or a debug preset sets keeps its value (composed after the tuning, they win over it)."""
     from hydra.core.hydra_config import HydraConfig
 
+    from dltrain.config import given_overrides
+
     if HydraConfig.initialized():  # the command's own overrides, composed again with the chosen model
-        given = [o for o in HydraConfig.get().overrides.task if o.partition("=")[0].lstrip("+~") != "model"
-                 and not o.lstrip("+~").startswith("model.")]
-        optimizer = HydraConfig.get().runtime.choices.get("optimizer")
-    else:  # a config composed in-process: its data and optimizer presets, found by what they build
-        found = {group: _preset_building(group, OmegaConf.select(cfg, f"{group}._target_"))
-                 for group in ("data", "optimizer")}
-        given = [f"{group}={name}" for group, name in found.items() if name]
-        optimizer = found["optimizer"]
-    before, after = (_flat(_compose([*given, f"model={model}"])) for model in ("auto", choice))
-    now = _flat(cfg)
+        given = list(HydraConfig.get().overrides.task)
+    elif (given := given_overrides(cfg)) is None:
+        raise ConfigError("model=auto chooses its model as the config is composed again with it: compose the "
+                          "config with dltrain.config.load_config, or name a model (model=mlp)")
+    given = [o for o in given if not o.lstrip("+~").partition("=")[0].partition(".")[0] == "model"]
+    before, after = (_compose([*given, f"model={model}"]) for model in ("auto", choice))
+    optimizer = _preset_building("optimizer", OmegaConf.select(after, "optimizer._target_"))
+    before, after, now = _flat(before), _flat(after), _flat(cfg)
     return f"{choice}_{optimizer}", {
         key: value for key, value in after.items()
         if not key.startswith(("model.", "hydra.")) and before.get(key, _UNSET) != value
