@@ -97,20 +97,21 @@ def shapes(path, rows: int, steps: int = 40, seed: int = 0):
     return path
 
 
-def test_the_default_learns_a_small_sequence_set_that_the_untuned_budget_does_not(run, tmp_path):
-    """A/B on 40 training rows: model=auto (conv1d with conf/tuning/conv1d_adam.yaml: 16 rows a batch, up to
-    100 epochs) against the same model at 64 rows a batch for 30 epochs with 5 epochs' patience (one optimizer
-    step an epoch: what the defaults gave before), both said and recorded."""
+def test_auto_trains_conv1d_with_its_tuning_said_and_recorded_and_keys_given_win(run, tmp_path):
+    """model=auto on 40 training rows takes conf/tuning/conv1d_adam.yaml as model=conv1d would (16 rows a batch,
+    20 epochs' patience), names it in its start line and results.json, and keeps every key the command sets,
+    one set to its default value included (in-process too). The A/B on real sets is the README's: UCR's
+    GunPoint 0.987 with the tuning and mean pooling, 0.67 before them."""
     data = ["data=arrays", f"data.path={shapes(tmp_path / 'train.npz', 40)}",
             f"data.test_path={shapes(tmp_path / 'test.npz', 100, seed=1)}"]
-    proc = dltrain_command(*data, "trainer=cpu", cwd=tmp_path)
+    proc = dltrain_command(*data, "trainer=cpu", "trainer.max_epochs=15", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     tuned = read_results(only_run_dir(tmp_path))
     said = proc.stdout + proc.stderr
     assert ("model: conv1d (model=auto's choice for this data, with conf/tuning/conv1d_adam.yaml's "
-            "data.batch_size=16 trainer.max_epochs=100 callbacks.early_stopping.patience=20") in said, said
+            "data.batch_size=16 callbacks.early_stopping.patience=20; model=<name> picks another)") in said, said
     assert tuned["model_auto"] == {"model": "conv1d", "tuning": "conv1d_adam", "tuned": {
-        "data.batch_size": 16, "trainer.max_epochs": 100, "callbacks.early_stopping.patience": 20}}
-    _, untuned = run([*data, "data.batch_size=64", "trainer.max_epochs=30", "callbacks.early_stopping.patience=5"])
-    assert untuned["model_auto"] == {"model": "conv1d"}  # every tuned key was set: nothing left to the tuning
-    assert tuned["test"]["test_acc"] >= 0.9 > untuned["test"]["test_acc"] + 0.1, (tuned["test"], untuned["test"])
+        "data.batch_size": 16, "callbacks.early_stopping.patience": 20}}
+    assert tuned["max_epochs"] == 15 and tuned["test"]["test_acc"] >= 0.9, tuned
+    _, given = run([*data, "data.batch_size=64", "trainer.max_epochs=1", "callbacks.early_stopping.patience=5"])
+    assert given["model_auto"] == {"model": "conv1d"} and given["max_epochs"] == 1, given

@@ -257,15 +257,15 @@ def scikit_learn_score(overrides: list[str], rows=None) -> float:
     ("digits", "test_acc"), ("iris", "test_acc"), ("wine", "test_acc"), ("breast_cancer", "test_acc"),
     ("diabetes", "test_r2")])
 def test_every_embedded_set_trains_well_with_the_defaults_alone(tmp_path, data, metric):
-    """data=<set> and nothing else (model=auto, the default optimizer, epochs and early stopping) against
-    scikit-learn's default linear model on the same split: within 0.02 (the MLP on breast cancer is 0.956
-    against 0.974, two of its 114 test rows)."""
+    """data=<set> and nothing else (model=auto, the default optimizer, epochs and early stopping, and the
+    chosen model's conf/tuning) against scikit-learn's default linear model on the same split: within 0.01 (the
+    MLP on breast cancer is 0.965 against 0.974, one of its 114 test rows; 0.947 without mlp_adam's tuning)."""
     from dltrain.config import load_config
     from dltrain.train import train
 
     overrides = [f"data={data}", "trainer=cpu"]
     results = train(load_config(overrides), tmp_path / "run")
-    assert results["test"][metric] >= scikit_learn_score(overrides) - 0.02, results["test"]
+    assert results["test"][metric] >= scikit_learn_score(overrides) - 0.01, results["test"]
 
 
 @pytest.mark.parametrize("overrides, metric", [
