@@ -277,7 +277,8 @@ def test_the_readme_linear_models_reach_scikit_learns_default_on_the_same_split(
     from dltrain.train import train
 
     results = train(load_config([*overrides, "trainer=cpu"]), tmp_path / "run")
-    assert results["test"][metric] >= scikit_learn_score([*overrides, "trainer=cpu"]), results["test"]
+    # 1e-6: float32's rounding of the same share of rows (breast cancer: 111 of 114 both)
+    assert results["test"][metric] >= scikit_learn_score([*overrides, "trainer=cpu"]) - 1e-6, results["test"]
 
 
 def test_the_readme_softmax_cross_validation_on_iris_reaches_scikit_learns_default_on_the_same_folds(tmp_path):
