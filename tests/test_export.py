@@ -96,7 +96,7 @@ def test_every_model_preset_exports_in_every_format_and_each_file_computes_what_
 
 @pytest.mark.slow
 def test_a_pt2_runs_where_dltrain_cannot_be_imported(run, tmp_path):
-    run_dir, _ = run(PRESETS["lstm"] + ONE_EPOCH)
+    run_dir, _ = run(PRESETS["lstm"] + ONE_EPOCH + FEW_BATCHES)
     export(str(run_dir), "torch_export", output=str(tmp_path / "out"))
     x = torch.rand(3, 20, 1)
     np.save(tmp_path / "x.npy", x.numpy())

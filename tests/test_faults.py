@@ -338,7 +338,8 @@ def test_sigterm_during_start_up_is_said_and_exits_143(tmp_path):
 
 @pytest.mark.parametrize("overrides", [
     ["model=transformer", "model.heads=3"],  # the model's constructor refuses it
-    ["model=torchvision", "model.arch=inception_v3"],  # its forward pass cannot take 8x8 digits
+    pytest.param(["model=torchvision", "model.arch=inception_v3"],  # its forward pass cannot take 8x8 digits
+                 marks=pytest.mark.slow),  # Inception v3 built twice: the longest of these refusals
 ])
 def test_validate_refuses_what_training_refuses(tmp_path, overrides):
     """`dltrain validate` builds the model on the data's shapes, as a run does: the same one-line error, not
