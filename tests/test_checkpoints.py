@@ -317,6 +317,7 @@ def test_checkpoint_callbacks_set_to_null_write_no_checkpoint(run):
     assert (results["best_checkpoint"], results["last_checkpoint"]) == ("checkpoints/best.ckpt", None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheduler", [
     ["scheduler=step", "scheduler.scheduler.step_size=1", "scheduler.scheduler.gamma=0.5"],
     # threshold 0.99: only a 99% fall counts as an improvement, so the plateau scheduler steps every epoch

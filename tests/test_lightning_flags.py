@@ -67,6 +67,7 @@ def test_accumulate_grad_batches_makes_ceil_batches_over_k_updates_an_epoch(tmp_
     assert steps == [math.ceil(BATCHES / k), 2 * math.ceil(BATCHES / k)] and steps[-1] == plain.global_step
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_scheduler_changes_the_updates_from_its_epoch(tmp_path):
     from pytorch_lightning.callbacks import GradientAccumulationScheduler
 
@@ -223,6 +224,7 @@ def test_epochs_without_validation_leave_their_validation_cells_empty_under_a_fi
     assert read_results(run_dir)["status"] == "completed"
 
 
+@pytest.mark.slow
 def test_an_epoch_that_max_steps_cuts_short_has_its_own_train_values_and_no_validation(tmp_path):
     run_dir = dltrain_run(tmp_path, "trainer.max_epochs=-1", "trainer.max_steps=50")
     rows = (run_dir / "metrics.csv").read_text().splitlines()[1:]
@@ -233,6 +235,7 @@ def test_an_epoch_that_max_steps_cuts_short_has_its_own_train_values_and_no_vali
     assert plain.global_step == 50 and plain.current_epoch == read_results(run_dir)["epochs_run"] == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("averaging, settings, tested", [
     ("EMAWeightAveraging", [], "best checkpoint (averaged weights, EMAWeightAveraging)"),
     ("StochasticWeightAveraging", ["swa_lrs=0.01", "swa_epoch_start=2"],
