@@ -86,3 +86,9 @@ def run(tmp_path):
         return run_dir, train_run(run_dir, overrides)
 
     return _run
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first: pytest-xdist hands tests out in collection order, so the long ones start while
+    short ones are left to fill the other workers' time, instead of one running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order otherwise

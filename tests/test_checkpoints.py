@@ -20,8 +20,9 @@ from dltrain.config import load_config
 from dltrain.train import train
 from datafiles import write_image_folder, write_table
 
-# Epochs of about half a second: long enough to interrupt a run in the middle.
-SLOW_EPOCHS = ["trainer=cpu", "data=linear", "data.n_samples=16000", "model=mlp", "data.batch_size=32",
+# Epochs of some 175 batches: long enough to interrupt a run in the middle (each test waits for an epoch's end
+# and stops the run with epochs still to go), short enough to keep these tests, the suite's longest, short.
+SLOW_EPOCHS = ["trainer=cpu", "data=linear", "data.n_samples=8000", "model=mlp", "data.batch_size=32",
                "callbacks.early_stopping=null"]
 
 
@@ -270,6 +271,7 @@ def start(tmp_path: Path, *args: str) -> subprocess.Popen:
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
+@pytest.mark.slow
 def test_a_sigkilled_run_resumes_to_the_same_final_metrics(tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     whole.mkdir(), killed.mkdir()
@@ -315,6 +317,7 @@ def test_checkpoint_callbacks_set_to_null_write_no_checkpoint(run):
     assert (results["best_checkpoint"], results["last_checkpoint"]) == ("checkpoints/best.ckpt", None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheduler", [
     ["scheduler=step", "scheduler.scheduler.step_size=1", "scheduler.scheduler.gamma=0.5"],
     # threshold 0.99: only a 99% fall counts as an improvement, so the plateau scheduler steps every epoch
@@ -370,6 +373,7 @@ def test_resume_takes_key_overrides_but_not_a_group_the_seed_the_monitor_or_the_
         resumed_config(tmp_path, ["trainer.max_epochs=50"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupt_saves_a_checkpoint_and_partial_results_then_resume_finishes(tmp_path, sig, code):
     process = start(tmp_path, *SLOW_EPOCHS, "trainer.max_epochs=30")
@@ -452,6 +456,7 @@ def test_a_nan_loss_stops_the_run_naming_epoch_and_step(tmp_path):
     assert results["status"] == "diverged" and "loss became" in results["error"]
 
 
+@pytest.mark.slow
 def test_a_run_folder_moved_elsewhere_resumes_as_if_it_had_stayed(run, tmp_path):
     """Lightning restores a ModelCheckpoint fully only in the folder it saved in: a moved run would keep its old
     folder's best path (an internal error, or the old folder's file tested) and forget its best score."""

@@ -55,6 +55,7 @@ def test_too_few_rows_of_a_class_for_the_folds_is_one_line(tmp_path):
     assert "cv.folds=60 needs at least 60 per class" in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_three_fold_run_writes_three_fold_runs_and_their_mean(tmp_path):
     proc = dltrain_command("trainer=cpu", "data=wine", "model=mlp", "cv.folds=3", "trainer.max_epochs=3", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

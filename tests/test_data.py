@@ -208,6 +208,7 @@ def test_arrays_npz_and_npy_pair(tmp_path):
     assert module.spec.kind == "table" and module.spec.task == "regression"
 
 
+@pytest.mark.slow
 def test_augmentation_changes_training_batches_only(run):
     from dltrain.data.augment import build_augmentation
 

@@ -20,6 +20,7 @@ def steps_per_epoch(processes: int) -> int:
     return -(-(-(-TRAIN_ROWS // processes)) // BATCH)
 
 
+@pytest.mark.slow
 def test_ddp_cpu_trains_in_two_processes_into_one_run_directory(tmp_path):
     from dltrain.evaluate import evaluate
 
@@ -44,6 +45,7 @@ def test_ddp_cpu_trains_in_two_processes_into_one_run_directory(tmp_path):
     assert evaluated == pytest.approx(results["val"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_two_torchrun_nodes_on_this_machine_write_one_set_of_outputs(tmp_path):
     port, env = free_port(), {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     nodes = [
@@ -62,6 +64,7 @@ def test_two_torchrun_nodes_on_this_machine_write_one_set_of_outputs(tmp_path):
     assert "test_acc" in outputs[0] and "test_acc" not in outputs[1]  # only rank zero reports
 
 
+@pytest.mark.slow
 def test_a_sweep_of_ddp_cpu_jobs_runs_each_in_its_own_directory(tmp_path):
     proc = dltrain_command("-m", "trainer=ddp_cpu", "seed=1,2", *SMALL, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

@@ -27,6 +27,9 @@ from dltrain.trust import UntrustedConfig
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 ONE_EPOCH = ["trainer.max_epochs=1"]
+# An export needs a checkpoint, not a good model: a few batches of each stage keep the twelve presets' runs
+# short (the export is still checked on every test row).
+FEW_BATCHES = ["trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
 PRESETS = {  # each model preset on data it fits: a multi-class, binary and regression task among them
     "cnn": ["model=cnn"],
     "mlp": ["data=wine", "model=mlp"],
@@ -49,10 +52,11 @@ def test_the_presets_listed_here_are_every_model_preset():
     assert shipped == set(PRESETS)
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("preset", [p if p in ("mlp", "softmax") else pytest.param(p, marks=pytest.mark.slow)
+                                    for p in sorted(PRESETS)])  # two quick ones in `pytest -m "not slow"`
 def test_every_model_preset_exports_in_every_format_and_each_file_computes_what_the_checkpoint_does(
         run, tmp_path, preset):
-    run_dir, _ = run(PRESETS[preset] + ONE_EPOCH)
+    run_dir, _ = run(PRESETS[preset] + ONE_EPOCH + FEW_BATCHES)
     written = export(str(run_dir), "all")
     folder = run_dir / "export"
     assert sorted(p.name for p in written) == ["model.onnx", "model.pt2", "model.safetensors"]
@@ -90,8 +94,9 @@ def test_every_model_preset_exports_in_every_format_and_each_file_computes_what_
         assert prep["output"]["classes"] == spec.labels()
 
 
+@pytest.mark.slow
 def test_a_pt2_runs_where_dltrain_cannot_be_imported(run, tmp_path):
-    run_dir, _ = run(PRESETS["lstm"] + ONE_EPOCH)
+    run_dir, _ = run(PRESETS["lstm"] + ONE_EPOCH + FEW_BATCHES)
     export(str(run_dir), "torch_export", output=str(tmp_path / "out"))
     x = torch.rand(3, 20, 1)
     np.save(tmp_path / "x.npy", x.numpy())
@@ -114,6 +119,7 @@ def readme_onnx_example() -> str:
     return blocks[0]
 
 
+@pytest.mark.slow
 def test_the_readmes_onnx_example_runs_as_written_without_dltrain_and_agrees_with_dltrain_predict(tmp_path):
     """The README's table run (numbers, a text column, an empty value), exported; its example, with only the run
     folder named, gives dltrain-predict's classes and probabilities on new.csv."""
@@ -226,6 +232,7 @@ export(sys.argv[1], "[onnx,safetensors]", output=sys.argv[2])
 """
 
 
+@pytest.mark.slow
 def test_an_export_killed_between_writes_leaves_no_set_and_the_next_one_clears_it_and_writes_it_whole(run, tmp_path):
     import hashlib
 

@@ -95,6 +95,7 @@ def test_a_file_that_is_no_checkpoint_and_a_run_without_config_are_one_line(tmp_
         f"resume={run_dir}: the run has no config.yaml, so what it trained cannot be known; start a new run")
 
 
+@pytest.mark.slow
 def test_a_run_stopped_before_its_first_checkpoint_resumes_from_its_first_epoch(tmp_path):
     assert dltrain_command(*FAST, "hydra.run.dir=first", cwd=tmp_path).returncode == 0
     stopped = tmp_path / "stopped"  # what a kill before the first epoch's end leaves: the config, no checkpoint
@@ -127,6 +128,7 @@ def small_disk(where: Path, *options: str):
         subprocess.run(["umount", "-l", str(where)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_keeps_every_file_whole_and_a_resume_continues_after_freeing_space(tmp_path):
     whole = tmp_path / "whole"
     assert dltrain_command(*FAST, "trainer.max_epochs=3", f"hydra.run.dir={whole}", cwd=tmp_path).returncode == 0
@@ -218,6 +220,7 @@ def test_a_folder_that_holds_a_run_is_refused_unless_resumed_and_hydra_files_sta
     assert {p: p.read_bytes() for p in kept} == kept  # the first run's files, .hydra included, as they were
 
 
+@pytest.mark.slow
 def test_a_second_live_process_in_the_same_run_folder_is_refused(tmp_path):
     first = start(tmp_path, *SLOW_EPOCHS, "trainer.max_epochs=20", "hydra.run.dir=run")
     try:
@@ -235,6 +238,7 @@ def test_a_second_live_process_in_the_same_run_folder_is_refused(tmp_path):
         first.wait()
 
 
+@pytest.mark.slow
 def test_a_finished_run_resumed_for_more_epochs_and_killed_does_not_say_completed(tmp_path):
     assert dltrain_command(*SLOW_EPOCHS, "trainer.max_epochs=1", "hydra.run.dir=run", cwd=tmp_path).returncode == 0
     run_dir = tmp_path / "run"
@@ -271,6 +275,7 @@ def interrupt_group(process: subprocess.Popen, when) -> tuple[int, str]:
     return process.returncode, err
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_a_whole_sweep_and_the_same_command_finishes_it(tmp_path):
     command = ["-m", *SLOW_EPOCHS, "trainer.max_epochs=3", "seed=1,2", "hydra.sweep.dir=sweep"]
     process = start_group(tmp_path, *command)
@@ -293,9 +298,10 @@ def test_ctrl_c_stops_a_whole_sweep_and_the_same_command_finishes_it(tmp_path):
     assert sorted(pd.read_csv(sweep_dir / "summary.csv").job) == [0, 1]
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_a_search_and_the_same_command_finishes_it_with_exactly_n_trials(tmp_path):
     storage = f"sqlite:///{tmp_path / 'search.db'}"
-    command = ["-m", "hparams_search=mlp_digits", *SLOW_EPOCHS[:1], "data=linear", "data.n_samples=16000",
+    command = ["-m", "hparams_search=mlp_digits", *SLOW_EPOCHS[:1], "data=linear", "data.n_samples=8000",
                "data.batch_size=32", "callbacks.early_stopping=null", "monitor=val_loss", "mode=min",
                "trainer.max_epochs=3", f"hydra.sweeper.storage={storage}", "hydra.sweeper.n_trials=2",
                "hydra.sweeper.params={optimizer.lr: 'tag(log, interval(1e-3, 1e-1))'}"]
@@ -332,7 +338,8 @@ def test_sigterm_during_start_up_is_said_and_exits_143(tmp_path):
 
 @pytest.mark.parametrize("overrides", [
     ["model=transformer", "model.heads=3"],  # the model's constructor refuses it
-    ["model=torchvision", "model.arch=inception_v3"],  # its forward pass cannot take 8x8 digits
+    pytest.param(["model=torchvision", "model.arch=inception_v3"],  # its forward pass cannot take 8x8 digits
+                 marks=pytest.mark.slow),  # Inception v3 built twice: the longest of these refusals
 ])
 def test_validate_refuses_what_training_refuses(tmp_path, overrides):
     """`dltrain validate` builds the model on the data's shapes, as a run does: the same one-line error, not
@@ -346,6 +353,7 @@ def test_validate_refuses_what_training_refuses(tmp_path, overrides):
     assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("metrics.csv"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("key", "value"), [
     ("last_checkpoint.dirpath", "{elsewhere}"),
     ("model_checkpoint.filename", "../../../elsewhere/best"),

@@ -35,10 +35,20 @@ def without_nvml_skip(monkeypatch) -> None:
     monkeypatch.setattr(dltrain.train, "skip_nvml_probe_without_gpus", lambda trainer: None)
 
 
+@pytest.fixture(scope="module")
+def with_lever(tmp_path_factory):
+    """The run with every lever on, trained once for the comparisons (it is the same seeded run each time)."""
+    from conftest import train_run
+
+    run_dir = tmp_path_factory.mktemp("levers") / "with"
+    train_run(run_dir, RUN)
+    return run_dir
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("lever_off", [without_tensor_batches, without_chunked_metrics, without_nvml_skip],
                          ids=["tensor-batches", "chunked-metrics", "nvml-skip"])
-def test_a_lever_leaves_the_run_as_it_was(run, monkeypatch, lever_off):
-    with_lever, _ = run(RUN)
+def test_a_lever_leaves_the_run_as_it_was(run, monkeypatch, lever_off, with_lever):
     with monkeypatch.context() as patched:
         lever_off(patched)
         without_lever, _ = run(RUN)

@@ -58,6 +58,7 @@ def dltrain_run(tmp_path, *args: str):
     return only_run_dir(tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [3, 4])
 def test_accumulate_grad_batches_makes_ceil_batches_over_k_updates_an_epoch(tmp_path, k):
     run_dir = dltrain_run(tmp_path, "trainer.max_epochs=2", f"trainer.accumulate_grad_batches={k}")
@@ -66,6 +67,7 @@ def test_accumulate_grad_batches_makes_ceil_batches_over_k_updates_an_epoch(tmp_
     assert steps == [math.ceil(BATCHES / k), 2 * math.ceil(BATCHES / k)] and steps[-1] == plain.global_step
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_scheduler_changes_the_updates_from_its_epoch(tmp_path):
     from pytorch_lightning.callbacks import GradientAccumulationScheduler
 
@@ -76,6 +78,7 @@ def test_gradient_accumulation_scheduler_changes_the_updates_from_its_epoch(tmp_
     assert [int(row["step"]) for row in read_metrics(run_dir)] == [20, 25] and plain.global_step == 25
 
 
+@pytest.mark.slow
 def test_model_checkpoint_every_n_train_steps_writes_a_file_at_exactly_those_steps(tmp_path):
     from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -91,6 +94,7 @@ def test_model_checkpoint_every_n_train_steps_writes_a_file_at_exactly_those_ste
     assert torch.load(run_dir / "checkpoints" / "step=14.ckpt", weights_only=True)["global_step"] == 14
 
 
+@pytest.mark.slow
 def test_stochastic_weight_averaging_averages_and_its_swalr_schedule_is_the_lr_column(tmp_path):
     from pytorch_lightning.callbacks import StochasticWeightAveraging
 
@@ -107,6 +111,7 @@ def test_stochastic_weight_averaging_averages_and_its_swalr_schedule_is_the_lr_c
     assert averaged["n_averaged"] == plain_swa.state_dict()["n_averaged"] > 1  # the same epochs averaged
 
 
+@pytest.mark.slow
 def test_learning_rate_monitor_needs_a_logger_as_in_lightning_and_logs_to_it(tmp_path):
     monitor = "+callbacks.lr._target_=pytorch_lightning.callbacks.LearningRateMonitor"
     refused = dltrain_command(*CPU, "trainer.max_epochs=1", monitor, cwd=tmp_path)
@@ -128,6 +133,7 @@ def test_timer_stops_training_as_in_lightning(tmp_path):
     assert results["status"] == "completed" and results["epochs_run"] < 30
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["fdr", "limit", "overfit", "profiler", "default"])
 def test_every_debug_preset_is_a_smoke_run_leaving_a_complete_run_directory(tmp_path, preset):
     proc = dltrain_command(f"debug={preset}", "model=mlp", cwd=tmp_path)
@@ -204,6 +210,7 @@ def test_the_trainer_preset_lists_lightnings_common_flags_with_its_defaults():
                                 else expected), key
 
 
+@pytest.mark.slow
 def test_epochs_without_validation_leave_their_validation_cells_empty_under_a_fixed_header(tmp_path):
     run_dir = dltrain_run(tmp_path, "trainer.max_epochs=4", "trainer.check_val_every_n_epoch=2")
     lines = (run_dir / "metrics.csv").read_text().splitlines()
@@ -217,6 +224,7 @@ def test_epochs_without_validation_leave_their_validation_cells_empty_under_a_fi
     assert read_results(run_dir)["status"] == "completed"
 
 
+@pytest.mark.slow
 def test_an_epoch_that_max_steps_cuts_short_has_its_own_train_values_and_no_validation(tmp_path):
     run_dir = dltrain_run(tmp_path, "trainer.max_epochs=-1", "trainer.max_steps=50")
     rows = (run_dir / "metrics.csv").read_text().splitlines()[1:]
@@ -227,6 +235,7 @@ def test_an_epoch_that_max_steps_cuts_short_has_its_own_train_values_and_no_vali
     assert plain.global_step == 50 and plain.current_epoch == read_results(run_dir)["epochs_run"] == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("averaging, settings, tested", [
     ("EMAWeightAveraging", [], "best checkpoint (averaged weights, EMAWeightAveraging)"),
     ("StochasticWeightAveraging", ["swa_lrs=0.01", "swa_epoch_start=2"],

@@ -86,6 +86,7 @@ def minority_recall(run_dir) -> float:
     return float((table.loc[table["true"] == 1, "prediction"] == 1).mean())
 
 
+@pytest.mark.slow
 def test_balanced_class_weights_raise_the_minority_recall_and_are_recorded(run, tmp_path):
     data = ["data=arrays", f"data.path={imbalanced(tmp_path / 'imbalanced.npz')}", "model=logistic",
             "optimizer.lr=0.05", "trainer.max_epochs=10", "callbacks.early_stopping=null"]

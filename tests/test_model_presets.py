@@ -15,6 +15,7 @@ from conftest import dltrain_command, only_run_dir, read_metrics, read_results
 ROWS = {"digits": (5, 1, 8, 8), "sine": (5, 20, 1), "wine": (5, 13)}  # new inputs, as .npy, of each set's shape
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model, data", [("resnet", "digits"), ("transformer", "sine"), ("transformer", "wine"),
                                          ("torchvision", "digits")])
 def test_a_preset_trains_through_the_command_and_its_checkpoint_evaluates_and_predicts(tmp_path, model, data):
@@ -43,12 +44,14 @@ def test_a_preset_trains_through_the_command_and_its_checkpoint_evaluates_and_pr
     assert len(predictions) == ROWS[data][0] and predictions.notna().all().all()
 
 
+@pytest.mark.slow
 def test_the_transformer_beats_the_lstm_on_the_sine_set(run):
     scores = {model: run(["data=sine", f"model={model}", "trainer.max_epochs=5", "scheduler=cosine"])[1]["test"]
               for model in ("lstm", "transformer")}
     assert scores["transformer"]["test_mse"] <= scores["lstm"]["test_mse"], scores
 
 
+@pytest.mark.slow
 def test_a_torchvision_run_from_a_weights_file_resumes_from_its_checkpoint_without_the_file(tmp_path):
     """The weights file starts the run; its checkpoint's weights continue it, so a resume reads no file."""
     import torch

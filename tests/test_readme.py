@@ -132,7 +132,13 @@ def with_run(line: str, where: Path, scratch) -> str:
     return line.replace("<run>", "made").replace("<other>", "other")
 
 
-@pytest.mark.parametrize("line", readme_lines())
+def trains(line: str) -> bool:
+    """Whether the line trains (or reads a run trained for it): `pytest -m "not slow"` runs only the others."""
+    return not re.search(r"--help|--cfg |-sc |^dltrain validate |^dltrain-runs$", line)
+
+
+@pytest.mark.parametrize("line", [pytest.param(line, marks=pytest.mark.slow) if trains(line) else line
+                                  for line in readme_lines()])
 def test_a_readme_line_works_as_written(tmp_path, tmp_path_factory, line):
     why = skipped(line)
     if why and not (why.endswith("GPU") and torch.cuda.is_available() and "several" not in why):

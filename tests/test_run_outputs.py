@@ -125,6 +125,7 @@ def test_tensorboard_logs_every_epoch_where_the_results_say(run):
     assert losses == pytest.approx([row["val_loss"] for row in read_metrics(run_dir)], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_mlflow_tracks_every_epoch_in_a_local_store_where_the_results_say(run, tmp_path):
     from mlflow.tracking import MlflowClient
 

@@ -86,6 +86,7 @@ def postgres():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["postgresql", "journal"])
 def test_two_workers_share_one_study_and_each_summary_holds_all_of_it(tmp_path, kind, request):
     if kind == "postgresql":
@@ -119,6 +120,7 @@ def test_two_workers_share_one_study_and_each_summary_holds_all_of_it(tmp_path, 
         assert sorted(summary.job) == list(range(n_trials)) and set(summary.status) == {"completed"}
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_trial_leaves_it_failed_and_the_next_start_runs_it_again(tmp_path):
     url = f"sqlite:///{tmp_path / 'search.db'}"
     args = [*SLOW, "trainer.max_epochs=2", f"hydra.sweeper.storage={url}", "hydra.sweeper.n_trials=2",
@@ -146,6 +148,7 @@ def test_a_worker_killed_mid_trial_leaves_it_failed_and_the_next_start_runs_it_a
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_n_jobs_runs_each_trial_in_its_own_process_on_its_own_gpu(tmp_path):
     url = f"sqlite:///{tmp_path / 'search.db'}"
     # CUDA_VISIBLE_DEVICES as on a two-GPU machine: each trial process is given one of them
@@ -183,6 +186,7 @@ if trial is not None:
 """
 
 
+@pytest.mark.slow
 def test_trial_processes_start_the_next_trial_when_one_ends_and_outlive_a_crashed_one(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
 

@@ -119,6 +119,7 @@ def test_a_table_server_answers_as_dltrain_predict_refuses_bad_requests_and_goes
     assert code == 0 and "Traceback" not in out + err, err[-2000:]
 
 
+@pytest.mark.slow
 def test_an_image_server_reads_base64_and_multipart_files_as_dltrain_predict_reads_the_folder(run, tmp_path):
     write_image_folder(tmp_path / "images")
     run_dir, _ = run(["data=image_folder", f"data.path={tmp_path / 'images'}", "data.image_size=[8,8]", "model=cnn",

@@ -31,6 +31,7 @@ def summary_rows(sweep_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_a_sweep_runs_every_job_and_summarises_them_best_first(tmp_path):
     proc = dltrain_command("-m", "optimizer=adam,sgd", "model.dropout=0.0,0.3", *SHORT, cwd=tmp_path,
                            env={"COLUMNS": "80"})  # as wide as a CI log
@@ -88,6 +89,7 @@ def search(tmp_path: Path, storage: str, n_trials: int) -> tuple:
     return proc, sweep_dir, yaml.safe_load((sweep_dir / "search_results.yaml").read_text())
 
 
+@pytest.mark.slow
 def test_an_optuna_search_finds_the_best_trial_and_a_second_invocation_continues_it(tmp_path):
     storage = f"sqlite:///{tmp_path / 'search.db'}"
     proc, sweep_dir, found = search(tmp_path, storage, n_trials=2)
@@ -169,6 +171,7 @@ def test_a_sweep_table_too_wide_for_the_terminal_folds_its_headers_never_its_val
     assert lines[-1].split() == ["1", "sgd", "0.0002621", "[64]", "0.3926", "6.291e-06", "0.8000", "0.7900", "2"]
 
 
+@pytest.mark.slow
 def test_a_sweep_over_a_classification_and_a_regression_ranks_each_job_among_its_own_task(tmp_path):
     proc = dltrain_command("-m", "data=diabetes,iris,wine", *SHORT, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -183,6 +186,7 @@ def test_a_sweep_over_a_classification_and_a_regression_ranks_each_job_among_its
     assert f"best multiclass job: #{classes[0]['job']} " in said
 
 
+@pytest.mark.slow
 def test_jobs_run_in_parallel_with_the_joblib_launcher_each_in_its_own_directory(tmp_path):
     proc = dltrain_command("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2", *SHORT, cwd=tmp_path,
                            env={"OMP_NUM_THREADS": None})  # as a user starts it: dltrain shares the cores
@@ -204,6 +208,7 @@ def test_jobs_run_in_parallel_with_the_joblib_launcher_each_in_its_own_directory
     assert not any(line.startswith("epoch ") for line in proc.stderr.splitlines())
 
 
+@pytest.mark.slow
 def test_every_experiment_preset_runs_one_short_epoch(tmp_path):
     write_mnist(tmp_path / "data")
     presets = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))

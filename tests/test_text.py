@@ -33,6 +33,7 @@ def test_the_vocabulary_comes_from_the_training_split_and_other_tokens_are_unkno
     assert encoder.transform(pd.Series(["Good, GOOD film!"])).tolist() == [[0, 7, 7, 6]]
 
 
+@pytest.mark.slow
 def test_a_text_column_trains_through_the_command_and_predicts_evaluates_exports_and_serves_the_same(tmp_path):
     from fastapi.testclient import TestClient
 

@@ -281,6 +281,7 @@ def test_the_readme_linear_models_reach_scikit_learns_default_on_the_same_split(
     assert results["test"][metric] >= scikit_learn_score([*overrides, "trainer=cpu"]) - 1e-6, results["test"]
 
 
+@pytest.mark.slow
 def test_the_readme_softmax_cross_validation_on_iris_reaches_scikit_learns_default_on_the_same_folds(tmp_path):
     """`dltrain data=iris model=softmax cv.folds=10 cv.all_data=true`: its mean accuracy against
     LogisticRegression() fitted and scored on each of the same folds (above 0.9 both)."""
