@@ -19,7 +19,7 @@ from dltrain.errors import DataError
 def datamodule(*overrides: str):
     from omegaconf import OmegaConf
 
-    from dltrain.config import load_config
+    from dltrain.config.compose import load_config
 
     cfg = load_config(list(overrides))
     return build_datamodule(OmegaConf.to_container(cfg.data, resolve=True), cfg.seed)
@@ -220,7 +220,8 @@ def test_augmentation_changes_training_batches_only(run):
 
     # Training sees noisy batches (its loss differs from a clean run's), the test split the clean rows (its
     # loss is the best checkpoint's on the plain test tensors).
-    from dltrain.checkpoints import load_module, read_checkpoint
+    from dltrain.checkpoints.reading import read_checkpoint
+    from dltrain.training.restore import load_module
 
     noisy_dir, noisy = run(["model=mlp", "data.augment.noise=0.5"])
     clean_dir, _ = run(["model=mlp"])

@@ -30,3 +30,20 @@ def test_a_checkpoint_written_before_the_regrouping_evaluates_and_predicts_as_it
     assert proc.returncode == 0, proc.stderr
     pd.testing.assert_frame_equal(pd.read_csv(predictions), pd.read_csv(FIXTURES / f"{name}.predictions.csv"),
                                   rtol=1e-5)
+
+
+@pytest.mark.parametrize("place, target", [("loss", "dltrain.losses.build_loss"),  # moved, but not in the table
+                                           ("optimizer", "dltrain.losses.SoftTargetKLDiv")])  # renamed, wrong place
+def test_only_a_moved_preset_target_is_renamed_and_still_only_at_its_place(tmp_path, place, target):
+    import torch
+
+    from dltrain.checkpoints.reading import read_checkpoint
+    from dltrain.config.trust import UntrustedConfig
+
+    checkpoint = torch.load(FIXTURES / "iris_mlp_kl_div.ckpt", map_location="cpu", weights_only=True)
+    assert read_checkpoint(FIXTURES / "iris_mlp_kl_div.ckpt")["hyper_parameters"]["config"]["loss"]["_target_"] \
+        == "dltrain.training.losses.SoftTargetKLDiv"
+    checkpoint["hyper_parameters"]["config"][place]["_target_"] = target
+    torch.save(checkpoint, tmp_path / "crafted.ckpt")
+    with pytest.raises(UntrustedConfig, match=rf"asks to build {place} with _target_="):
+        read_checkpoint(tmp_path / "crafted.ckpt")

@@ -10,7 +10,7 @@ from torch import nn
 
 from dltrain.data.spec import TEXT, DataSpec
 from dltrain.errors import ConfigError
-from dltrain.instantiate import build
+from dltrain.config.instantiate import build
 from dltrain.paths import config_dir
 
 
@@ -51,7 +51,7 @@ def _compose(overrides: list[str]):
 
     if GlobalHydra.instance().is_initialized():
         return compose(config_name="train", overrides=overrides)
-    from dltrain.config import load_config
+    from dltrain.config.compose import load_config
 
     return load_config(overrides)
 

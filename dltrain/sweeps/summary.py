@@ -15,7 +15,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from dltrain.run_files import read_results, write_atomic
+from dltrain.rundir.files import read_results, write_atomic
 
 log = logging.getLogger("dltrain")
 
@@ -108,8 +108,8 @@ def write_summary(sweep_dir: Path, monitor: str, mode: str, rows: list[dict[str,
     (a search's every trial), or of the jobs in the folder."""
     import pandas as pd
 
-    from dltrain.console import show_sweep
-    from dltrain.plots import plot_sweep
+    from dltrain.report.terminal import show_sweep
+    from dltrain.report.plots import plot_sweep
 
     rows = sort_rows(job_rows(sweep_jobs(sweep_dir), monitor) if rows is None else rows, monitor, mode)
     if not rows:
