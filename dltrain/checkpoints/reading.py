@@ -65,20 +65,6 @@ def read_checkpoint(path: str | Path, trusted: Iterable[str] = (), config_dirs: 
     return checkpoint
 
 
-def last_checkpoint_file(run_dir: str | Path) -> Path:
-    """A run directory's epoch-end checkpoint, the one a resume continues from."""
-    return Path(run_dir) / "checkpoints" / "last.ckpt"
-
-
-def checkpoint_and_run_dir(path: str | Path) -> tuple[Path, Path]:
-    """(checkpoint file, its run directory) for a checkpoint file or a run directory (its best checkpoint)."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        return path / "checkpoints" / "best.ckpt", path
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    return path, run_dir
-
-
 
 
 def describe(config: dict[str, Any], spec: dict[str, Any], parameters: int) -> str:

@@ -45,14 +45,14 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None, tru
     from dltrain.report import terminal as console
     from dltrain.data.datamodule import evaluation_loader, stored_datamodule, tensor_dataset
     from dltrain.rundir.files import write_json
+    from dltrain.rundir.layout import RunDir
 
     config = module.hparams.config
     if input:
         source = Path(input).expanduser()
         features, targets, faults = read_labelled(source, module.spec, (config.get("data") or {}).get("target"),
                                                   missing_rule(config), on_unknown_category)
-        scored, name = {"split": "input", "input": str(source.resolve()), "rows": len(targets) - len(faults)}, \
-            f"eval_{path.stem}_{source.stem}.json"
+        scored = {"split": "input", "input": str(source.resolve()), "rows": len(targets) - len(faults)}
         if faults:  # scored without the rows prediction would leave out, said in one line and in the JSON
             where = row_and_line if source.suffix.lower() in TABLE_SUFFIXES else (lambda row: f"row {row + 1}")
             line = left_out_line(faults, where, "left out of the score")
@@ -68,15 +68,16 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None, tru
         datamodule = stored_datamodule(config)
         loader = {"train": datamodule.train_dataloader, "val": datamodule.val_dataloader,
                   "test": datamodule.test_dataloader}[split]()
-        scored, name = {"split": split}, f"eval_{path.stem}.json"
+        scored = {"split": split}
     trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False)
     tested = trainer.test(module, dataloaders=loader, verbose=False)[0]
     metrics = {k.replace("test_", f"{scored['split']}_", 1): float(v) for k, v in sorted(tested.items())}
     result = {"checkpoint": str(path.resolve()), **scored, "epoch": checkpoint["epoch"] + 1, "metrics": metrics}
-    target = Path(output).expanduser() if output else run_dir / name
+    default = RunDir(run_dir).evaluation(path, Path(input).expanduser() if input else None)
+    target = Path(output).expanduser() if output else default
     if target.is_dir():  # a folder: the file goes inside it
-        target = target / name
+        target = target / default.name
     write_json(target, result)
     console.show_metrics(metrics, f"{Path(input).name if input else split} metrics of {path.name}")
     print(f"written to {target}")

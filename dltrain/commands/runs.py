@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dltrain.rundir.files import read_record
+from dltrain.rundir.layout import RunDir
 from dltrain.commands.shared import run_tool
 
 KEYS = {"path": "outputs", "other": None}
@@ -25,13 +26,13 @@ def find_runs(root: Path) -> list[Path]:
 
     if not root.is_dir():
         raise DataError(f"{root}: no such folder (give the outputs folder, or two run folders to compare)")
-    found = {path.parent for path in root.rglob("results.json")}  # root's own results.json included
+    found = {path.parent for path in root.rglob(RunDir(".").results.name)}  # root's own results.json included
     runs = [run for run in found if not any(parent in found for parent in run.parents)]
     return sorted(runs, key=_started, reverse=True)
 
 
 def _started(run: Path) -> float:
-    config = run / "config.yaml"
+    config = RunDir(run).config
     return (config if config.exists() else run).stat().st_mtime
 
 
@@ -39,7 +40,7 @@ def summary(run: Path) -> dict[str, Any]:
     """One run's row: what it was and how it went."""
     from dltrain.rundir.claim import in_use
 
-    results = _read_dict(run / "results.json")
+    results = _read_dict(RunDir(run).results)
     status = results.get("status", "unreadable")
     if status == "running" and not in_use(run):
         status = "stopped"  # its process is gone (killed): dltrain resume=<run> continues it
@@ -59,7 +60,7 @@ def summary(run: Path) -> dict[str, Any]:
 
 
 def _overrides(run: Path) -> list[str]:
-    loaded = read_record(run / ".hydra" / "overrides.yaml")
+    loaded = read_record(RunDir(run).hydra_overrides)
     return [str(o) for o in loaded] if isinstance(loaded, list) else []
 
 
@@ -79,11 +80,11 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
 
 def differences(first: Path, second: Path) -> list[tuple[str, str, str]]:
     """(key, first's, second's) for every config key that differs, then every result of either run."""
-    configs = [_flat(_read_dict(run / "config.yaml")) for run in (first, second)]
+    configs = [_flat(_read_dict(RunDir(run).config)) for run in (first, second)]
     keys = list(dict.fromkeys([*configs[0], *configs[1]]))
     rows = [(key, str(configs[0].get(key, "-")), str(configs[1].get(key, "-"))) for key in keys  # as written
             if configs[0].get(key, "-") != configs[1].get(key, "-")]
-    results = [_flat(_read_dict(run / "results.json")) for run in (first, second)]
+    results = [_flat(_read_dict(RunDir(run).results)) for run in (first, second)]
     figures = [key for key in dict.fromkeys([*results[0], *results[1]])
                if key.split(".")[0] in ("status", "epochs_run", "best_val", "best_epoch", "early_stopped", "val",
                                         "test", "cv", "wall_time_s", "num_parameters")
@@ -107,7 +108,7 @@ def runs(path: str = "outputs", other: str | None = None) -> None:
     if other is not None:
         second = Path(other).expanduser()
         for run in (root, second):
-            if not (run / "results.json").exists():
+            if not RunDir(run).results.exists():
                 raise DataError(f"{run} is not a run folder (it has no results.json)")
         table = Table(title="differences (config keys, then results)")
         for column in ("key", str(root), str(second)):

@@ -149,10 +149,11 @@ def _continued_job(run_dir: Path, hydra_cfg: DictConfig) -> dict | None:
     from dltrain.errors import ConfigError
     from dltrain.rundir.claim import holds_run
     from dltrain.rundir.files import read_results
+    from dltrain.rundir.layout import RunDir
 
     if not holds_run(run_dir):
         return None
-    stored = run_dir / ".hydra" / "overrides.yaml"
+    stored = RunDir(run_dir).hydra_overrides
     asked = list(hydra_cfg.overrides.task)
     if not stored.is_file() or list(OmegaConf.load(stored)) != asked:
         raise ConfigError(f"{run_dir} holds a run of other overrides than job {hydra_cfg.job.num} "
@@ -166,7 +167,9 @@ def _discard_if_unstarted(run_dir: Path) -> None:
     only its .hydra/ files and the log, and the error line says all the log would."""
     import shutil
 
-    if run_dir.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
+    from dltrain.rundir.layout import HYDRA_FOLDER
+
+    if run_dir.is_dir() and all(p.name == HYDRA_FOLDER or p.suffix == ".log" for p in run_dir.iterdir()):
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

@@ -11,6 +11,7 @@ from dltrain.distributed import launcher_rank, scratch_run_dir
 from dltrain.errors import ConfigError, one_line
 from dltrain.paths import config_dir
 from dltrain.config.trust import check_stored_config, targets_of
+from dltrain.rundir.layout import FOLD_PREFIX, HYDRA_FOLDER, LAST_CHECKPOINT, RunDir
 
 RUNS = Path("outputs") / "runs"
 
@@ -22,10 +23,10 @@ def find_run_dir(resume: str) -> Path:
         if not candidates:
             raise ConfigError(f"resume=last: no run with a checkpoint under {RUNS.resolve()}")
         found = candidates[-1].parent.parent
-        return (found.parent if found.name.startswith("fold_") else found).resolve()
+        return (found.parent if found.name.startswith(FOLD_PREFIX) else found).resolve()
     run_dir = Path(resume).expanduser().resolve()
     # config.yaml alone: a run stopped before its first checkpoint, which a resume trains from its start
-    if not _last_checkpoints(run_dir) and not (run_dir / "config.yaml").is_file():
+    if not _last_checkpoints(run_dir) and not RunDir(run_dir).config.is_file():
         raise ConfigError(f"resume={resume}: {run_dir} is not a run directory (it has neither config.yaml nor "
                           "checkpoints/last.ckpt, nor fold_<k>/checkpoints/last.ckpt of a cross-validation run)")
     return run_dir
@@ -33,7 +34,8 @@ def find_run_dir(resume: str) -> Path:
 
 def _last_checkpoints(where: Path, runs: str = "") -> list[Path]:
     """The last.ckpt files of run directories (`runs` a glob of them under `where`), and of their folds."""
-    return [*where.glob(f"{runs}checkpoints/last.ckpt"), *where.glob(f"{runs}fold_*/checkpoints/last.ckpt")]
+    last = f"checkpoints/{LAST_CHECKPOINT}"
+    return [*where.glob(f"{runs}{last}"), *where.glob(f"{runs}{FOLD_PREFIX}*/{last}")]
 
 
 def run_dir_resolver(resume: str | None, stamp: str) -> str:
@@ -52,7 +54,7 @@ def hydra_subdir_resolver(resume: str | None, run_dir: str) -> str | None:
     it: its first start's .hydra files stay as they were)."""
     from dltrain.rundir.claim import holds_run
 
-    return None if resume or launcher_rank() > 0 or holds_run(Path(run_dir)) else ".hydra"
+    return None if resume or launcher_rank() > 0 or holds_run(Path(run_dir)) else HYDRA_FOLDER
 
 
 def register_resolvers() -> None:
@@ -167,7 +169,7 @@ def resumed_config(run_dir: Path, overrides: list[str], config_dirs: tuple[Path,
             continue
         raise ConfigError(f"resume continues the run's stored config; {change} would change {what}: start a new "
                           "run for that, or change other keys (e.g. trainer.max_epochs=50)")
-    stored_file = run_dir / "config.yaml"
+    stored_file = RunDir(run_dir).config
     try:
         stored = OmegaConf.load(stored_file)
     except FileNotFoundError:

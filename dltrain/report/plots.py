@@ -17,6 +17,7 @@ from matplotlib.ticker import MaxNLocator
 
 from dltrain.report.job_names import swept_values, varying_overrides
 from dltrain.rundir.files import read_record, write_with
+from dltrain.rundir.layout import RunDir
 
 
 def save_figure(figure: Figure, path: Path) -> None:
@@ -32,27 +33,27 @@ def plot_run(run_dir: Path, results: dict[str, Any] | None = None) -> list[Path]
     """Draw curves.png, and confusion_matrix.png (classes) or predictions.png (values) from the test
     predictions; returns their paths. `results`: the record's monitor and best_epoch, where results.json
     does not hold them yet (a run drawing its plots before it writes its record)."""
-    run_dir = Path(run_dir)
-    written_results, config = _read_run_record(run_dir)
+    run = RunDir(run_dir)
+    written_results, config = _read_run_record(run)
     results = written_results if results is None else results
     written = []
-    if (run_dir / "metrics.csv").exists():
+    if run.metrics.exists():
         best = results.get("best_epoch") if results.get("monitor") else None
-        figure = curves_figure(pd.read_csv(run_dir / "metrics.csv"), best_epoch=best, monitor=results.get("monitor"))
-        written.append(_saved(figure, run_dir / "curves.png"))
-    if (run_dir / "test_predictions.csv").exists():
-        predictions = pd.read_csv(run_dir / "test_predictions.csv")
+        figure = curves_figure(pd.read_csv(run.metrics), best_epoch=best, monitor=results.get("monitor"))
+        written.append(_saved(figure, run.plot("curves")))
+    if run.test_predictions.exists():
+        predictions = pd.read_csv(run.test_predictions)
         if any(column.startswith("prob_") for column in predictions):  # a classification's predictions
-            written.append(_saved(confusion_figure(predictions), run_dir / "confusion_matrix.png"))
+            written.append(_saved(confusion_figure(predictions), run.plot("confusion_matrix")))
         else:
             target = (config.get("data") or {}).get("target") or "target"  # a table's column; embedded sets name none
-            written.append(_saved(regression_figure(predictions, str(target)), run_dir / "predictions.png"))
+            written.append(_saved(regression_figure(predictions, str(target)), run.plot("predictions")))
     return written
 
 
-def _read_run_record(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def _read_run_record(run: RunDir) -> tuple[dict[str, Any], dict[str, Any]]:
     """results.json and config.yaml of a run, read as data ({} where missing or unreadable)."""
-    results, config = (read_record(run_dir / name) for name in ("results.json", "config.yaml"))
+    results, config = read_record(run.results), read_record(run.config)
     return (results if isinstance(results, dict) else {}), (config if isinstance(config, dict) else {})
 
 
@@ -145,7 +146,7 @@ def _saved(figure: Figure, path: Path) -> Path:
 
 def plot_folds(run_dir: Path, folds: list[dict[str, Any]], monitor: str) -> Path:
     """Write folds_figure as cv_curves.png in the run directory."""
-    return _saved(folds_figure(run_dir, folds, monitor), run_dir / "cv_curves.png")
+    return _saved(folds_figure(run_dir, folds, monitor), RunDir(run_dir).plot("cv_curves"))
 
 
 def folds_figure(run_dir: Path, folds: list[dict[str, Any]], monitor: str) -> Figure:
@@ -155,7 +156,7 @@ def folds_figure(run_dir: Path, folds: list[dict[str, Any]], monitor: str) -> Fi
     ax = figure.subplots()
     curves = []
     for fold in folds:
-        metrics_file = run_dir / fold["run_dir"] / "metrics.csv"
+        metrics_file = RunDir(run_dir / fold["run_dir"]).metrics
         if not metrics_file.exists():
             continue
         metrics = pd.read_csv(metrics_file)
@@ -192,7 +193,7 @@ def sweep_figure(rows: list[dict[str, Any]], monitor: str) -> Figure:
     figure = Figure(figsize=(13, 1.5 + 0.3 * max(lines, 8)), layout="constrained")
     curves, bars = figure.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     for row in sorted(rows, key=lambda r: r["job"]):
-        metrics_file = Path(row["run_dir"]) / "metrics.csv"
+        metrics_file = RunDir(row["run_dir"]).metrics
         if metrics_file.exists():
             metrics = pd.read_csv(metrics_file)
             if monitor in metrics and len(metrics):

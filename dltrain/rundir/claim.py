@@ -14,19 +14,16 @@ from pathlib import Path
 from dltrain.errors import (ConfigError, DiskError, RunInterrupted, Terminated, disk_error, is_disk_error, one_line,
                             user_error_in)
 from dltrain.rundir.files import read_results, write_json
+from dltrain.rundir.layout import RunDir
 
 
 class RunDirInUse(ConfigError):
     """Another live dltrain process holds the run folder (its files are its own: nothing here touches them)."""
 
 
-# What a run leaves in its directory (Hydra's .hydra/ and the log file come before dltrain and do not count).
-RUN_FILES = ("config.yaml", "metrics.csv", "results.json", "checkpoints")
-
-
 def holds_run(run_dir: Path) -> bool:
     """Whether a run already trained (or began to) in `run_dir`."""
-    return any((Path(run_dir) / name).exists() for name in RUN_FILES)
+    return any(path.exists() for path in RunDir(run_dir).run_files())
 
 
 def refuse_if_holds_run(run_dir: Path) -> None:
@@ -98,7 +95,7 @@ def _lock(folder: int, run_dir: Path) -> None:
 def mark_running(run_dir: Path) -> None:
     """results.json replaced by a `running` record, so that nothing there looks complete while training (a full
     disk or read-only folder is a DiskError from write_json)."""
-    write_json(Path(run_dir) / "results.json", {"status": "running", "pid": os.getpid(),
+    write_json(RunDir(run_dir).results, {"status": "running", "pid": os.getpid(),
                                                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
@@ -115,6 +112,6 @@ def _mark_ended(run_dir: Path, exc: BaseException) -> None:
     # write_json's DiskError too: the error the user reads stays the one that ended the run (the plot that could
     # not be written on a full disk), not this record's
     with contextlib.suppress(OSError, DiskError):
-        write_json(Path(run_dir) / "results.json", record | {
+        write_json(RunDir(run_dir).results, record | {
             "status": "interrupted" if interrupted else "failed",
             "error": one_line(user_error_in(exc) or exc)})

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from dltrain.errors import disk_error, is_disk_error
+from dltrain.rundir.layout import RunDir
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -63,7 +64,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def read_results(run_dir: Path) -> dict[str, Any]:
     """A run directory's results.json, or {} when the run has none (it did not finish)."""
-    path = Path(run_dir) / "results.json"
+    path = RunDir(run_dir).results
     return json.loads(path.read_text()) if path.exists() else {}
 
 
@@ -81,7 +82,7 @@ def read_record(path: Path) -> Any:
 
 def record_failure(run_dir: Path, error: str) -> dict[str, Any]:
     """Mark a sweep job failed in its results.json (keeping what a diverged run wrote there), and return it."""
-    path = Path(run_dir) / "results.json"
+    path = RunDir(run_dir).results
     written = read_results(run_dir)
     status = written.get("status") if written.get("status") not in (None, "completed") else "failed"
     record = written | {"status": status, "error": error}

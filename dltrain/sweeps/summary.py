@@ -16,6 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from dltrain.rundir.files import read_results, write_atomic
+from dltrain.rundir.layout import RunDir
 
 log = logging.getLogger("dltrain")
 
@@ -74,7 +75,7 @@ def job_rows(jobs: list[tuple[int, Path]], monitor: str) -> list[dict[str, Any]]
     metrics."""
     rows = []
     for number, job_dir in jobs:
-        overrides_file = job_dir / ".hydra" / "overrides.yaml"
+        overrides_file = RunDir(job_dir).hydra_overrides
         overrides = OmegaConf.to_container(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
         results = read_results(job_dir)
         row = {"job": number, "overrides": overrides, "task": results.get("task"),

@@ -17,6 +17,7 @@ from dltrain.distributed import is_rank_zero
 from dltrain.report.plots import plot_folds
 from dltrain.rundir.claim import claimed, holds_run, mark_running
 from dltrain.rundir.files import read_results, write_atomic, write_json
+from dltrain.rundir.layout import RunDir
 from dltrain.training.train import train
 from dltrain.training.preflight import validate
 
@@ -45,10 +46,10 @@ def _cross_validate(cfg: DictConfig, run_dir: Path, resume: bool) -> dict[str, A
     splits = fold_rows(data, cfg.cv.folds, cfg.seed, cfg.data.val_fraction, cfg.data.test_fraction, cfg.cv.all_data)
     if is_rank_zero():  # once the data and its folds are known to be usable
         mark_running(run_dir)
-        write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(config))
+        write_atomic(RunDir(run_dir).config, OmegaConf.to_yaml(config))
     records = []
     for number, rows in enumerate(splits, 1):
-        fold_dir = run_dir / f"fold_{number}"
+        fold_dir = RunDir(run_dir).fold(number).path
         earlier = read_results(fold_dir)
         if resume and earlier.get("status") == "completed":
             log.info(f"cross-validation fold {number}/{len(splits)} completed before: {fold_dir}")
@@ -60,7 +61,7 @@ def _cross_validate(cfg: DictConfig, run_dir: Path, resume: bool) -> dict[str, A
         return {"status": "completed"}
     results = summarize(records, cfg, time.perf_counter() - started)
     results["plots"] = [str(plot_folds(run_dir, results["cv"]["folds"], cfg.monitor).relative_to(run_dir))]
-    write_json(run_dir / "results.json", results)
+    write_json(RunDir(run_dir).results, results)
     console.show_cross_validation(results, run_dir)
     return results
 
@@ -71,7 +72,7 @@ def summarize(records: list[dict[str, Any]], cfg: DictConfig, wall_time_s: float
     best = f"best_{cfg.monitor}"
     folds = [{"fold": n, "metrics": {best: r["best_val"], **r["test"]}, "status": r["status"],
               "epochs_run": r["epochs_run"], "still_improving": bool(r.get("still_improving")),
-              "run_dir": f"fold_{n}"} for n, r in enumerate(records, 1)]
+              "run_dir": RunDir.fold_name(n)} for n, r in enumerate(records, 1)]
     names = list(folds[0]["metrics"])
     values = {name: [f["metrics"][name] for f in folds] for name in names}
     mean = {name: statistics.fmean(v) for name, v in values.items()}

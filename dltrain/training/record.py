@@ -15,9 +15,9 @@ from pytorch_lightning.callbacks import ModelCheckpoint, StochasticWeightAveragi
 from pytorch_lightning.callbacks.early_stopping import EarlyStoppingReason
 from pytorch_lightning.utilities.model_summary import ModelSummary
 
-from dltrain.checkpoints.reading import last_checkpoint_file
 from dltrain.training.losses import loss_name
 from dltrain.rundir.files import write_atomic
+from dltrain.rundir.layout import RunDir
 
 if TYPE_CHECKING:
     from dltrain.data.datamodule import ArrayDataModule
@@ -98,7 +98,7 @@ def results_record(cfg: DictConfig, config: dict[str, Any], trainer: pl.Trainer,
                    ) -> dict[str, Any]:
     """results.json: what the run was, how it went, and where its checkpoints are."""
     checkpoint = best_checkpoint(trainer)
-    last = last_checkpoint_file(run_dir)
+    last = RunDir(run_dir).last_checkpoint
     best = checkpoint.best_model_score if checkpoint else None
     stop_reason = stopped_early(trainer)
     results = {

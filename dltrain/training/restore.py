@@ -10,10 +10,11 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dltrain.checkpoints.reading import (CheckpointError, checked_spec, checkpoint_and_run_dir, describe,
+from dltrain.checkpoints.reading import (CheckpointError, checked_spec, describe,
                                          read_checkpoint, without_start_weights, check_sizes)
 from dltrain.config.checks import check_config
 from dltrain.errors import ConfigError, one_line
+from dltrain.rundir.layout import RunDir
 
 if TYPE_CHECKING:
     from dltrain.training.module import TrainingModule
@@ -24,10 +25,10 @@ def open_checkpoint(ckpt_path: str | Path, trust: str | None = None
     """(checkpoint file, run directory, contents, rebuilt module) of a checkpoint or run directory, as the
     commands that read checkpoints take it; `trust`: comma-separated callables the user vouches for (their own
     code, named on the command line), which the stored config may name beside dltrain's presets."""
-    path, run_dir = checkpoint_and_run_dir(ckpt_path)
+    path, run = RunDir.of_checkpoint(ckpt_path)
     trusted = [name.strip() for name in (trust or "").split(",") if name.strip()]
     checkpoint = read_checkpoint(path, trusted)
-    return path, run_dir, checkpoint, load_module(checkpoint)
+    return path, run.path, checkpoint, load_module(checkpoint)
 
 
 def load_module(checkpoint: dict[str, Any], config: dict[str, Any] | None = None, spec: dict | None = None

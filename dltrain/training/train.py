@@ -18,8 +18,7 @@ from pytorch_lightning.utilities.model_summary import ModelSummary
 from dltrain.report import terminal as console
 from dltrain.training.builders import build_module
 from dltrain.training.callbacks import InterruptCheckpoint
-from dltrain.checkpoints.reading import (check_training_state, last_checkpoint_file, read_checkpoint,
-                                         without_start_weights)
+from dltrain.checkpoints.reading import check_training_state, read_checkpoint, without_start_weights
 from dltrain.training.restore import check_weights_fit
 from dltrain.data.datamodule import ArrayDataModule, build_datamodule
 from dltrain.data.folds import Fold
@@ -32,6 +31,7 @@ from dltrain.training.preflight import check_before_training
 from dltrain.quiet import quiet_libraries
 from dltrain.rundir.claim import claimed, mark_running
 from dltrain.rundir.files import remove_unfinished_writes, write_atomic, write_json
+from dltrain.rundir.layout import RunDir
 from dltrain.training.record import (best_checkpoint, best_epoch_in, drop_metrics_from, last_val_metrics, limits_in_force,
                                 relative_path, results_record, still_improving, stopped_early, weight_averagers)
 from dltrain.training.trainer_setup import (build_callbacks, build_loggers, build_trainer, logger_locations,
@@ -90,14 +90,14 @@ class _Run:
                                 started=self.started, status=status, **extra)
         if self.loggers:
             record["loggers"] = logger_locations(self.cfg, self.loggers)
-        write_json(self.run_dir / "results.json", record)
+        write_json(RunDir(self.run_dir).results, record)
         return record
 
 
 def _train(cfg: DictConfig, run_dir: Path, resume: bool, callbacks: tuple[pl.Callback, ...], fold: Fold | None,
            started: float, rank_zero: bool) -> dict[str, Any]:
     """Build, fit, test, write: each step below, in the order it runs."""
-    last = last_checkpoint_file(run_dir)
+    last = RunDir(run_dir).last_checkpoint
     if resume and not last.is_file():
         log.info(f"{run_dir} ended before its first checkpoint: training it from its first epoch")
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -158,22 +158,22 @@ def _start_files(run: _Run, resumed: dict[str, Any] | None, restart: bool) -> No
     """The run directory as the run starts: marked running, a resumed run's unfinished writes and later
     metrics rows gone (a restarted one's metrics.csv too), config.yaml and model_summary.txt written."""
     mark_running(run.run_dir)
-    metrics = run.run_dir / "metrics.csv"
+    metrics = RunDir(run.run_dir).metrics
     if resumed is not None:
-        last = last_checkpoint_file(run.run_dir)
+        last = RunDir(run.run_dir).last_checkpoint
         for unfinished in (*remove_unfinished_writes(run.run_dir), *remove_unfinished_writes(last.parent)):
             log.info(f"removed {unfinished}, a write the stopped run left unfinished")
         drop_metrics_from(metrics, resumed["epoch"] + 1)
     elif restart:
         metrics.unlink(missing_ok=True)
-    write_atomic(run.run_dir / "config.yaml", OmegaConf.to_yaml(run.config))
-    write_atomic(run.run_dir / "model_summary.txt", f"{run.summary}\n")
+    write_atomic(RunDir(run.run_dir).config, OmegaConf.to_yaml(run.config))
+    write_atomic(RunDir(run.run_dir).model_summary, f"{run.summary}\n")
 
 
 def _fit(run: _Run, resume_from: Path | None) -> dict[str, Any] | None:
     """trainer.fit; None when it ran to its end, the results record of a run a callback stopped. Lightning's
     refusals, a full disk, a diverged loss and an interrupt become one-line errors saying what is kept."""
-    trainer, last = run.trainer, last_checkpoint_file(run.run_dir)
+    trainer, last = run.trainer, RunDir(run.run_dir).last_checkpoint
     interrupt = next(cb for cb in trainer.callbacks if isinstance(cb, InterruptCheckpoint))
     try:
         trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=str(resume_from) if resume_from else None,
@@ -206,7 +206,7 @@ def _test_and_write(run: _Run) -> dict[str, Any]:
     weights), then write the test predictions, the plots and results.json."""
     cfg, trainer, run_dir = run.cfg, run.trainer, run.run_dir
     stop_reason = stopped_early(trainer)
-    best_epoch, val = best_epoch_in(run_dir / "metrics.csv", cfg.monitor, cfg.mode) if run.rank_zero else (None, {})
+    best_epoch, val = best_epoch_in(RunDir(run_dir).metrics, cfg.monitor, cfg.mode) if run.rank_zero else (None, {})
     checkpoint = best_checkpoint(trainer)
     best_path = checkpoint.best_model_path if checkpoint else ""
     weights = _weights_to_test(run, best_path)
@@ -224,7 +224,7 @@ def _test_and_write(run: _Run) -> dict[str, Any]:
         extra["max_steps_reached"] = trainer.max_steps
     final = run.results("completed", early_stopped=stop_reason is not None, stop_reason=stop_reason,
                         best_epoch=best_epoch, val=val, test={k: float(v) for k, v in sorted(tested[0].items())},
-                        tested=weights.said, still_improving=still_improving(trainer, run_dir / "metrics.csv",
+                        tested=weights.said, still_improving=still_improving(trainer, RunDir(run_dir).metrics,
                                                                              cfg.monitor, cfg.mode),
                         limits=limits, plots=[relative_path(str(p), run_dir) for p in plots], **extra)
     if run.rank_zero:
@@ -285,5 +285,5 @@ def _predictions_and_plots(module: TrainingModule, datamodule: ArrayDataModule, 
     from dltrain.report.predictions import labelled_predictions
 
     table = labelled_predictions(module, datamodule.test_set, rows=rows)
-    write_atomic(run_dir / "test_predictions.csv", table.to_csv(index=False))
+    write_atomic(RunDir(run_dir).test_predictions, table.to_csv(index=False))
     return plot_run(run_dir, record)

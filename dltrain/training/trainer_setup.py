@@ -18,6 +18,7 @@ from dltrain.training.callbacks import EpochMetricsCSV, InterruptCheckpoint, Rng
 from dltrain.checkpoints.writing import AtomicCheckpointIO
 from dltrain.config.instantiate import build
 from dltrain.report.progress import EpochProgressBar
+from dltrain.rundir.layout import RunDir
 
 log = logging.getLogger("dltrain")
 
@@ -43,8 +44,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, added: list[pl.Callback]) ->
         if cb_cfg is None:
             continue
         callbacks.append(build(cb_cfg, f"callbacks.{name}", **_checkpoint_dir(cb_cfg, run_dir)))
-    callbacks = [InterruptCheckpoint(run_dir / "checkpoints" / "interrupted.ckpt"), *callbacks,
-                 EpochMetricsCSV(run_dir / "metrics.csv"), RngState(), *added]
+    callbacks = [InterruptCheckpoint(RunDir(run_dir).interrupted_checkpoint), *callbacks,
+                 EpochMetricsCSV(RunDir(run_dir).metrics), RngState(), *added]
     if _progress_bar(cfg):
         callbacks.append(EpochProgressBar())
     return callbacks
@@ -68,7 +69,7 @@ def _checkpoint_dir(cb_cfg: DictConfig, run_dir: Path) -> dict[str, str]:
         is_checkpoint = issubclass(get_class(target), ModelCheckpoint)
     except (ImportError, ValueError, TypeError, AttributeError):  # not a class: build() names the problem
         return {}
-    return {"dirpath": str(run_dir / "checkpoints")} if is_checkpoint else {}
+    return {"dirpath": str(RunDir(run_dir).checkpoints)} if is_checkpoint else {}
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
