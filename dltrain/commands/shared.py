@@ -1,5 +1,5 @@
-"""The console scripts' shared parts: key=value parsing, --help and error reporting of the small commands beside
-`dltrain`, and a quick interpreter exit for all of them."""
+"""The console scripts' shared parts: key=value parsing and --help of the small commands beside `dltrain`, and
+for all of them the one way an error ends a command (fail) and a quick interpreter exit."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from dltrain.errors import ConfigError, one_line, user_error_in
 
@@ -65,18 +65,27 @@ def run_tool(name: str, doc: str, keys: dict[str, Any], required: tuple[str, ...
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(EXIT_USER_ERROR)
     except Exception as exc:
-        user = user_error_in(exc)  # by type: dltrain's UserError (wrapped or not), or a full or read-only disk
-        if user is not None and os.environ.get("HYDRA_FULL_ERROR") != "1":
-            print(f"{name}: error: {one_line(user)}", file=sys.stderr)
-            sys.exit(EXIT_USER_ERROR)
-        if user is not None:
-            raise
+        fail(name, exc, full_error=os.environ.get("HYDRA_FULL_ERROR") == "1")
+    finally:
+        skip_final_collection()
+
+
+def fail(name: str, exc: Exception, *, full_error: bool, user: BaseException | None = None,
+         message: str | None = None) -> NoReturn:
+    """End command `name` on `exc`, the exception being handled, as every console script does. A user's mistake
+    (`user`, else found in `exc` by type: dltrain's UserError, wrapped or not, or a full or read-only disk) is one
+    line `<name>: error: <message or the error>` and exit 1, or with HYDRA_FULL_ERROR=1 (`full_error`) `exc`
+    raised on with its traceback; anything else is a bug: its traceback, a line saying so, and exit 2."""
+    user = user if user is not None else user_error_in(exc)
+    if user is None:
         traceback.print_exc()
         print(f"{name}: internal error (a bug, not your input): please report it with the traceback above.",
               file=sys.stderr)
         sys.exit(EXIT_INTERNAL_ERROR)
-    finally:
-        skip_final_collection()
+    if full_error:
+        raise exc
+    print(f"{name}: error: {message or one_line(user)}", file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
 
 
 def tool_help(doc: str, keys: dict[str, Any], required: tuple[str, ...]) -> str:

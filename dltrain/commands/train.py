@@ -11,7 +11,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +36,10 @@ signal.signal(signal.SIGTERM, _terminate)
 import hydra  # noqa: E402 - after the handler above
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from dltrain.commands.shared import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, fail, skip_final_collection  # noqa: E402
 from dltrain.paths import config_dir  # noqa: E402
 from dltrain.config.resume import find_run_dir, register_resolvers, resumed_config  # noqa: E402
 
-EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 1, 2
 register_resolvers()  # at import, so that sweep jobs in worker processes (joblib) resolve the run dir too
 _jobs_started = 0  # jobs this process began: before the first, only Hydra's own handling of the command ran
 _validating = False  # `dltrain validate ...`: the job checks its config and stops (main sets it)
@@ -231,7 +230,7 @@ def _sweep_interrupted(exc: BaseException) -> str:
 
 def main() -> None:
     """Console entry point. Hydra is told to raise errors so that they are reported here in one line."""
-    from dltrain.errors import Reported, RunInterrupted, Terminated, one_line, user_error_in
+    from dltrain.errors import Reported, RunInterrupted, Terminated, user_error_in
     from dltrain.sweeps.summary import SweepIncomplete
 
     if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
@@ -275,13 +274,8 @@ def main() -> None:
     except Exception as exc:
         # By type: a dltrain UserError (wrapped by Hydra or OmegaConf or not), or Hydra's and OmegaConf's own
         # refusal of the command line; anything else is a bug.
-        user = user_error_in(exc)
-        if user is None and not _composition_error(exc):
-            _internal_error()
-        if full_error:
-            raise
-        print(f"dltrain: error: {_unparsable(exc) or one_line(user or exc)}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+        fail("dltrain", exc, full_error=full_error, user=user_error_in(exc) or (exc if _composition_error(exc) else None),
+             message=_unparsable(exc))
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -304,16 +298,8 @@ def _validate_command() -> str:
 
 def console_main() -> None:
     """The `dltrain` console script: main(), then an exit that skips the final garbage collection."""
-    from dltrain.commands.shared import skip_final_collection
-
     try:
         main()
     finally:
         skip_final_collection()
 
-
-def _internal_error() -> None:
-    """Report the exception being handled as a bug: its traceback, and exit code 2."""
-    traceback.print_exc()
-    print("dltrain: internal error (a bug, not your input): please report it with the traceback above.", file=sys.stderr)
-    sys.exit(EXIT_INTERNAL_ERROR)
