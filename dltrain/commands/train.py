@@ -1,4 +1,5 @@
-"""The `dltrain` command: Hydra composes the config, `train` runs it, errors become one line.
+"""The `dltrain` command: Hydra composes the config, `train` runs it, errors become one line (`dltrain validate`
+is dltrain.commands.validate).
 
 Only Hydra is imported here; torch and Lightning load inside the job, so `dltrain --help` answers fast.
 """
@@ -7,10 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +37,10 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from dltrain.commands.shared import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, fail, skip_final_collection  # noqa: E402
 from dltrain.paths import config_dir  # noqa: E402
-from dltrain.config.resume import find_run_dir, register_resolvers, resumed_config  # noqa: E402
+from dltrain.config.resume import register_resolvers, resumed_config  # noqa: E402
 
 register_resolvers()  # at import, so that sweep jobs in worker processes (joblib) resolve the run dir too
 _jobs_started = 0  # jobs this process began: before the first, only Hydra's own handling of the command ran
-_validating = False  # `dltrain validate ...`: the job checks its config and stops (main sets it)
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
@@ -75,12 +73,8 @@ def _train_job(cfg: DictConfig) -> dict | None:
             logging.getLogger("dltrain").info(f"job {hydra_cfg.job.num} continues from {run_dir}")
             cfg = resumed_config(run_dir, [], _config_dirs(hydra_cfg))
         elif cfg.resume:
-            if _validating:  # hydra.run.dir is a scratch folder then: the run is the one resume= names
-                run_dir = find_run_dir(cfg.resume)
             cfg = resumed_config(run_dir, list(hydra_cfg.overrides.task), _config_dirs(hydra_cfg))
         validate(cfg, _config_dirs(hydra_cfg))  # once per run, before the heavy imports: a mistake answers at once
-        if _validating:
-            return _say_valid(cfg)
         from dltrain.distributed import ddp_job
 
         with ddp_job(hydra_cfg):
@@ -172,24 +166,6 @@ def _discard_if_unstarted(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _say_valid(cfg: DictConfig) -> None:
-    """`dltrain validate`'s answer for a config that passed every check, the data's files included, and the
-    checks a run makes once its data and model are built (a model's keys its constructor refuses, an input size
-    its forward pass cannot take)."""
-    from dltrain.report.terminal import presets
-    from dltrain.training.preflight import check_data_files
-
-    files = check_data_files(cfg)
-    from dltrain.quiet import quiet_libraries
-    from dltrain.training.train import checked_data_and_module
-
-    quiet_libraries()  # the checks a run makes on its data and model (the model's keys among them), as train does
-    checked_data_and_module(cfg, OmegaConf.to_container(cfg, resolve=True), resumed=bool(cfg.resume))
-    where = f"; data files: {', '.join(map(str, files))}" if files else ""
-    print(f"dltrain validate: the config is valid ({'resuming ' + cfg.resume if cfg.resume else presets()})"
-          f"{where}; nothing was trained or written")
-
-
 def _config_dirs(hydra_cfg: DictConfig) -> tuple[Path, ...]:
     """The config folders of this command (the shipped one, and those the user named with --config-dir or
     hydra.searchpath): their presets' callables are trusted."""
@@ -240,9 +216,13 @@ def main() -> None:
         return
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises, rather than printing its own report, and this reports
-    scratch = _validate_command() if sys.argv[1:2] == ["validate"] else None
     try:
-        _train_job()
+        if sys.argv[1:2] == ["validate"]:
+            from dltrain.commands.validate import validate_command
+
+            validate_command(sys.argv[2:])
+        else:
+            _train_job()
     except Reported as exc:  # the job has said it in one line, in its log too
         if full_error:
             raise exc.__cause__ from None
@@ -276,24 +256,6 @@ def main() -> None:
         # refusal of the command line; anything else is a bug.
         fail("dltrain", exc, full_error=full_error, user=user_error_in(exc) or (exc if _composition_error(exc) else None),
              message=_unparsable(exc))
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _validate_command() -> str:
-    """`dltrain validate <overrides>`: the same composition and checks as a run, in a scratch run folder (removed
-    afterwards) with no log file, and no training. Returns the scratch folder."""
-    global _validating
-    args = sys.argv[2:]
-    if any(arg in ("-m", "--multirun") for arg in args):
-        print("dltrain: error: dltrain validate checks one config: leave out -m (validate a sweep's combinations one "
-              "at a time)", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
-    scratch = tempfile.mkdtemp(prefix="dltrain-validate-")
-    sys.argv = [sys.argv[0], *args, f"hydra.run.dir={scratch}", "hydra.output_subdir=null", "hydra/job_logging=none"]
-    _validating = True
-    return scratch
 
 
 def console_main() -> None:
