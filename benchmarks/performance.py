@@ -260,8 +260,9 @@ class FirstStep(pl.Callback):
     def on_train_batch_start(self, *args):
         print(f"SECONDS {time.time() - started}", flush=True)
         os._exit(0)
-build_callbacks = dltrain.training.train.build_callbacks
-dltrain.training.train.build_callbacks = lambda cfg, run_dir, added: build_callbacks(cfg, run_dir, added + [FirstStep()])
+train_module = dltrain.training.train
+build_callbacks = train_module.build_callbacks
+train_module.build_callbacks = lambda cfg, run_dir, added: build_callbacks(cfg, run_dir, added + [FirstStep()])
 sys.argv = ["dltrain", *sys.argv[2:]]
 cli.main()
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from conftest import dltrain_command, only_run_dir
@@ -21,3 +22,20 @@ def test_validate_checks_the_presets_a_run_of_the_same_config_dir_trains_with(tm
         proc = dltrain_command(*command, "optimizer=nadam", cwd=tmp_path)
         assert (proc.returncode, proc.stderr.strip()) == (
             1, "dltrain: error: optimizer.lr=-1 is not valid: expected a number > 0"), command
+
+
+@pytest.mark.parametrize("keys, said", [
+    (["+foo=1", "+optimiser=sgd"], "2 mistakes in the config: (1) foo is not a key of dltrain's config, so it would "
+     "be ignored: dltrain --help lists the groups and keys; (2) optimiser is not a key of dltrain's config, so it "
+     "would be ignored: did you mean optimizer=... (a config group: no + in front)?"),
+    (["seed=x", "data.val_fraction=2"], "2 mistakes in the config: (1) seed='x' is not valid: expected an integer "
+     ">= 0; (2) data.val_fraction=2 is not valid: expected a number in (0, 1)"),
+    (["optimizer.lr=-1", "+callbacks.early_stoping.patience=3"], "2 mistakes in the config: (1) optimizer.lr=-1 is "
+     "not valid: expected a number > 0; (2) callbacks.early_stoping.patience names no callback of this config"),
+])
+def test_every_mistake_of_a_config_is_named_together_in_one_line_by_validate_and_the_run(tmp_path, keys, said):
+    for command in (["validate", *keys], ["trainer=cpu", *keys]):
+        proc = dltrain_command(*command, cwd=tmp_path)
+        assert proc.returncode == 1 and proc.stderr.startswith(f"dltrain: error: {said}"), proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("outputs/runs/*"))  # the refused run left no folder

@@ -74,18 +74,18 @@ def _train_job(cfg: DictConfig) -> dict | None:
             cfg = resumed_config(run_dir, [], _config_dirs(hydra_cfg))
         elif cfg.resume:
             cfg = resumed_config(run_dir, list(hydra_cfg.overrides.task), _config_dirs(hydra_cfg))
-        validate(cfg, _config_dirs(hydra_cfg))  # once per run, before the heavy imports: a mistake answers at once
+        validated = validate(cfg, _config_dirs(hydra_cfg))  # once per run, before the heavy imports: answers at once
         from dltrain.distributed import ddp_job
 
         with ddp_job(hydra_cfg):
             if OmegaConf.select(cfg, "cv.folds", default=0):
                 from dltrain.training.cross_validation import cross_validate
 
-                return cross_validate(cfg, run_dir, resume=bool(cfg.resume), validated=True)
+                return cross_validate(validated, run_dir, resume=bool(cfg.resume))
             from dltrain.sweeps.pruning import trial_pruning
             from dltrain.training.train import train
 
-            return train(cfg, run_dir, resume=bool(cfg.resume), callbacks=trial_pruning(hydra_cfg, cfg), validated=True)
+            return train(validated, run_dir, resume=bool(cfg.resume), callbacks=trial_pruning(hydra_cfg, cfg))
     except RunInterrupted as exc:
         if in_sweep:  # where a plain sweep's summary goes, should the command summarize it (main)
             exc.sweep = (Path(hydra_cfg.sweep.dir), str(cfg.monitor), str(cfg.mode))
@@ -254,8 +254,8 @@ def main() -> None:
     except Exception as exc:
         # By type: a dltrain UserError (wrapped by Hydra or OmegaConf or not), or Hydra's and OmegaConf's own
         # refusal of the command line; anything else is a bug.
-        fail("dltrain", exc, full_error=full_error, user=user_error_in(exc) or (exc if _composition_error(exc) else None),
-             message=_unparsable(exc))
+        fail("dltrain", exc, full_error=full_error, message=_unparsable(exc),
+             user=user_error_in(exc) or (exc if _composition_error(exc) else None))
 
 
 def console_main() -> None:

@@ -11,14 +11,16 @@ import difflib
 import functools
 import importlib.util
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from dltrain.errors import ConfigError
+from dltrain.errors import ConfigError, one_line
 from dltrain.paths import config_dir
-from dltrain.config.schema import PRESET_KEYS, AutoModel, DataLoading, Scheduling, TrainConfig, check_section, check_target
+from dltrain.config.schema import (PRESET_KEYS, AutoModel, DataLoading, Scheduling, TrainConfig, check_section,
+                                   check_target)
 
 
 # logger class -> (modules any one of which it can write with, the dltrain extra that installs one)
@@ -59,21 +61,45 @@ def top_level_keys(root: Path) -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(own | filling), groups
 
 
-def check_known_keys(cfg: DictConfig, config_dirs: tuple[Path, ...] = ()) -> None:
+def collected(*checks: Callable[[], None]) -> list[ConfigError]:
+    """The ConfigError of each check that raises one: the checks run one after the other, each whatever the
+    others found, so that a config's mistakes are all reported together (raise_together)."""
+    errors = []
+    for check in checks:
+        try:
+            check()
+        except ConfigError as exc:
+            errors.append(exc)
+    return errors
+
+
+def raise_together(errors: list[ConfigError]) -> None:
+    """Raise the mistakes found, in one line: a single one as it is, several numbered in the order found."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigError(f"{len(errors)} mistakes in the config: "
+                          + "; ".join(f"({number}) {one_line(error)}" for number, error in enumerate(errors, 1)))
+
+
+def unknown_key_errors(cfg: DictConfig, config_dirs: tuple[Path, ...] = ()) -> list[ConfigError]:
     """A top-level key that neither the shipped config folder nor the user's own (`config_dirs`) defines
-    (+foo=1, or +optimiser=sgd for a misspelt group) would be ignored: refused, with the closest name."""
+    (+foo=1, or +optimiser=sgd for a misspelt group) would be ignored: refused, with the closest name, one
+    error per key."""
     known, groups = frozenset(), frozenset()
     for root in {config_dir(), *config_dirs}:
         if root.is_dir():
             keys, names = top_level_keys(root)
             known, groups = known | keys, groups | names
+    errors = []
     for key in cfg:
         if key in known:
             continue
         close = difflib.get_close_matches(str(key), sorted(known | groups), n=1)
         hint = (f"did you mean {close[0]}=... (a config group: no + in front)?" if close and close[0] in groups
                 else f"did you mean {close[0]}?" if close else "dltrain --help lists the groups and keys")
-        raise ConfigError(f"{key} is not a key of dltrain's config, so it would be ignored: {hint}")
+        errors.append(ConfigError(f"{key} is not a key of dltrain's config, so it would be ignored: {hint}"))
+    return errors
 
 
 def _check_finite(cfg: DictConfig) -> None:
@@ -132,22 +158,38 @@ def check_monitor_logged(monitor_keys: dict[str, str], logged: list[str]) -> Non
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Raise ConfigError naming the first key that is missing, unknown, has the wrong type or lies out of
-    range (dltrain.config.schema), or a pair of keys that contradict each other."""
+    """Raise ConfigError naming the keys that are missing, unknown, have the wrong type or lie out of range
+    (dltrain.config.schema), or pairs of keys that contradict each other (config_errors, together)."""
+    raise_together(config_errors(cfg))
+
+
+def config_errors(cfg: DictConfig) -> list[ConfigError]:
+    """check_config's refusals, all of each stage: missing values first, then values that are not finite, then
+    each section's keys, types and ranges, then (once those hold) the pairs of keys that must agree, which read
+    the values the sections check. A stage runs once the ones before it have found nothing (its checks would
+    repeat their mistakes, or read values they refused)."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
-        raise ConfigError(f"{missing[0]} is required here: add {missing[0]}=<value> to the command")
-    _check_finite(cfg)
-    check_section(cfg, TrainConfig)
-    check_section(cfg.data, DataLoading, "data")
-    check_target(cfg.data, "data", ignore=DataLoading.model_fields)
-    if OmegaConf.select(cfg, "model.name", default=None) == "auto":
-        check_section(cfg.model, AutoModel, "model")
-    else:
-        check_target(cfg.model, "model", ignore=PRESET_KEYS)
-    check_target(cfg.get("loss"), "loss", ignore=("name",))
-    if cfg.get("scheduler") is not None:
-        check_section(cfg.scheduler, Scheduling, "scheduler")
+        return [ConfigError(f"{key} is required here: add {key}=<value> to the command") for key in missing]
+    finite = collected(lambda: _check_finite(cfg))
+    if finite:
+        return finite
+    model = ((lambda: check_section(cfg.model, AutoModel, "model"))
+             if OmegaConf.select(cfg, "model.name", default=None) == "auto"
+             else (lambda: check_target(cfg.model, "model", ignore=PRESET_KEYS)))
+    errors = collected(
+        lambda: check_section(cfg, TrainConfig),
+        lambda: check_section(cfg.data, DataLoading, "data"),
+        lambda: check_target(cfg.data, "data", ignore=DataLoading.model_fields),
+        model,
+        lambda: check_target(cfg.get("loss"), "loss", ignore=("name",)),
+        lambda: cfg.get("scheduler") is None or check_section(cfg.scheduler, Scheduling, "scheduler"))
+    return errors or collected(lambda: _check_fractions(cfg), lambda: _check_monitor_direction(cfg),
+                               lambda: _check_batches(cfg), lambda: _check_logger(cfg))
+
+
+def _check_fractions(cfg: DictConfig) -> None:
+    """The split's shares leave training rows, and cv.all_data comes with folds."""
     fractions = cfg.data.val_fraction + cfg.data.test_fraction
     if fractions >= 1:
         raise ConfigError(
@@ -155,6 +197,3 @@ def check_config(cfg: DictConfig) -> None:
         )
     if OmegaConf.select(cfg, "cv.all_data", default=False) and not OmegaConf.select(cfg, "cv.folds", default=0):
         raise ConfigError("cv.all_data=true needs cross-validation: set cv.folds to 2 or more")
-    _check_monitor_direction(cfg)
-    _check_batches(cfg)
-    _check_logger(cfg)

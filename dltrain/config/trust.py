@@ -94,8 +94,9 @@ def check_stored_config(config: Mapping[str, Any], source: str | Path, trusted: 
                         config_dirs: Iterable[Path] = ()) -> dict[str, Any]:
     """The config from `source` (a file) with its moved targets renamed (renamed_targets), once checked:
     refuse, in one line naming the key and the callable, one that names a `_target_` no preset names at that
-    place, or holds an interpolation (${...}: a resolver would compute the value when it is built). The presets are the shipped ones and those of the user's `config_dirs`;
-    `trusted` holds callables the user named on the command line."""
+    place, or holds an interpolation (${...}: a resolver would compute the value when it is built). The
+    presets are the shipped ones and those of the user's `config_dirs`; `trusted` holds callables the user
+    named on the command line."""
     if not isinstance(config, Mapping):
         raise UntrustedConfig(f"{source} holds no config (a {type(config).__name__} where a mapping belongs)")
     config = renamed_targets(config)

@@ -94,7 +94,8 @@ class InterruptCheckpoint(pl.Callback):
 
     Lightning ignores further Ctrl-C while it shuts down; here a second Ctrl-C stops at once (this callback
     comes first, so its handler replaces Lightning's SIG_IGN before any other callback's on_exception runs).
-    `fitting`: whether a fit is running, in which Lightning's SIGTERM handler stops the run (see dltrain.commands.train).
+    `fitting`: whether a fit is running, in which Lightning's SIGTERM handler stops the run (see
+    dltrain.commands.train).
     """
 
     fitting = False

@@ -19,27 +19,26 @@ from dltrain.rundir.claim import claimed, holds_run, mark_running
 from dltrain.rundir.files import read_results, write_atomic, write_json
 from dltrain.rundir.layout import RunDir
 from dltrain.training.train import train
-from dltrain.training.preflight import validate
+from dltrain.training.preflight import ValidatedConfig, validate
 
 log = logging.getLogger("dltrain")
 
 
-def cross_validate(cfg: DictConfig, run_dir: Path, resume: bool = False, *, validated: bool = False
-                   ) -> dict[str, Any]:
+def cross_validate(cfg: DictConfig | ValidatedConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
     """Train cfg.cv.folds models, each on its fold's split; results.json holds every fold's metrics and their
     mean and standard deviation. resume=True keeps completed folds and continues an interrupted one.
-    `validated`: the caller has validated cfg already; the folds are not validated again."""
-    if not validated:
-        validate(cfg)
+    `cfg`: a ValidatedConfig, or a config validated here; the folds are not validated again."""
+    validated = cfg if isinstance(cfg, ValidatedConfig) else validate(cfg)
     run_dir = Path(run_dir)
     if not is_rank_zero():
         run_dir.mkdir(parents=True, exist_ok=True)
-        return _cross_validate(cfg, run_dir, resume)
+        return _cross_validate(validated, run_dir, resume)
     with claimed(run_dir, resume):
-        return _cross_validate(cfg, run_dir, resume)
+        return _cross_validate(validated, run_dir, resume)
 
 
-def _cross_validate(cfg: DictConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
+def _cross_validate(validated: ValidatedConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
+    cfg = validated.cfg
     started = time.perf_counter()
     config = OmegaConf.to_container(cfg, resolve=True)
     data = load_data(config["data"])
@@ -56,7 +55,7 @@ def _cross_validate(cfg: DictConfig, run_dir: Path, resume: bool) -> dict[str, A
             records.append(earlier)
             continue
         again = resume and holds_run(fold_dir)  # with no checkpoint yet, the fold starts again (see train)
-        records.append(train(cfg, fold_dir, resume=again, fold=Fold(data, rows, number, len(splits)), validated=True))
+        records.append(train(validated, fold_dir, resume=again, fold=Fold(data, rows, number, len(splits))))
     if not is_rank_zero():
         return {"status": "completed"}
     results = summarize(records, cfg, time.perf_counter() - started)

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from dltrain.config.checks import check_config, check_known_keys, check_monitor_logged
+from dltrain.config.checks import check_monitor_logged, collected, config_errors, raise_together, unknown_key_errors
 from dltrain.errors import ConfigError, DataError
 from dltrain.config.schema import check_target
 
@@ -29,13 +31,22 @@ if TYPE_CHECKING:
 DATA_FILE_KEYS = ("path", "targets_path", "val_path", "test_path")  # data keys that name a file or folder
 
 
-def validate(cfg: DictConfig, config_dirs: tuple[Path, ...] = ()) -> None:
-    """Refuse, in one line, a config that cannot train as asked: its keys, types and ranges by the schema
-    (dltrain.config.schema, through dltrain.config.checks), then the devices and the trainer's and components'
-    callables (check_before_data below)."""
-    check_known_keys(cfg, config_dirs)
-    check_config(cfg)
-    check_before_data(cfg)
+@dataclass(frozen=True)
+class ValidatedConfig:
+    """A composed config that validate() has passed: what train() and cross_validate() take to train without
+    checking it again (given a plain DictConfig, they validate it first)."""
+
+    cfg: DictConfig
+
+
+def validate(cfg: DictConfig, config_dirs: tuple[Path, ...] = ()) -> ValidatedConfig:
+    """Refuse, in one line naming every mistake found, a config that cannot train as asked: its top-level keys,
+    then its keys, types and ranges by the schema (dltrain.config.schema, through dltrain.config.checks), then
+    the devices and the trainer's and components' callables (before_data_errors below). Each stage runs once the
+    ones before it found nothing: a later one reads what an earlier one checks."""
+    errors = unknown_key_errors(cfg, config_dirs) or config_errors(cfg) or before_data_errors(cfg)
+    raise_together(errors)
+    return ValidatedConfig(cfg)
 
 
 def check_data_files(cfg: DictConfig) -> list[Path]:
@@ -76,10 +87,11 @@ def _check_table_columns(data: dict) -> None:
                   split_column=data.get("split_column"), text_column=data.get("text_column"))
 
 
-def check_before_data(cfg: DictConfig) -> None:
-    check_gpus(cfg.trainer)
-    check_trainer_keys_dltrain_sets(cfg.trainer)
-    check_component_arguments(cfg)
+def before_data_errors(cfg: DictConfig) -> list[ConfigError]:
+    """The devices asked for, and the arguments of the trainer and each component against their callables'
+    signatures: every refusal, each component checked whatever the others' mistakes."""
+    return collected(lambda: check_gpus(cfg.trainer), lambda: check_trainer_keys_dltrain_sets(cfg.trainer),
+                     *component_argument_checks(cfg))
 
 
 def check_before_training(cfg: DictConfig, datamodule: ArrayDataModule, module: TrainingModule) -> None:
@@ -158,17 +170,18 @@ def _check_first_validation(cfg: DictConfig, callbacks: dict, datamodule) -> Non
                           "steps, or turn early stopping off (callbacks.early_stopping=null)")
 
 
-def check_component_arguments(cfg: DictConfig) -> None:
-    """The keys of the trainer, optimizer, scheduler, loss, callbacks and logger against their callables'
-    signatures, before the data loads (a misspelt +optimizer.<key> would otherwise fail at the first training
-    step; Lightning would say only that Trainer.__init__ got an unexpected keyword)."""
-    check_target(cfg.get("trainer"), "trainer", named="Lightning's Trainer")
-    check_target(cfg.get("optimizer"), "optimizer")
-    check_target(OmegaConf.select(cfg, "scheduler.scheduler"), "scheduler.scheduler")
-    check_target(cfg.get("logger"), "logger")
-    _check_targets_named(cfg)
-    for name, callback in (cfg.get("callbacks") or {}).items():
-        check_target(callback, f"callbacks.{name}")
+def component_argument_checks(cfg: DictConfig) -> list[Callable[[], None]]:
+    """The checks of the keys of the trainer, optimizer, scheduler, loss, callbacks and logger against their
+    callables' signatures, before the data loads (a misspelt +optimizer.<key> would otherwise fail at the first
+    training step; Lightning would say only that Trainer.__init__ got an unexpected keyword)."""
+    callbacks = (cfg.get("callbacks") or {}).items()
+    return [lambda: check_target(cfg.get("trainer"), "trainer", named="Lightning's Trainer"),
+            lambda: check_target(cfg.get("optimizer"), "optimizer"),
+            lambda: check_target(OmegaConf.select(cfg, "scheduler.scheduler"), "scheduler.scheduler"),
+            lambda: check_target(cfg.get("logger"), "logger"),
+            lambda: _check_targets_named(cfg),
+            *(lambda name=name, callback=callback: check_target(callback, f"callbacks.{name}")
+              for name, callback in callbacks)]
 
 
 def _shipped_callback_names() -> set[str]:

@@ -27,34 +27,33 @@ from dltrain.errors import ConfigError, DiskError, RunInterrupted, RunStopped, T
 from dltrain.models.build import chosen_model
 from dltrain.models.summary import network_summary
 from dltrain.training.module import TrainingModule
-from dltrain.training.preflight import check_before_training
 from dltrain.quiet import quiet_libraries
 from dltrain.rundir.claim import claimed, mark_running
 from dltrain.rundir.files import remove_unfinished_writes, write_atomic, write_json
 from dltrain.rundir.layout import RunDir
-from dltrain.training.record import (best_checkpoint, best_epoch_in, drop_metrics_from, last_val_metrics, limits_in_force,
-                                relative_path, results_record, still_improving, stopped_early, weight_averagers)
+from dltrain.training.record import (best_checkpoint, best_epoch_in, drop_metrics_from, last_val_metrics,
+                                     limits_in_force, relative_path, results_record, still_improving, stopped_early,
+                                     weight_averagers)
 from dltrain.training.trainer_setup import (build_callbacks, build_loggers, build_trainer, logger_locations,
                                    say_validation_schedule, skip_nvml_probe_without_gpus)
 from dltrain.config.trust import targets_of
-from dltrain.training.preflight import validate
+from dltrain.training.preflight import ValidatedConfig, check_before_training, validate
 
 log = logging.getLogger("dltrain")
 
 
-def train(cfg: DictConfig, run_dir: Path, resume: bool = False, callbacks: tuple[pl.Callback, ...] = (),
-          fold: Fold | None = None, *, validated: bool = False) -> dict[str, Any]:
+def train(cfg: DictConfig | ValidatedConfig, run_dir: Path, resume: bool = False,
+          callbacks: tuple[pl.Callback, ...] = (), fold: Fold | None = None) -> dict[str, Any]:
     """Train, test the best checkpoint, and write config, metrics, checkpoints and results into run_dir.
 
     resume=True continues run_dir from its last epoch-end checkpoint, appending to metrics.csv (a run that
     ended before its first checkpoint starts again from its first epoch).
     `callbacks` join the configured ones (a search trial's pruning); one may end the run with RunStopped.
     `fold` trains one cross-validation fold: its data and rows instead of the config's split.
-    `validated`: the caller has validated cfg already (dltrain.training.preflight), which is done once per run.
+    `cfg`: a ValidatedConfig (dltrain.training.preflight.validate's, once per run), or a config validated here.
     """
     started = time.perf_counter()
-    if not validated:
-        validate(cfg)
+    cfg = (cfg if isinstance(cfg, ValidatedConfig) else validate(cfg)).cfg
     quiet_libraries()
     rank_zero = is_rank_zero()  # under DDP only rank zero writes files and talks; the others train
     if not rank_zero:
