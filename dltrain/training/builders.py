@@ -19,8 +19,10 @@ from dltrain.models.build import build_model
 from dltrain.training.module import Schedule, TrainingModule
 
 
-def build_module(config: dict[str, Any], data_spec: dict[str, Any]) -> TrainingModule:
-    """The TrainingModule a resolved config and a data spec (plain containers) describe."""
+def build_module(config: dict[str, Any], data_spec: dict[str, Any], resumed_settings: dict[str, Any] | None = None
+                 ) -> TrainingModule:
+    """The TrainingModule a resolved config and a data spec (plain containers) describe; `resumed_settings`: the
+    optimizer keys a resume changes, set on the restored optimizer when training starts."""
     spec = DataSpec.from_dict(data_spec)
     return TrainingModule(
         network=build_model(config["model"], spec),
@@ -33,6 +35,7 @@ def build_module(config: dict[str, Any], data_spec: dict[str, Any]) -> TrainingM
         augment=build_augmentation(config["data"].get("augment"), spec.kind, spec.input_shape),
         compile_options=config.get("compile") or {},
         record={"config": config, "data_spec": data_spec},
+        resumed_settings=resumed_settings,
     )
 
 

@@ -48,7 +48,8 @@ class TrainingModule(pl.LightningModule):
     def __init__(self, *, network: nn.Module, loss: nn.Module, metrics: torchmetrics.MetricCollection,
                  optimizer: Callable[..., torch.optim.Optimizer], spec: DataSpec, schedule: Schedule | None = None,
                  l1: float = 0.0, augment: Callable[[Tensor], Tensor] | None = None,
-                 compile_options: dict[str, Any] | None = None, record: dict[str, Any] | None = None) -> None:
+                 compile_options: dict[str, Any] | None = None, record: dict[str, Any] | None = None,
+                 resumed_settings: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters(record or {}, logger=False)
         self.spec = spec
@@ -65,7 +66,7 @@ class TrainingModule(pl.LightningModule):
         self.logged_epochs: dict[str, int] = {}  # stage -> the epoch its logged values are of (sanity check aside)
         self._plateau_pending: dict[str, Any] | None = None  # see on_save_checkpoint
         self._resumed = False  # set when Lightning restores a checkpoint into this module (see on_train_start)
-        self.resumed_settings: dict[str, Any] = {}  # optimizer keys a resume changes, set by the run
+        self.resumed_settings = dict(resumed_settings or {})  # optimizer keys a resume changes (on_train_start)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)

@@ -119,16 +119,19 @@ def _train(cfg: DictConfig, run_dir: Path, resume: bool, callbacks: tuple[pl.Cal
 
 
 def checked_data_and_module(cfg: DictConfig, config: dict[str, Any], fold: Fold | None = None, *,
-                            resumed: bool) -> tuple[ArrayDataModule, TrainingModule]:
+                            resumed: bool, resumed_settings: dict[str, Any] | None = None
+                            ) -> tuple[ArrayDataModule, TrainingModule]:
     """The data, the model it sizes and the Lightning module, checked against each other before training (the
-    same for a run and for `dltrain validate`). `config` is cfg resolved; its model becomes the chosen one."""
+    same for a run and for `dltrain validate`). `config` is cfg resolved; its model becomes the chosen one.
+    `resumed_settings`: the optimizer keys a resume changes (given to the module)."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(config["data"], cfg.seed, *((fold.data, fold.rows) if fold else ()))
     config["model"] = chosen_model(config["model"], datamodule.spec)
     with open_dict(cfg):
         cfg.model = config["model"]
     # a resumed run's weights are its checkpoint's: the file it started from is not read again
-    module = build_module(without_start_weights(config) if resumed else config, datamodule.spec.to_dict())
+    module = build_module(without_start_weights(config) if resumed else config, datamodule.spec.to_dict(),
+                          resumed_settings)
     check_before_training(cfg, datamodule, module)
     return datamodule, module
 
@@ -142,13 +145,16 @@ def _build(cfg: DictConfig, config: dict[str, Any], run_dir: Path, fold: Fold | 
            last: Path, started: float, rank_zero: bool) -> _Run:
     """Data, then the model the data sizes (model=auto: the one its kind chooses), then the Lightning module;
     a resumed checkpoint is checked against them. `config` is cfg resolved; its model becomes the chosen one."""
-    datamodule, module = checked_data_and_module(cfg, config, fold, resumed=resumed is not None)
+    changed = None
+    if resumed is not None:  # the optimizer keys this resume changes, which the module sets on its restored optimizer
+        before = resumed["hyper_parameters"]["config"].get("optimizer") or {}
+        changed = {key: value for key, value in config["optimizer"].items()
+                   if not key.startswith("_") and before.get(key) != value}
+    datamodule, module = checked_data_and_module(cfg, config, fold, resumed=resumed is not None,
+                                                 resumed_settings=changed)
     if resumed is not None:  # refuse a checkpoint of another model or data shape in one line
         check_weights_fit(resumed, config, datamodule.spec.to_dict())
         check_training_state(resumed, module, module.optimizer_factory, last)
-        before = resumed["hyper_parameters"]["config"].get("optimizer") or {}
-        module.resumed_settings = {key: value for key, value in config["optimizer"].items()
-                                   if not key.startswith("_") and before.get(key) != value}
     summary = network_summary(module.model, datamodule.spec.input_shape)
     return _Run(cfg, config, run_dir, started, rank_zero, datamodule, module, summary)
 
