@@ -282,6 +282,10 @@ def test_corrupt_image_and_mismatched_arrays_are_named(tmp_path):
 
 
 def test_a_missing_required_key_names_it(tmp_path):
-    proc = dltrain_command("data=csv", cwd=tmp_path)
+    proc = dltrain_command("data=csv", "data.target=y", cwd=tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.strip() == "dltrain: error: data.path is required here: add data.path=<value> to the command"
+    proc = dltrain_command("data=csv", cwd=tmp_path)  # every missing key, named together
+    assert proc.returncode == 1 and proc.stderr.strip() == (
+        "dltrain: error: 2 mistakes in the config: (1) data.path is required here: add data.path=<value> to the "
+        "command; (2) data.target is required here: add data.target=<value> to the command")
