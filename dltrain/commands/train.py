@@ -45,7 +45,10 @@ _jobs_started = 0  # jobs this process began: before the first, only Hydra's own
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def _train_job(cfg: DictConfig) -> dict | None:
-    """One job: a single run, or one job of a sweep. A sweep's failed job is recorded and the sweep goes on."""
+    """One job: a single run, or one job of a sweep. A sweep's failed job is recorded and the sweep goes on.
+
+    Long (about 60 lines) as one try block: how a failed job is reported (its log, its run folder kept or
+    discarded, a sweep's record) depends on the run folder and sweep state the job's first lines work out."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -205,7 +208,10 @@ def _sweep_interrupted(exc: BaseException) -> str:
 
 
 def main() -> None:
-    """Console entry point. Hydra is told to raise errors so that they are reported here in one line."""
+    """Console entry point. Hydra is told to raise errors so that they are reported here in one line.
+
+    Long (about 50 lines) as one try with an except per way the command can end: every exit code it gives, and
+    the line that goes with it, stands here in the order Python matches them."""
     from dltrain.errors import Reported, RunInterrupted, Terminated, user_error_in
     from dltrain.sweeps.summary import SweepIncomplete
 

@@ -151,7 +151,7 @@ def resumed_config(run_dir: Path, overrides: list[str], config_dirs: tuple[Path,
     first weights), the monitored metric, cross-validation, and data keys that change the rows or the split.
     The stored config.yaml is data: it may name only callables that the presets (shipped, or in the user's
     `config_dirs`) or this command line name (dltrain.config.trust), and it downloads nothing unless this command
-    says data.download=true.
+    says data.download=true. (About 50 lines: the refusals above, in the order a reader checks them.)
     """
     changes = [o for o in overrides if not o.startswith("resume=")]
     groups = {path.name for path in config_dir().iterdir() if path.is_dir()}
