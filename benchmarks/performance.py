@@ -85,8 +85,8 @@ class EpochsClock(pl.Callback):
 
 def dltrain_seconds(overrides: list[str], run_dir: Path) -> float:
     """Train in this process as the command does; the seconds of its epochs (EpochsClock)."""
-    from dltrain.config import load_config
-    from dltrain.train import train
+    from dltrain.config.compose import load_config
+    from dltrain.training.train import train
 
     clock = EpochsClock()
     with contextlib.redirect_stdout(io.StringIO()):  # the run's config tree and tables: not part of the report
@@ -117,7 +117,7 @@ class BareModule(pl.LightningModule):
 def bare_seconds(config: dict, epochs: int) -> float:
     """The seconds of BareModule's epochs (EpochsClock) on the config's model and data."""
     from dltrain.data.datamodule import build_datamodule
-    from dltrain.losses import build_loss
+    from dltrain.training.losses import build_loss
     from dltrain.models.build import build_model
 
     data = build_datamodule(config["data"], config["seed"])
@@ -153,9 +153,9 @@ def throughput(case: "Case", tmp: Path) -> dict:
     import torch
     from omegaconf import OmegaConf
 
-    from dltrain.config import load_config
+    from dltrain.config.compose import load_config
     from dltrain.data.datamodule import build_datamodule
-    from dltrain.losses import build_loss
+    from dltrain.training.losses import build_loss
     from dltrain.models.build import build_model
     from peer_keras import keras_available, keras_seconds
 
@@ -200,8 +200,8 @@ def epoch_breakdown(overrides: list[str], epochs: int, tmp: Path) -> dict[str, f
 
     import torchmetrics
 
-    from dltrain.callbacks import EpochMetricsCSV
-    from dltrain.module import TrainingModule
+    from dltrain.training.callbacks import EpochMetricsCSV
+    from dltrain.training.module import TrainingModule
 
     parts = {"checkpoint files (Trainer.save_checkpoint)": (pl.Trainer, "save_checkpoint"),
              "Lightning's self.log of the epoch values": (pl.LightningModule, "log_dict"),
@@ -254,14 +254,15 @@ RUN_IMPORTS = importing("torch, pytorch_lightning, sklearn.datasets, sklearn.mod
 FIRST_STEP = """
 import os, sys, time
 started = float(sys.argv[1])
-from dltrain import cli
-import dltrain.train, pytorch_lightning as pl
+from dltrain.commands import train as cli
+import dltrain.training.train, pytorch_lightning as pl
 class FirstStep(pl.Callback):
     def on_train_batch_start(self, *args):
         print(f"SECONDS {time.time() - started}", flush=True)
         os._exit(0)
-build_callbacks = dltrain.train.build_callbacks
-dltrain.train.build_callbacks = lambda cfg, run_dir, added: build_callbacks(cfg, run_dir, added + [FirstStep()])
+train_module = dltrain.training.train
+build_callbacks = train_module.build_callbacks
+train_module.build_callbacks = lambda cfg, run_dir, added: build_callbacks(cfg, run_dir, added + [FirstStep()])
 sys.argv = ["dltrain", *sys.argv[2:]]
 cli.main()
 """
@@ -280,7 +281,7 @@ import csv, json, resource, sys, tempfile
 from pathlib import Path
 sys.path.insert(0, {here!r})
 from performance import dltrain_seconds, generated_table
-import dltrain.train
+import dltrain.training.train
 with tempfile.TemporaryDirectory() as tmp:
     path = generated_table(Path(tmp) / "table.npz", {rows})
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -3,7 +3,7 @@
 A digits MLP is trained for a few epochs (or --ckpt names a run), the real server is started on a free port
 of 127.0.0.1, and --clients threads, each with its own HTTP connection, send --requests POST /predict
 requests of --rows image rows in all. Printed: requests per second, p50 / p99 latency, error responses
-(PASS only with none), and as the baseline the same rows' prediction in-process (dltrain.predictions, one
+(PASS only with none), and as the baseline the same rows' prediction in-process (dltrain.report.predictions, one
 forward pass), so what HTTP, JSON and the encoding add is read off beside it.
 
 Run: python benchmarks/serving.py [--requests 2000] [--clients 8] [--rows 1] [--ckpt <run dir>]
@@ -24,8 +24,8 @@ from pathlib import Path
 
 
 def trained_run(folder: Path) -> Path:
-    from dltrain.config import load_config
-    from dltrain.train import train
+    from dltrain.config.compose import load_config
+    from dltrain.training.train import train
 
     run_dir = folder / "run"
     train(load_config(["trainer=cpu", "model=mlp", "trainer.max_epochs=3"]), run_dir)
@@ -37,8 +37,8 @@ def forward_alone(run_dir: Path, rows: list, repeats: int = 500) -> float:
     import numpy as np
     import torch
 
-    from dltrain.checkpoints import open_checkpoint
-    from dltrain.predictions import prediction_table
+    from dltrain.training.restore import open_checkpoint
+    from dltrain.report.predictions import prediction_table
 
     module = open_checkpoint(run_dir)[3].eval()
     x = torch.from_numpy(np.asarray(rows, dtype=np.float32))

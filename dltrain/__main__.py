@@ -1,5 +1,5 @@
 """`python -m dltrain` runs the `dltrain` command."""
 
-from dltrain.cli import console_main
+from dltrain.commands.train import console_main
 
 console_main()

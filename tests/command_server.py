@@ -28,8 +28,8 @@ from pathlib import Path
 # Read when a module is imported (or by the interpreter): a command given one of these gets a process of its own.
 REAL_PROCESS_ONLY = ("PYTHONPATH", "PYTHONWARNINGS", "PYTHONHASHSEED", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                      "CUDA_VISIBLE_DEVICES", "TORCH_HOME", "MPLBACKEND", "MLFLOW_LOGGING_LEVEL")
-PRELOAD = ("dltrain.cli", "dltrain.train", "dltrain.evaluate", "dltrain.predict", "dltrain.runs", "dltrain.export",
-           "dltrain.checkpoints", "dltrain.sweeps.search")
+PRELOAD = ("dltrain.commands.train", "dltrain.training.train", "dltrain.commands.evaluate", "dltrain.commands.predict",
+           "dltrain.commands.runs", "dltrain.commands.export", "dltrain.checkpoints.reading", "dltrain.sweeps.search")
 
 
 def serve() -> None:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from command_server import run_command
-from dltrain.config import load_config
+from dltrain.config.compose import load_config
 
 # pytest-xdist runs a worker per core: each trains (in-process, and in the commands command_server forks) on
 # its share of the cores, as dltrain's own parallel jobs do; threads beyond the cores would make every
@@ -32,7 +32,7 @@ FAST = ["trainer=cpu", "trainer.max_epochs=2"]
 
 def train_run(run_dir: Path, overrides: list[str]) -> dict:
     """Compose the config like the command does and train in this process; returns results.json."""
-    from dltrain.train import train
+    from dltrain.training.train import train
 
     return train(load_config(FAST + overrides), run_dir)
 

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from conftest import FAST, dltrain_command, only_run_dir, read_metrics, read_results
-from dltrain.config import load_config
-from dltrain.train import train
+from dltrain.config.compose import load_config
+from dltrain.training.train import train
 from datafiles import write_image_folder, write_table
 
 # Epochs of some 175 batches: long enough to interrupt a run in the middle (each test waits for an epoch's end
@@ -141,8 +141,8 @@ def test_predict_refuses_rows_training_would_refuse_and_imputes_as_an_imputing_r
         assert others.not_predicted.isna().all() and np.isfinite(others.prob_big).all()
         assert np.allclose(others.prob_big, predicted.prob_big.drop(index=3), atol=1e-6)
     # An output that is not finite is never a prediction: the row is left out, saying so (NaN fed in directly).
-    from dltrain.checkpoints import open_checkpoint
-    from dltrain.predictions import prediction_table, predict_rows
+    from dltrain.training.restore import open_checkpoint
+    from dltrain.report.predictions import prediction_table, predict_rows
 
     module = open_checkpoint(str(run_dir), None)[3]
     features = torch.zeros(3, module.spec.input_shape[0])
@@ -211,8 +211,8 @@ def test_eval_scores_a_new_labelled_table_as_the_run_scored_its_test_file_and_pr
     assert scored["metrics"] == pytest.approx({k.replace("test_", "input_"): v for k, v in results["test"].items()},
                                               rel=1e-5)
     from dltrain.errors import DataError
-    from dltrain.evaluate import evaluate
-    from dltrain.predict import predict
+    from dltrain.commands.evaluate import evaluate
+    from dltrain.commands.predict import predict
 
     frame.drop(columns="label")[220:].to_csv(tmp_path / "unlabelled.csv", index=False)
     with pytest.raises(DataError, match=r"has no column 'label', the target the model was trained on: scoring "
@@ -240,7 +240,7 @@ def test_a_grayscale_image_folder_trains_on_one_channel_and_one_image_or_a_label
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "data.channels=auto: 1 (every image is grayscale)" in proc.stderr and "input (1, 8, 8)" in proc.stderr
     run_dir = tmp_path / "made"
-    from dltrain.predict import predict
+    from dltrain.commands.predict import predict
 
     one = pd.read_csv(predict(str(run_dir), str(tmp_path / "images" / "dark" / "3.png")))
     assert len(one) == 1 and one.file[0].endswith("dark/3.png")
@@ -351,7 +351,7 @@ def test_resume_takes_key_overrides_but_not_a_group_the_seed_the_monitor_or_the_
     from omegaconf import OmegaConf
 
     from dltrain.errors import ConfigError
-    from dltrain.resume import resumed_config
+    from dltrain.config.resume import resumed_config
 
     OmegaConf.save(load_config(["model=mlp"]), tmp_path / "config.yaml", resolve=True)  # as a run writes it
     merged = resumed_config(tmp_path, ["resume=last", "trainer.max_epochs=50", "compile.enabled=true",
@@ -418,8 +418,10 @@ def test_a_truncated_checkpoint_is_named(run, tmp_path):
 def test_a_checkpoint_of_another_shape_says_what_it_was_trained_for(run):
     from omegaconf import OmegaConf
 
-    from dltrain.checkpoints import CheckpointError, load_module, read_checkpoint
-    from dltrain.config import load_config
+    from dltrain.checkpoints.reading import CheckpointError, read_checkpoint
+
+    from dltrain.training.restore import load_module
+    from dltrain.config.compose import load_config
 
     run_dir, _ = run(["model=mlp"])
     checkpoint = read_checkpoint(run_dir / "checkpoints" / "best.ckpt")
@@ -431,7 +433,7 @@ def test_a_checkpoint_of_another_shape_says_what_it_was_trained_for(run):
 
 
 def test_a_failed_checkpoint_write_leaves_nothing_half_written(tmp_path, monkeypatch):
-    from dltrain.checkpoint_io import AtomicCheckpointIO
+    from dltrain.checkpoints.writing import AtomicCheckpointIO
 
     target = tmp_path / "last.ckpt"
     target.write_bytes(b"previous")
@@ -462,7 +464,7 @@ def test_a_run_folder_moved_elsewhere_resumes_as_if_it_had_stayed(run, tmp_path)
     folder's best path (an internal error, or the old folder's file tested) and forget its best score."""
     import shutil
 
-    from dltrain.resume import resumed_config
+    from dltrain.config.resume import resumed_config
 
     first, results = run(["model=mlp", "trainer.max_epochs=3", "callbacks.early_stopping=null"])
     moved = tmp_path / "elsewhere" / "run"

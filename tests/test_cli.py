@@ -79,7 +79,7 @@ def test_help_lists_the_schema_keys_and_a_presets_keys_from_its_signature(tmp_pa
 def test_the_readmes_key_reference_is_the_schemas():
     from pathlib import Path
 
-    from dltrain.help import markdown_reference
+    from dltrain.commands.help import markdown_reference
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert readme.split("<!-- keys: start -->\n", 1)[1].split("\n<!-- keys: end -->", 1)[0] == markdown_reference()
@@ -157,7 +157,7 @@ def test_a_gpu_trainer_asking_for_more_gpus_than_there_are_names_the_count_there
     from omegaconf import OmegaConf
 
     from dltrain.errors import ConfigError
-    from dltrain.preflight import check_gpus
+    from dltrain.training.preflight import check_gpus
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     check_gpus(OmegaConf.create({"accelerator": "gpu", "devices": 2}))  # as many as there are: taken
@@ -177,7 +177,7 @@ def test_help_lists_the_groups_and_options_hydra_itself_sees():
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from dltrain.help import config_groups
+    from dltrain.commands.help import config_groups
     from dltrain.paths import config_dir
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
@@ -200,10 +200,10 @@ print("exit", code, "frozen", gc.get_freeze_count() > 0)
 
 
 @pytest.mark.parametrize("module, function, argv, code, frozen", [
-    ("dltrain.cli", "console_main", ["dltrain", "--help"], 0, True),
-    ("dltrain.cli", "console_main", ["dltrain", "optimizer.lr=-1"], 1, True),
-    ("dltrain.evaluate", "main", ["dltrain-eval"], 1, True),
-    ("dltrain.cli", "main", ["dltrain", "--help"], 0, False),  # the in-process entry, which tests call
+    ("dltrain.commands.train", "console_main", ["dltrain", "--help"], 0, True),
+    ("dltrain.commands.train", "console_main", ["dltrain", "optimizer.lr=-1"], 1, True),
+    ("dltrain.commands.evaluate", "main", ["dltrain-eval"], 1, True),
+    ("dltrain.commands.train", "main", ["dltrain", "--help"], 0, False),  # the in-process entry, which tests call
 ])
 def test_console_scripts_leave_what_they_loaded_to_the_exit_not_the_collector(tmp_path, module, function, argv,
                                                                               code, frozen):

@@ -75,7 +75,7 @@ def test_a_three_fold_run_writes_three_fold_runs_and_their_mean(tmp_path):
     assert summary["best_val"] == pytest.approx(statistics.fmean(f["best_val"] for f in folds), abs=1e-12)
     assert "3-fold cross-validation" in proc.stdout and "mean" in proc.stdout and "std" in proc.stdout
     # One plot of the folds: each fold's monitored curve (epochs from 1) and their mean.
-    from dltrain.plots import folds_figure
+    from dltrain.report.plots import folds_figure
 
     assert summary["plots"] == ["cv_curves.png"] and (run_dir / "cv_curves.png").read_bytes()[:4] == b"\x89PNG"
     curves = {line.get_label(): list(line.get_ydata()) for line in folds_figure(run_dir, cv["folds"], "val_loss").axes[0].lines
@@ -107,13 +107,13 @@ def test_cross_validation_keys_out_of_range_are_one_line(tmp_path, override, mes
 
 
 def test_a_cross_validated_run_checks_its_config_once_not_once_per_fold(tmp_path, monkeypatch):
-    import dltrain.validation as validation
-    from dltrain.config import load_config
-    from dltrain.cross_validation import cross_validate
+    import dltrain.training.preflight as validation
+    from dltrain.config.compose import load_config
+    from dltrain.training.cross_validation import cross_validate
 
     checked = []
-    check = validation.check_config
-    monkeypatch.setattr(validation, "check_config", lambda cfg: checked.append(cfg.cv.folds) or check(cfg))
+    check = validation.config_errors
+    monkeypatch.setattr(validation, "config_errors", lambda cfg: checked.append(cfg.cv.folds) or check(cfg))
     cfg = load_config(["trainer=cpu", "data=wine", "model=mlp", "model.hidden_sizes=[8]", "cv.folds=2",
                        "trainer.max_epochs=1"])
     record = cross_validate(cfg, tmp_path / "run")

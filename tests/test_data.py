@@ -19,7 +19,7 @@ from dltrain.errors import DataError
 def datamodule(*overrides: str):
     from omegaconf import OmegaConf
 
-    from dltrain.config import load_config
+    from dltrain.config.compose import load_config
 
     cfg = load_config(list(overrides))
     return build_datamodule(OmegaConf.to_container(cfg.data, resolve=True), cfg.seed)
@@ -221,7 +221,8 @@ def test_augmentation_changes_training_batches_only(run):
 
     # Training sees noisy batches (its loss differs from a clean run's), the test split the clean rows (its
     # loss is the best checkpoint's on the plain test tensors).
-    from dltrain.checkpoints import load_module, read_checkpoint
+    from dltrain.checkpoints.reading import read_checkpoint
+    from dltrain.training.restore import load_module
 
     noisy_dir, noisy = run(["model=mlp", "data.augment.noise=0.5"])
     clean_dir, _ = run(["model=mlp"])
@@ -282,6 +283,10 @@ def test_corrupt_image_and_mismatched_arrays_are_named(tmp_path):
 
 
 def test_a_missing_required_key_names_it(tmp_path):
-    proc = dltrain_command("data=csv", cwd=tmp_path)
+    proc = dltrain_command("data=csv", "data.target=y", cwd=tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.strip() == "dltrain: error: data.path is required here: add data.path=<value> to the command"
+    proc = dltrain_command("data=csv", cwd=tmp_path)  # every missing key, named together
+    assert proc.returncode == 1 and proc.stderr.strip() == (
+        "dltrain: error: 2 mistakes in the config: (1) data.path is required here: add data.path=<value> to the "
+        "command; (2) data.target is required here: add data.target=<value> to the command")

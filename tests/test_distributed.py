@@ -22,7 +22,7 @@ def steps_per_epoch(processes: int) -> int:
 
 @pytest.mark.slow
 def test_ddp_cpu_trains_in_two_processes_into_one_run_directory(tmp_path):
-    from dltrain.evaluate import evaluate
+    from dltrain.commands.evaluate import evaluate
 
     proc = dltrain_command("trainer=ddp_cpu", "trainer.devices=2", *SMALL, cwd=tmp_path,
                            env={"OMP_NUM_THREADS": None})  # as a user starts it: the ranks share the cores
@@ -92,7 +92,7 @@ def test_one_gpu_trains_at_each_precision(tmp_path, precision):
 
 @pytest.mark.skipif(gpus < 2, reason="needs two GPUs")
 def test_ddp_on_two_gpus_matches_an_evaluation(tmp_path):
-    from dltrain.evaluate import evaluate
+    from dltrain.commands.evaluate import evaluate
 
     proc = dltrain_command("trainer=ddp", "trainer.devices=2", *SMALL, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

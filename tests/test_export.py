@@ -17,13 +17,14 @@ import torch
 
 from conftest import dltrain_command
 from datafiles import write_table
-from dltrain.checkpoints import load_module, read_checkpoint
+from dltrain.checkpoints.reading import read_checkpoint
+from dltrain.training.restore import load_module
 from dltrain.data.datamodule import stored_datamodule
 from dltrain.data.spec import DataSpec
 from dltrain.errors import ConfigError
-from dltrain.export import export
-from dltrain.exporting import ExportError, export_network, load_safetensors
-from dltrain.trust import UntrustedConfig
+from dltrain.commands.export import export
+from dltrain.inference.formats import ExportError, export_network, load_safetensors
+from dltrain.config.trust import UntrustedConfig
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 ONE_EPOCH = ["trainer.max_epochs=1"]
@@ -164,7 +165,7 @@ def test_a_format_unknown_or_a_runtime_missing_is_one_line(tmp_path, monkeypatch
     with pytest.raises(ConfigError, match=r'needs the package onnxruntime, which is not installed: '
                                           r'pip install "dltrain\[export\]"'):
         export("nowhere", "onnx")
-    from dltrain.serve import serve
+    from dltrain.commands.serve import serve
 
     monkeypatch.setattr(importlib.util, "find_spec", lacking("uvicorn"))
     with pytest.raises(ConfigError, match=r'^dltrain-serve needs the package uvicorn, which is not installed: '
@@ -201,7 +202,7 @@ def test_a_network_that_cannot_be_exported_is_refused_naming_the_formats_that_wo
 
 def test_an_export_writes_nothing_when_one_format_fails_and_its_config_file_chooses_no_code(run, tmp_path, monkeypatch):
     run_dir, _ = run(PRESETS["softmax"] + ONE_EPOCH)
-    import dltrain.exporting as exporting
+    import dltrain.inference.formats as exporting
 
     def broken(*args):
         raise RuntimeError("no")
@@ -221,13 +222,13 @@ def test_an_export_writes_nothing_when_one_format_fails_and_its_config_file_choo
 
 KILL_AFTER_FIRST_WRITE = """
 import os, sys
-import dltrain.run_files as run_files
+import dltrain.rundir.files as run_files
 write_with = run_files.write_with
 def killed(*args, **kwargs):
     write_with(*args, **kwargs)
     os._exit(9)  # as a kill -9 would: no cleanup, no finally
 run_files.write_with = killed
-from dltrain.export import export
+from dltrain.commands.export import export
 export(sys.argv[1], "[onnx,safetensors]", output=sys.argv[2])
 """
 

@@ -389,7 +389,7 @@ def test_a_full_disk_while_drawing_a_plot_names_that_plot(tmp_path, monkeypatch)
     from conftest import train_run
     from dltrain.errors import DiskError
 
-    import dltrain.run_files
+    import dltrain.rundir.files
 
     disk_full = []
     real_fsync = os.fsync
@@ -404,7 +404,7 @@ def test_a_full_disk_while_drawing_a_plot_names_that_plot(tmp_path, monkeypatch)
         real_fsync(fd)
 
     monkeypatch.setattr(Figure, "savefig", full)
-    monkeypatch.setattr(dltrain.run_files.os, "fsync", fsync)
+    monkeypatch.setattr(dltrain.rundir.files.os, "fsync", fsync)
     with pytest.raises(DiskError) as raised:
         train_run(tmp_path / "run", FAST)
     message = str(raised.value)

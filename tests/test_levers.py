@@ -9,10 +9,10 @@ from torch.utils.data import BatchSampler
 from torch.utils.data.dataloader import default_collate
 
 import dltrain.data.datamodule as datamodule
-import dltrain.train
+import dltrain.training.train
 from conftest import read_metrics
 from dltrain.data.batches import TensorBatchDataset
-from dltrain.module import _Pending
+from dltrain.training.module import _Pending
 
 RUN = ["model=mlp", "trainer.max_epochs=3", "data.batch_size=50"]  # 50: the last batch of each split is short
 CURVES = ("train_loss", "train_acc", "train_f1", "val_loss", "val_acc", "val_f1", "lr")
@@ -32,7 +32,7 @@ def without_chunked_metrics(monkeypatch) -> None:
 
 
 def without_nvml_skip(monkeypatch) -> None:
-    monkeypatch.setattr(dltrain.train, "skip_nvml_probe_without_gpus", lambda trainer: None)
+    monkeypatch.setattr(dltrain.training.train, "skip_nvml_probe_without_gpus", lambda trainer: None)
 
 
 @pytest.fixture(scope="module")

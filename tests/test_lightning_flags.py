@@ -168,7 +168,7 @@ def test_a_trainer_key_dltrain_sets_itself_is_refused_naming_where_it_is_set(tmp
     from omegaconf import OmegaConf
 
     from dltrain.errors import ConfigError
-    from dltrain.preflight import check_trainer_keys_dltrain_sets
+    from dltrain.training.preflight import check_trainer_keys_dltrain_sets
 
     proc = dltrain_command(*CPU, "+trainer.callbacks=[]", cwd=tmp_path)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
@@ -193,7 +193,7 @@ def test_trainer_enable_progress_bar_and_model_summary_are_lightnings_to_set(tmp
 def test_the_trainer_preset_lists_lightnings_common_flags_with_its_defaults():
     import inspect
 
-    from dltrain.config import load_config
+    from dltrain.config.compose import load_config
 
     trainer = load_config([]).trainer
     defaults = inspect.signature(pl.Trainer.__init__).parameters

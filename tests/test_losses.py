@@ -30,8 +30,8 @@ def test_each_loss_trains_on_a_task_it_fits(run, loss):
     ("cross_entropy", REGRESSION, "mse | mae | huber"), ("kl_div", BINARY, "bce"), ("bce", MULTICLASS, "cross_entropy | kl_div"),
 ])
 def test_each_loss_is_refused_on_a_task_it_does_not_fit(loss, task, fitting):
-    from dltrain.config import load_config
-    from dltrain.losses import build_loss
+    from dltrain.config.compose import load_config
+    from dltrain.training.losses import build_loss
     from omegaconf import OmegaConf
 
     spec = DataSpec("some", task, (4,), num_classes=3 if task == MULTICLASS else 2 if task == BINARY else 0)
@@ -51,7 +51,7 @@ def test_a_loss_that_does_not_fit_fails_before_training_in_one_line(tmp_path):
 
 
 def test_kl_div_on_smoothed_labels_is_label_smoothed_cross_entropy_less_the_targets_entropy():
-    from dltrain.losses import SoftTargetKLDiv
+    from dltrain.training.losses import SoftTargetKLDiv
 
     logits, labels = torch.randn(16, 5, generator=torch.Generator().manual_seed(0)), torch.arange(16) % 5
     for smoothing in (0.0, 0.2):

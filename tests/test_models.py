@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from conftest import read_metrics
-from dltrain.config import load_config
+from dltrain.config.compose import load_config
 from dltrain.data.spec import BINARY, MULTICLASS, REGRESSION, DataSpec
 from dltrain.errors import ConfigError
 from dltrain.models.build import build_model, models_for

@@ -23,6 +23,8 @@ def test_a_built_wheel_runs_from_an_unrelated_directory(tmp_path):
         names = set(archive.namelist())
     assert {"dltrain/conf/train.yaml", "dltrain/conf/hydra/sweeper/optuna.yaml", "dltrain/conf/experiment/cnn_digits.yaml",
             "hydra_plugins/dltrain_optuna_sweeper/optuna_sweeper.py"} <= names
+    # every module of every subpackage (pyproject's packages list names each one)
+    assert {p.relative_to(ROOT).as_posix() for p in (ROOT / "dltrain").rglob("*.py")} <= names
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
@@ -41,7 +43,10 @@ def test_a_built_wheel_runs_from_an_unrelated_directory(tmp_path):
                           cwd=elsewhere, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in elsewhere.iterdir()) == ["outputs"]
-    assert list(elsewhere.glob("outputs/runs/*/results.json"))
+    (results,) = elsewhere.glob("outputs/runs/*/results.json")
+    proc = subprocess.run([str(venv / "bin" / "dltrain-eval"), f"ckpt_path={results.parent}"], cwd=elsewhere,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_ci_runs_the_readme_quick_start_commands():

@@ -47,7 +47,7 @@ def test_a_pandas_row_index_is_left_out_said_and_recorded_and_the_metric_is_that
     # the preprocessing says which columns the model never reads
     spec = datamodule("data=csv", f"data.path={tmp_path / 'indexed.csv'}", "data.target=y").spec
     assert [c["name"] for c in spec.encoder["columns"]] == ["a", "b"]
-    from dltrain.preprocessing import describe
+    from dltrain.inference.preprocessing import describe
 
     described = describe(spec, {"model": {"name": "mlp"}, "data": {"target": "y", "missing": "drop"}})
     assert described["table"]["excluded_columns"] == with_index["excluded_columns"]

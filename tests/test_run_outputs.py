@@ -32,7 +32,7 @@ def png_size(path: Path) -> tuple[int, int]:
     (["data=linear", "model=linear"], ["curves.png", "predictions.png"]),
 ])
 def test_plots_are_drawn_from_the_run_files_and_can_be_drawn_again(run, overrides, plots):
-    from dltrain.plots import plot_run
+    from dltrain.report.plots import plot_run
 
     run_dir, results = run(overrides + ["trainer.max_epochs=3"])
     assert results["plots"] == plots
@@ -47,7 +47,7 @@ def test_plots_are_drawn_from_the_run_files_and_can_be_drawn_again(run, override
 def test_the_confusion_matrix_shows_each_count_that_is_not_zero_in_its_cell():
     import pandas as pd
 
-    from dltrain.plots import confusion_figure
+    from dltrain.report.plots import confusion_figure
 
     predictions = pd.DataFrame({"true": ["cat"] * 5 + ["dog"] * 3 + ["10"] * 2 + ["9"],
                                 "prediction": ["cat"] * 4 + ["dog"] + ["dog"] * 3 + ["10", "9"] + ["9"]})
@@ -62,7 +62,7 @@ def test_the_confusion_matrix_shows_each_count_that_is_not_zero_in_its_cell():
 def test_the_curves_have_a_panel_for_every_logged_metric_with_the_best_epoch_marked():
     import pandas as pd
 
-    from dltrain.plots import curves_figure
+    from dltrain.report.plots import curves_figure
 
     metrics = pd.DataFrame({"epoch": [0, 1, 2], "step": [5, 10, 15], "train_loss": [1.0, 0.8, 0.7],
                             "train_acc": [0.5, 0.6, 0.7], "train_f1": [0.4, 0.5, 0.6], "val_loss": [0.9, 0.7, 0.75],
@@ -82,7 +82,7 @@ def test_the_curves_have_a_panel_for_every_logged_metric_with_the_best_epoch_mar
 def test_regression_predictions_name_the_target_and_a_sweep_shows_whole_labels_and_ranks_within_a_task(tmp_path):
     import pandas as pd
 
-    from dltrain.plots import regression_figure, sweep_figure
+    from dltrain.report.plots import regression_figure, sweep_figure
     from dltrain.sweeps.summary import sort_rows
 
     ax = regression_figure(pd.DataFrame({"true": [1.0, 2.0, 3.0], "prediction": [1.1, 1.9, 3.2]}), "price").axes[0]
@@ -216,13 +216,13 @@ def test_tab_completion_offers_groups_options_and_keys(tmp_path):
 
 
 def test_an_internal_bug_prints_a_traceback_and_exits_with_2(tmp_path, monkeypatch, capsys):
-    import dltrain.train
-    from dltrain import cli
+    import dltrain.training.train
+    from dltrain.commands import train as cli
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(dltrain.train, "train", broken)
+    monkeypatch.setattr(dltrain.training.train, "train", broken)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
     monkeypatch.setattr(sys, "argv", ["dltrain", "trainer=cpu"])
@@ -238,7 +238,7 @@ def test_an_internal_bug_prints_a_traceback_and_exits_with_2(tmp_path, monkeypat
 def test_a_logger_without_its_package_is_refused_before_training(tmp_path, monkeypatch, capsys, logger, package):
     import importlib.util
 
-    from dltrain import cli
+    from dltrain.commands import train as cli
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",

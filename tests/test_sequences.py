@@ -66,8 +66,10 @@ def test_a_new_array_file_is_standardized_with_the_runs_training_statistics(run,
     could not if the new rows were not scaled as training scaled them (the values sit near 100, not 0)."""
     import pandas as pd
 
-    from dltrain.checkpoints import load_module, read_checkpoint
-    from dltrain.predict import predict
+    from dltrain.checkpoints.reading import read_checkpoint
+
+    from dltrain.training.restore import load_module
+    from dltrain.commands.predict import predict
 
     rng = np.random.default_rng(3)
     x = rng.normal(100.0, 5.0, (96, 12, 1)).astype(np.float32)

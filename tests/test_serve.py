@@ -19,9 +19,9 @@ import pytest
 
 from conftest import dltrain_command, free_port
 from datafiles import write_image_folder, write_table
-from dltrain.checkpoints import read_checkpoint
+from dltrain.checkpoints.reading import read_checkpoint
 from dltrain.data.spec import DataSpec
-from dltrain.preprocessing import describe
+from dltrain.inference.preprocessing import describe
 
 
 class Server:
@@ -156,8 +156,8 @@ def test_a_sequence_regression_answers_in_the_target_units_as_dltrain_predict(ru
     """In-process (FastAPI's TestClient): nested-list inputs, and values in the target's units."""
     from fastapi.testclient import TestClient
 
-    from dltrain.predict import predict
-    from dltrain.serving import Settings, create_app, load_served
+    from dltrain.commands.predict import predict
+    from dltrain.inference.app import Settings, create_app, load_served
 
     run_dir, _ = run(["data=sine", "model=lstm", "trainer.max_epochs=1"])
     x = np.random.default_rng(0).normal(size=(6, 20, 1)).astype(np.float32)
@@ -193,7 +193,7 @@ def test_serve_predicts_the_rows_it_can_and_answers_4xx_naming_the_field_for_wha
     JSON numbers beyond float range, inputs sent to a table model, deep nesting, a lone surrogate: 4xx, not 500."""
     from fastapi.testclient import TestClient
 
-    from dltrain.serving import Settings, create_app, load_served
+    from dltrain.inference.app import Settings, create_app, load_served
 
     write_table(tmp_path / "train.csv")
     run_dir, _ = run(["data=csv", f"data.path={tmp_path / 'train.csv'}", "data.target=label", "data.missing=drop"])
@@ -247,7 +247,7 @@ def test_serve_predicts_the_rows_it_can_and_answers_4xx_naming_the_field_for_wha
 def test_serve_refuses_an_array_row_beyond_float32_and_predicts_the_others(run):
     from fastapi.testclient import TestClient
 
-    from dltrain.serving import Settings, create_app, load_served
+    from dltrain.inference.app import Settings, create_app, load_served
 
     run_dir, _ = run(["data=sine", "model=lstm", "trainer.max_epochs=1"])
     settings = Settings(str(run_dir))

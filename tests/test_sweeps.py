@@ -147,7 +147,7 @@ def searched_rows() -> list[dict]:
 
 
 def test_the_swept_values_are_told_apart_by_short_keys_and_values_whole():
-    from dltrain.job_names import swept_values, varying_overrides
+    from dltrain.report.job_names import swept_values, varying_overrides
 
     varying = varying_overrides(searched_rows())
     assert varying[0][:3] == ["optimizer=adamw", "optimizer.lr=0.006251373574521752", "model.hidden_sizes=[256, 128]"]
@@ -160,7 +160,7 @@ def test_the_swept_values_are_told_apart_by_short_keys_and_values_whole():
 
 
 def test_a_sweep_table_too_wide_for_the_terminal_folds_its_headers_never_its_values(monkeypatch, capsys, tmp_path):
-    from dltrain import console
+    from dltrain.report import terminal as console
 
     monkeypatch.setattr(console._console, "width", 80)
     console.show_sweep(searched_rows(), "val_acc", tmp_path)

@@ -37,7 +37,7 @@ def test_the_vocabulary_comes_from_the_training_split_and_other_tokens_are_unkno
 def test_a_text_column_trains_through_the_command_and_predicts_evaluates_exports_and_serves_the_same(tmp_path):
     from fastapi.testclient import TestClient
 
-    from dltrain.serving import Settings, create_app, load_served
+    from dltrain.inference.app import Settings, create_app, load_served
 
     write_reviews(tmp_path / "reviews.csv")
     proc = dltrain_command("data=csv", "data.path=reviews.csv", "data.target=label", "data.text_column=text",
@@ -108,7 +108,7 @@ def test_a_model_that_reads_no_text_and_a_crafted_text_encoding_are_refused(run,
     proc = dltrain_command("data=reviews", "data.augment.noise=0.1", cwd=tmp_path)
     assert proc.returncode == 1 and proc.stderr.strip().endswith(
         "data.augment changes images and numbers, and a text's inputs are token ids: leave its keys off for text")
-    from dltrain.checkpoints import CheckpointError, checked_spec
+    from dltrain.checkpoints.reading import CheckpointError, checked_spec
 
     spec = {"name": "r", "task": "binary", "input_shape": [8], "kind": "text",
             "encoder": {"kind": "text", "column": "text", "analyzer": "word", "max_length": 8,

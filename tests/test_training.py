@@ -40,7 +40,7 @@ def optimizer_state(run_dir) -> tuple[dict, set[str]]:
 def test_every_optimizer_preset_trains_with_its_own_optimizer_and_settings(run, optimizer):
     """The optimizer Lightning stepped is the preset's: its hyperparameters are the preset's values and its
     per-parameter state has the keys that torch optimizer keeps (momentum buffers, moment estimates, ...)."""
-    from dltrain.config import load_config
+    from dltrain.config.compose import load_config
 
     run_dir, _ = run([f"optimizer={optimizer}", "model=mlp", "trainer.limit_train_batches=5"])
     assert all(row["train_loss"] == row["train_loss"] for row in read_metrics(run_dir))  # no NaN
@@ -99,7 +99,7 @@ def test_early_stopping_that_fires_at_the_last_epoch_did_not_end_the_run_early(r
 
 
 def test_early_stopping_is_on_by_default():
-    from dltrain.config import load_config
+    from dltrain.config.compose import load_config
 
     es = load_config().callbacks.early_stopping
     assert (es.monitor, es.mode, es.patience, es.min_delta) == ("val_loss", "min", 5, 0.0)
@@ -167,8 +167,10 @@ def test_the_run_directory_holds_every_file_with_the_right_content(run):
 def test_the_best_checkpoint_loads_back_and_reproduces_the_test_metrics(run):
     import pytorch_lightning as pl
 
-    from dltrain.checkpoints import load_module, read_checkpoint
-    from dltrain.config import load_config
+    from dltrain.checkpoints.reading import read_checkpoint
+
+    from dltrain.training.restore import load_module
+    from dltrain.config.compose import load_config
     from dltrain.data.datamodule import build_datamodule
 
     run_dir, results = run(["model=mlp", "trainer.max_epochs=3"])
@@ -208,7 +210,9 @@ def test_the_epoch_loss_is_the_mean_over_samples_whatever_the_batch_sizes(run):
     """360 test rows in batches of 64 leave a last batch of 40: it must weigh 40 rows, not one batch."""
     import torch
 
-    from dltrain.checkpoints import load_module, read_checkpoint
+    from dltrain.checkpoints.reading import read_checkpoint
+
+    from dltrain.training.restore import load_module
     from dltrain.data.datamodule import build_datamodule
 
     run_dir, results = run(["model=softmax", "trainer.max_epochs=1"])
@@ -240,7 +244,7 @@ def scikit_learn_score(overrides: list[str], rows=None) -> float:
     from omegaconf import OmegaConf
     from sklearn.linear_model import LinearRegression, LogisticRegression
 
-    from dltrain.config import load_config
+    from dltrain.config.compose import load_config
     from dltrain.data.datamodule import build_datamodule, load_data
 
     config = OmegaConf.to_container(load_config(overrides), resolve=True)
@@ -260,8 +264,8 @@ def test_every_embedded_set_trains_well_with_the_defaults_alone(tmp_path, data, 
     """data=<set> and nothing else (model=auto, the default optimizer, epochs and early stopping, and the
     chosen model's conf/tuning) against scikit-learn's default linear model on the same split: within 0.01 (the
     MLP on breast cancer is 0.965 against 0.974, one of its 114 test rows; 0.947 without mlp_adam's tuning)."""
-    from dltrain.config import load_config
-    from dltrain.train import train
+    from dltrain.config.compose import load_config
+    from dltrain.training.train import train
 
     overrides = [f"data={data}", "trainer=cpu"]
     results = train(load_config(overrides), tmp_path / "run")
@@ -273,8 +277,8 @@ def test_every_embedded_set_trains_well_with_the_defaults_alone(tmp_path, data, 
 def test_the_readme_linear_models_reach_scikit_learns_default_on_the_same_split(tmp_path, overrides, metric):
     """The README's `dltrain data=breast_cancer model=logistic` and `data=diabetes model=linear` (with their
     conf/tuning settings) against LogisticRegression() and LinearRegression() on the same rows."""
-    from dltrain.config import load_config
-    from dltrain.train import train
+    from dltrain.config.compose import load_config
+    from dltrain.training.train import train
 
     results = train(load_config([*overrides, "trainer=cpu"]), tmp_path / "run")
     # 1e-6: float32's rounding of the same share of rows (breast cancer: 111 of 114 both)
@@ -289,8 +293,8 @@ def test_the_readme_softmax_cross_validation_on_iris_reaches_scikit_learns_defau
 
     from omegaconf import OmegaConf
 
-    from dltrain.config import load_config
-    from dltrain.cross_validation import cross_validate
+    from dltrain.config.compose import load_config
+    from dltrain.training.cross_validation import cross_validate
     from dltrain.data.datamodule import load_data
     from dltrain.data.folds import fold_rows
 
@@ -310,9 +314,9 @@ def test_the_lightning_module_takes_built_parts_and_trains_under_a_plain_trainer
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader, TensorDataset
 
-    from dltrain.module import Schedule, TrainingModule
+    from dltrain.training.module import Schedule, TrainingModule
     from dltrain.data.spec import DataSpec
-    from dltrain.metrics import make_metrics
+    from dltrain.training.metrics import make_metrics
 
     torch.manual_seed(0)
     x = torch.randn(256, 3)

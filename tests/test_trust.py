@@ -19,8 +19,8 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import FAST, dltrain_command, read_results
-from dltrain.config import load_config
-from dltrain.train import train
+from dltrain.config.compose import load_config
+from dltrain.training.train import train
 
 PAYLOAD = "test_trust.plant_marker"
 TESTS = Path(__file__).parent
@@ -188,7 +188,7 @@ def test_a_preset_in_a_config_dir_the_user_names_is_trusted_on_resume(tmp_path):
 
 
 def test_the_allowlist_is_exactly_the_shipped_presets_targets():
-    from dltrain.trust import preset_targets
+    from dltrain.config.trust import preset_targets
     from dltrain.paths import config_dir
 
     allowed = preset_targets(config_dir())
@@ -312,9 +312,9 @@ PRESETS = {"cnn": "digits", "mlp": "iris", "linear": "diabetes", "logistic": "br
 
 @pytest.mark.parametrize("model", PRESETS)
 def test_a_normal_checkpoint_of_every_preset_evaluates_predicts_and_resumes(tmp_path, model):
-    from dltrain.evaluate import evaluate
-    from dltrain.predict import predict
-    from dltrain.resume import resumed_config
+    from dltrain.commands.evaluate import evaluate
+    from dltrain.commands.predict import predict
+    from dltrain.config.resume import resumed_config
 
     run_dir = tmp_path / "run"
     results = train(load_config(FAST + [f"model={model}", f"data={PRESETS[model]}"]), run_dir)
@@ -354,7 +354,7 @@ def test_resume_refuses_a_crafted_training_state_before_training(trained, tmp_pa
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta"])
 def test_a_normal_checkpoint_of_every_optimizer_resumes(tmp_path, optimizer):
-    from dltrain.resume import resumed_config
+    from dltrain.config.resume import resumed_config
 
     run_dir = tmp_path / "run"
     train(load_config(FAST + ["model=mlp", f"optimizer={optimizer}", "trainer.max_epochs=1"]), run_dir)

@@ -11,7 +11,7 @@ import pandas as pd
 from dltrain.data.arrays import TEST, TRAIN, VAL, ArrayData, as_frame, kind_of
 from dltrain.data.spec import TABLE
 from dltrain.errors import DataError
-from dltrain.schema import Task
+from dltrain.config.schema import Task
 
 
 def array_files(

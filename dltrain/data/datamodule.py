@@ -20,8 +20,8 @@ from dltrain.data.scaling import SequenceScaler
 from dltrain.data.spec import MULTICLASS, REGRESSION, SEQUENCE, TABLE, TEXT, DataSpec
 from dltrain.data.text import TextEncoder, tokenize
 from dltrain.errors import DataError
-from dltrain.instantiate import build
-from dltrain.schema import DataLoading
+from dltrain.config.instantiate import build
+from dltrain.config.schema import DataLoading
 
 # Keys of a data config that shape the batches; every other key goes to the source (its _target_).
 LOADER_KEYS = tuple(DataLoading.model_fields)

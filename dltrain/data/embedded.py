@@ -11,7 +11,7 @@ from sklearn import datasets
 from dltrain.data.arrays import ArrayData, as_frame
 from dltrain.data.spec import BINARY, IMAGE, MULTICLASS, REGRESSION, SEQUENCE, TEXT
 from dltrain.errors import DataError
-from dltrain.schema import NonNegativeInt, NonNegativeNumber, PositiveInt
+from dltrain.config.schema import NonNegativeInt, NonNegativeNumber, PositiveInt
 
 
 def digits() -> ArrayData:

@@ -15,7 +15,7 @@ import numpy as np
 from dltrain.data.arrays import TEST, TRAIN, ArrayData
 from dltrain.data.spec import BINARY, IMAGE, MULTICLASS
 from dltrain.errors import DataError
-from dltrain.schema import ImageSize
+from dltrain.config.schema import ImageSize
 
 # torchvision class, the folder it reads under data.root, and where to get the files
 VISION_SETS = {

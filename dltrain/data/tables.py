@@ -17,7 +17,7 @@ from dltrain.data.arrays import SPLIT_NAMES, TEST, TRAIN, VAL, ArrayData
 from dltrain.data.spec import TABLE, TEXT
 from dltrain.data.targets import encode_targets
 from dltrain.errors import DataError
-from dltrain.schema import PositiveInt, Task
+from dltrain.config.schema import PositiveInt, Task
 
 MISSING_POLICIES = ("drop", "impute")
 # Headers pandas (index=True writes an unnamed first column, read back as "Unnamed: 0") and R (write.csv's row

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from dltrain.errors import ConfigError
-from dltrain.schema import Name
+from dltrain.config.schema import Name
 
 
 class TorchvisionBackbone(nn.Module):

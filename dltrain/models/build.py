@@ -10,7 +10,7 @@ from torch import nn
 
 from dltrain.data.spec import TEXT, DataSpec
 from dltrain.errors import ConfigError
-from dltrain.instantiate import build
+from dltrain.config.instantiate import build
 from dltrain.paths import config_dir
 
 
@@ -66,7 +66,7 @@ def auto_tuning(cfg: DictConfig, choice: str) -> tuple[str, dict[str, Any]]:
     line, an experiment or a debug preset sets keeps its value (composed after the tuning, they win over it)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from dltrain.config import given_overrides
+    from dltrain.config.compose import given_overrides
 
     if HydraConfig.initialized():  # the command's own overrides, composed again with the chosen model
         given = list(HydraConfig.get().overrides.task)
@@ -128,7 +128,7 @@ def _compose(overrides: list[str]):
 
     if GlobalHydra.instance().is_initialized():
         return compose(config_name="train", overrides=overrides)
-    from dltrain.config import load_config
+    from dltrain.config.compose import load_config
 
     return load_config(overrides)
 

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from dltrain.errors import ConfigError
 from dltrain.models import layers
-from dltrain.schema import Activation, Fraction, NonEmptySizes, PositiveInt, Sizes
+from dltrain.config.schema import Activation, Fraction, NonEmptySizes, PositiveInt, Sizes
 
 
 class CNN(nn.Module):

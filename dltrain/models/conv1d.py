@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from dltrain.errors import ConfigError
 from dltrain.models import layers
-from dltrain.schema import Activation, Fraction, NonEmptySizes, Sizes
+from dltrain.config.schema import Activation, Fraction, NonEmptySizes, Sizes
 
 POOLINGS = ("mean", "last", "mean_last")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from dltrain.schema import ACTIVATION_NAMES
+from dltrain.config.schema import ACTIVATION_NAMES
 
 ACTIVATIONS = {
     "relu": nn.ReLU,

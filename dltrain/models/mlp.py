@@ -7,7 +7,7 @@ import math
 from torch import Tensor, nn
 
 from dltrain.models.layers import dense_stack
-from dltrain.schema import Activation, Fraction, Norm, Sizes
+from dltrain.config.schema import Activation, Fraction, Norm, Sizes
 
 
 class MLP(nn.Module):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from torch import Tensor, nn
-from dltrain.schema import Fraction, NonEmptySizes, PositiveInt
+from dltrain.config.schema import Fraction, NonEmptySizes, PositiveInt
 
 
 class BasicBlock(nn.Module):

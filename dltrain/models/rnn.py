@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from dltrain.errors import ConfigError
 from dltrain.models.layers import dense_stack
-from dltrain.schema import Activation, Fraction, PositiveInt, Sizes
+from dltrain.config.schema import Activation, Fraction, PositiveInt, Sizes
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from dltrain.errors import ConfigError
-from dltrain.schema import Fraction, PositiveInt
+from dltrain.config.schema import Fraction, PositiveInt
 
 
 class Transformer(nn.Module):

@@ -20,7 +20,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from dltrain.errors import ConfigError
-from dltrain.run_files import write_atomic
+from dltrain.rundir.files import write_atomic
 from dltrain.sweeps.storage import CUT_OFF, DEVICES, TRIAL_PROCESS, WORKER, SharedStudy, shown, this_worker
 
 log = logging.getLogger("dltrain")

@@ -15,7 +15,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from dltrain.run_files import read_results, write_atomic
+from dltrain.rundir.files import read_results, write_atomic
+from dltrain.rundir.layout import RunDir
 
 log = logging.getLogger("dltrain")
 
@@ -74,7 +75,7 @@ def job_rows(jobs: list[tuple[int, Path]], monitor: str) -> list[dict[str, Any]]
     metrics."""
     rows = []
     for number, job_dir in jobs:
-        overrides_file = job_dir / ".hydra" / "overrides.yaml"
+        overrides_file = RunDir(job_dir).hydra_overrides
         overrides = OmegaConf.to_container(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
         results = read_results(job_dir)
         row = {"job": number, "overrides": overrides, "task": results.get("task"),
@@ -108,8 +109,8 @@ def write_summary(sweep_dir: Path, monitor: str, mode: str, rows: list[dict[str,
     (a search's every trial), or of the jobs in the folder."""
     import pandas as pd
 
-    from dltrain.console import show_sweep
-    from dltrain.plots import plot_sweep
+    from dltrain.report.terminal import show_sweep
+    from dltrain.report.plots import plot_sweep
 
     rows = sort_rows(job_rows(sweep_jobs(sweep_dir), monitor) if rows is None else rows, monitor, mode)
     if not rows:

@@ -1,0 +1,1 @@
+"""Checkpoints: read without running code and checked, and written atomically."""

@@ -1,0 +1,135 @@
+"""`dltrain-runs [outputs]`: the runs under a folder, newest first; `dltrain-runs <run> <run>`: two side by side.
+
+A run is a folder with a results.json (a sweep's jobs and a cross-validation count as runs, its folds do
+not). Each row: when it started, its status (a `running` record whose process is gone shows as `stopped`),
+model, data, the keys set on its command line, epochs, the best monitored value and the main test metric.
+Two runs compare every config key that differs, then their results. Run folders are read as data only.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from dltrain.rundir.files import read_record
+from dltrain.rundir.layout import RunDir
+from dltrain.commands.shared import run_tool
+
+KEYS = {"path": "outputs", "other": None}
+MAIN_METRICS = ("test_acc", "test_r2", "test_loss")
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Run folders under `root` (root itself if it is one), newest first; a run's folds are part of it."""
+    from dltrain.errors import DataError
+
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder (give the outputs folder, or two run folders to compare)")
+    found = {path.parent for path in root.rglob(RunDir(".").results.name)}  # root's own results.json included
+    runs = [run for run in found if not any(parent in found for parent in run.parents)]
+    return sorted(runs, key=_started, reverse=True)
+
+
+def _started(run: Path) -> float:
+    config = RunDir(run).config
+    return (config if config.exists() else run).stat().st_mtime
+
+
+def summary(run: Path) -> dict[str, Any]:
+    """One run's row: what it was and how it went."""
+    from dltrain.rundir.claim import in_use
+
+    results = _read_dict(RunDir(run).results)
+    status = results.get("status", "unreadable")
+    if status == "running" and not in_use(run):
+        status = "stopped"  # its process is gone (killed): dltrain resume=<run> continues it
+    metrics = results.get("test") or (results.get("cv") or {}).get("mean") or {}
+    main = next((name for name in MAIN_METRICS if name in metrics), next(iter(metrics), None))
+    best = results.get("best_val")
+    return {
+        "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(_started(run))),
+        "status": status,
+        "model": results.get("model", ""),
+        "data": results.get("data", ""),
+        "set": " ".join(o for o in _overrides(run) if not o.startswith(("hydra.", "hydra/"))),
+        "epochs": str(results.get("epochs_run", "")),
+        "best": f"{results.get('monitor')} {best:.4f}" if isinstance(best, float) else "",
+        "test": f"{main.removeprefix('test_')} {metrics[main]:.4f}" if main else "",
+    }
+
+
+def _overrides(run: Path) -> list[str]:
+    loaded = read_record(RunDir(run).hydra_overrides)
+    return [str(o) for o in loaded] if isinstance(loaded, list) else []
+
+
+def _read_dict(path: Path) -> dict[str, Any]:
+    loaded = read_record(path)
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, dict):
+        return {prefix: node}
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        flat |= _flat(value, f"{prefix}{key}.") if isinstance(value, dict) and value else {f"{prefix}{key}": value}
+    return flat
+
+
+def differences(first: Path, second: Path) -> list[tuple[str, str, str]]:
+    """(key, first's, second's) for every config key that differs, then every result of either run."""
+    configs = [_flat(_read_dict(RunDir(run).config)) for run in (first, second)]
+    keys = list(dict.fromkeys([*configs[0], *configs[1]]))
+    rows = [(key, str(configs[0].get(key, "-")), str(configs[1].get(key, "-"))) for key in keys  # as written
+            if configs[0].get(key, "-") != configs[1].get(key, "-")]
+    results = [_flat(_read_dict(RunDir(run).results)) for run in (first, second)]
+    figures = [key for key in dict.fromkeys([*results[0], *results[1]])
+               if key.split(".")[0] in ("status", "epochs_run", "best_val", "best_epoch", "early_stopped", "val",
+                                        "test", "cv", "wall_time_s", "num_parameters")
+               and not key.startswith("cv.folds")]
+    return rows + [(key, _shown(results[0].get(key, "-")), _shown(results[1].get(key, "-"))) for key in figures]
+
+
+def _shown(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def runs(path: str = "outputs", other: str | None = None) -> None:
+    """List the runs under `path`, or compare the runs `path` and `other`."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from dltrain.errors import DataError
+
+    console = Console(highlight=False)
+    root = Path(path).expanduser()
+    if other is not None:
+        second = Path(other).expanduser()
+        for run in (root, second):
+            if not RunDir(run).results.exists():
+                raise DataError(f"{run} is not a run folder (it has no results.json)")
+        table = Table(title="differences (config keys, then results)")
+        for column in ("key", str(root), str(second)):
+            table.add_column(column, overflow="fold")
+        for row in differences(root, second):
+            table.add_row(*row)
+        console.print(table)
+        return
+    found = find_runs(root) if root.is_dir() or path != KEYS["path"] else []  # no outputs/ yet: no runs yet
+    if not found:
+        print(f"no runs under {root}")
+        return
+    rows = [summary(run) for run in found]
+    table = Table(title=f"{len(rows)} run(s) under {root}, newest first")
+    table.add_column("run", overflow="fold")
+    for column in rows[0]:
+        table.add_column(column, overflow="fold")
+    for run, row in zip(found, rows):
+        table.add_row(str(run.relative_to(root)) if run != root else ".", *row.values())
+    console.print(table)
+
+
+def main() -> None:
+    run_tool("dltrain-runs", __doc__, KEYS, (), runs, positional=("path", "other"))

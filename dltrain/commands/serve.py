@@ -1,0 +1,77 @@
+"""`dltrain-serve ckpt_path=<checkpoint or run dir> [host=127.0.0.1] [port=8000] [workers=1]`: predictions over HTTP.
+
+POST /predict takes JSON {"rows": [{column: value, ...}, ...]} for a table model, {"inputs": [...]} (nested
+lists of the input shape) for arrays and sequences, {"images": [base64 PNG or JPEG, ...]} or multipart files
+for an image model, and answers what dltrain-predict gives for the same inputs: each row's class and class
+probabilities, or its value in the target's units. GET /health, GET /metadata (model, task, inputs, classes,
+the run's test metrics), OpenAPI docs at /docs. A row that breaks training's rules gets its error in its place
+and the others their predictions (a request with none predictable is a 422). A bad request gets a 4xx JSON
+error naming the field; a body over max_body_mb or a batch over max_batch_rows is refused. Ctrl-C stops the
+server.
+"""
+
+from __future__ import annotations
+
+from dltrain.commands.shared import run_tool
+
+KEYS = {"ckpt_path": None, "host": "127.0.0.1", "port": "8000", "workers": "1", "trust": None,
+        "on_unknown_category": "error", "max_batch_rows": "1024", "max_body_mb": "16"}
+PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart"}
+
+
+def serve(ckpt_path: str, *, host: str = "127.0.0.1", port: str = "8000", workers: str = "1", trust: str | None = None,
+          on_unknown_category: str = "error", max_batch_rows: str = "1024", max_body_mb: str = "16") -> None:
+    """Serve the checkpoint's predictions until stopped."""
+    import os
+
+    from dltrain.config.checks import installed
+    from dltrain.errors import ConfigError
+
+    lacking = [package for module, package in PACKAGES.items() if not installed(module)]
+    if lacking:
+        raise ConfigError(f"dltrain-serve needs the package {lacking[0]}, which is not installed: "
+                          f"pip install \"dltrain[serve]\"")
+    numbers = {key: _whole(key, value, low) for key, value, low in
+               (("port", port, 1), ("workers", workers, 1), ("max_batch_rows", max_batch_rows, 1))}
+    if numbers["port"] > 65535:
+        raise ConfigError(f"port={port} is not valid: expected a port number from 1 to 65535")
+    try:
+        body_mb = float(max_body_mb)
+    except ValueError:
+        body_mb = float("nan")
+    if not body_mb > 0 or body_mb == float("inf"):
+        raise ConfigError(f"max_body_mb={max_body_mb} is not valid: expected a number of megabytes > 0")
+    from dltrain.data.inputs import check_unknown_category  # imports torch: after the quick checks
+
+    check_unknown_category(on_unknown_category)
+
+    import uvicorn
+
+    from dltrain.quiet import quiet_libraries
+    from dltrain.inference.app import Settings, create_app, load_served, settings_environment
+
+    quiet_libraries()
+    settings = Settings(ckpt_path, trust, on_unknown_category, numbers["max_batch_rows"], body_mb)
+    served = load_served(settings)  # a bad checkpoint is refused here, in one line, before any server starts
+    address = f"http://{host}:{numbers['port']}"
+    meta = served.metadata
+    print(f"serving model={meta['model']} ({meta['task']}, data={meta['data']}) from {meta['checkpoint']} on "
+          f"{address} (POST /predict, GET /health, GET /metadata, docs at {address}/docs); Ctrl-C stops it")
+    if numbers["workers"] == 1:
+        uvicorn.run(create_app(served, settings), host=host, port=numbers["port"], log_level="info")
+    else:  # each uvicorn worker process builds the app from the settings (uvicorn takes an import string then)
+        os.environ.update(settings_environment(settings))
+        uvicorn.run("dltrain.inference.app:app_from_environment", factory=True, host=host, port=numbers["port"],
+                    workers=numbers["workers"], log_level="info")
+
+
+def _whole(key: str, value: str, low: int) -> int:
+    from dltrain.errors import ConfigError
+
+    if not value.isdigit() or int(value) < low:
+        raise ConfigError(f"{key}={value} is not valid: expected a whole number >= {low}")
+    return int(value)
+
+
+def main() -> None:
+    run_tool("dltrain-serve", __doc__, KEYS, ("ckpt_path",), serve, positional=("ckpt_path",))

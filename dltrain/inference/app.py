@@ -1,0 +1,335 @@
+"""dltrain-serve's web app (FastAPI): a checkpoint's predictions over HTTP, the inputs read and encoded exactly
+as dltrain-predict reads files (dltrain.data.inputs) and the answer made by the same prediction table.
+
+A bad request is answered with a 4xx JSON error whose detail names the field, and the app goes on serving:
+413 for a body over max_body_mb or a batch over max_batch_rows, 400 for a body that is not JSON (or nested
+too deeply), 415 for a content type it does not take, 422 for content that does not fit the model. Rows are
+predicted one by one as dltrain-predict predicts a file's: a row that breaks training's rules (an empty cell
+under data.missing=drop, a word in a numeric column, a number beyond float32, an unseen category) gets
+{"prediction": null, "error": ...} and the others their predictions (200, the errors also listed under
+"errors"); only a request with no predictable row is a 422. A request is one batched
+forward pass under torch.inference_mode, run in a worker thread so the server keeps answering meanwhile.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.concurrency import run_in_threadpool
+
+from dltrain.data.inputs import array_features, image_features, missing_rule, table_features
+from dltrain.errors import DataError, one_line
+
+SETTINGS_VARIABLE = "DLTRAIN_SERVE_SETTINGS"  # how uvicorn's worker processes (workers > 1) get the settings
+log = logging.getLogger("dltrain.serve")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the server serves and its limits (dltrain-serve's keys)."""
+
+    ckpt_path: str
+    trust: str | None = None
+    on_unknown_category: str = "error"
+    max_batch_rows: int = 1024
+    max_body_mb: float = 16.0
+
+
+class BadRequest(Exception):
+    """A request the model cannot answer: its HTTP status and what is wrong, naming the field."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+@dataclass
+class Served:
+    """The loaded model and what /metadata says about it."""
+
+    module: Any
+    missing: str
+    metadata: dict[str, Any]
+
+
+def load_served(settings: Settings) -> Served:
+    """The checkpoint's module (read by the trust rule, as every command reads one) and its metadata."""
+    from dltrain.training.restore import open_checkpoint
+    from dltrain.inference.preprocessing import describe
+    from dltrain.rundir.files import read_results
+
+    path, run_dir, checkpoint, module = open_checkpoint(settings.ckpt_path, settings.trust)
+    module.eval()
+    config, spec = module.hparams.config, module.spec
+    metadata = {
+        "model": config["model"]["name"],
+        "parameters": sum(p.numel() for p in module.model.parameters()),
+        "data": spec.name, "task": spec.task, "kind": spec.kind,
+        "classes": spec.labels() if spec.task != "regression" else None,
+        "checkpoint": str(path.resolve()), "epoch": checkpoint["epoch"] + 1,  # counted from 1, as every other record
+        "test_metrics": read_results(run_dir).get("test") or {},
+        "inputs": describe(spec, config),
+        "request": _request_help(spec.kind),
+        "limits": {"max_batch_rows": settings.max_batch_rows, "max_body_mb": settings.max_body_mb},
+    }
+    return Served(module, missing_rule(config), metadata)
+
+
+def _request_help(kind: str) -> str:
+    return {"table": 'JSON {"rows": [{"<column>": <value>, ...}, ...]}',
+            "text": 'JSON {"rows": [{"<text column>": "<text>"}, ...]}',
+            "image": 'JSON {"images": ["<base64 PNG or JPEG>", ...]}, or multipart/form-data files',
+            "sequence": 'JSON {"inputs": [<one row: nested lists of the input shape>, ...]}'}[kind]
+
+
+_BODY_SCHEMA = {  # /predict's request body in the OpenAPI docs (/docs): it is read by hand to name bad fields
+    "required": True,
+    "content": {
+        "application/json": {"schema": {"type": "object", "properties": {
+            "rows": {"type": "array", "items": {"type": "object"},
+                     "description": "a table model: one object per row, column -> value"},
+            "inputs": {"type": "array", "items": {},
+                       "description": "nested lists, one per row, of the model's input shape (arrays, sequences)"},
+            "images": {"type": "array", "items": {"type": "string", "format": "byte"},
+                       "description": "an image model: base64 PNG or JPEG files"}}}},
+        "multipart/form-data": {"schema": {"type": "object", "properties": {
+            "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
+    },
+}
+
+
+def create_app(served: Served, settings: Settings) -> FastAPI:
+    """The app: POST /predict, GET /health, GET /metadata, and FastAPI's /docs."""
+    app = FastAPI(title="dltrain-serve", description=f"Predictions of {served.metadata['model']} on "
+                  f"{served.metadata['data']} ({served.metadata['task']}).")
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:  # a lone surrogate shown escaped
+        return JSONResponse({"detail": exc.detail.encode("utf-8", "backslashreplace").decode()},
+                            status_code=exc.status)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:  # a bug: logged, never sent
+        log.exception("internal error answering %s", request.url.path)
+        return JSONResponse({"detail": "internal error (a bug in dltrain-serve, logged by the server)"},
+                            status_code=500)
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metadata")
+    def metadata() -> dict[str, Any]:
+        return served.metadata
+
+    @app.post("/predict", openapi_extra={"requestBody": _BODY_SCHEMA})
+    async def predict(request: Request) -> dict[str, Any]:
+        """The predictions of the rows, inputs or images sent: class and probabilities, or the value."""
+        body = await _read_body(request, settings.max_body_mb)
+        field, features, faults = await _features(request, body, served, settings)
+        return await run_in_threadpool(_predict, served, features, faults, field)
+
+    return app
+
+
+async def _read_body(request: Request, max_body_mb: float) -> bytes:
+    """The request's body, refused once it passes max_body_mb (announced or sent)."""
+    limit = int(max_body_mb * 1024 * 1024)
+    too_big = BadRequest(413, f"body: over max_body_mb={max_body_mb:g} MB; send fewer rows per request")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_big
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_big
+    return bytes(body)
+
+
+async def _features(request: Request, body: bytes, served: Served, settings: Settings
+                    ) -> tuple[str, np.ndarray, dict[int, str]]:
+    """The request's field (rows, inputs, images, files), its model-ready rows, and the rows that cannot be
+    predicted ({row: why})."""
+    spec = served.module.spec
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        names, images = await _uploaded_files(request, body)
+        _check_count(len(images), "files", settings)
+        return "files", _data(lambda: image_features(images, spec, names)), {}
+    if kind not in ("application/json", ""):
+        raise BadRequest(415, f"content-type {kind}: expected application/json (send the header Content-Type: "
+                              "application/json; curl: -H 'content-type: application/json'), or multipart/form-data "
+                              "files for an image model")
+    try:
+        payload = json.loads(body, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(400, f"body: not valid JSON ({one_line(exc)[:200]})") from None
+    except RecursionError:
+        raise BadRequest(400, "body: JSON nested too deeply; a request is one object of rows, inputs or "
+                              "images") from None
+    if not isinstance(payload, dict) or len(payload) != 1 or next(iter(payload)) not in ("rows", "inputs", "images"):
+        got = ", ".join(map(str, payload)) if isinstance(payload, dict) else type(payload).__name__
+        raise BadRequest(422, f"body: expected one field, rows (a table), inputs (nested lists) or images "
+                              f"(base64 files), got {got or 'none'}; this model takes {_request_help(spec.kind)}")
+    field, values = next(iter(payload.items()))
+    if not isinstance(values, list) or not values:
+        raise BadRequest(422, f"{field}: expected a non-empty list, one entry per row")
+    _check_count(len(values), field, settings)
+    faults: dict[int, str] = {}
+    if field == "rows":
+        return field, _data(lambda: _table_rows(values, served, settings, faults)), faults
+    if field == "images":
+        return field, _data(lambda: image_features([_decoded(v, i) for i, v in enumerate(values)], spec,
+                                                   [f"images[{i}]" for i in range(len(values))])), faults
+    return field, _data(lambda: _array_rows(values, served, settings, faults)), faults
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number; send finite numbers")
+
+
+def _check_count(count: int, field: str, settings: Settings) -> None:
+    if count > settings.max_batch_rows:
+        raise BadRequest(413, f"{field}: {count} rows, over max_batch_rows={settings.max_batch_rows}; split the "
+                              "batch")
+
+
+def _data(read) -> np.ndarray:
+    """`read()`'s rows, a data error (a wrong column, value or image) answered as a 422 naming it."""
+    try:
+        return read()
+    except DataError as exc:
+        raise BadRequest(422, str(exc)) from None
+
+
+def _table_rows(rows: list, served: Served, settings: Settings, faults: dict[int, str]) -> np.ndarray:
+    """A request's rows of column -> value as dltrain-predict reads a table's: a malformed row refuses the
+    request (422); a number beyond float range (JSON allows 1e999 and 10**400) is that row's fault."""
+    import pandas as pd
+
+    limit = float(np.finfo(np.float32).max)
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise BadRequest(422, f"rows[{i}]: expected an object of column -> value, got {type(row).__name__}")
+        for column, value in list(row.items()):
+            if _surrogate(column) or _surrogate(value):
+                raise BadRequest(422, f"rows[{i}].{column}: holds a lone UTF-16 surrogate, which is not a Unicode "
+                                      "character; send valid text")
+            if isinstance(value, bool) or (value is not None and not isinstance(value, (str, int, float))):
+                raise BadRequest(422, f"rows[{i}].{column}: a {type(value).__name__} is not a table value; expected "
+                                      "a number, text or null")
+            if isinstance(value, (int, float)) and not abs(value) <= limit:  # an int of 400 digits included
+                faults.setdefault(i, f"column '{column}' is a number beyond float32's range (about 3.4e38)")
+                row = rows[i] = {**row, column: None}
+    if served.module.spec.encoder is None:
+        raise BadRequest(422, f"rows: this model was trained on {served.module.spec.kind} data; it takes "
+                              f"{_request_help(served.module.spec.kind)}")
+    return table_features(pd.DataFrame(rows), served.module.spec, served.missing, settings.on_unknown_category,
+                          "rows", where=lambda row: f"rows[{row}]", faults=faults)
+
+
+def _surrogate(value: Any) -> bool:
+    """Whether a JSON string holds a lone UTF-16 surrogate (\\ud800 escaped alone): not encodable text."""
+    return isinstance(value, str) and any("\ud800" <= character <= "\udfff" for character in value)
+
+
+def _array_rows(values: list, served: Served, settings: Settings, faults: dict[int, str]) -> np.ndarray:
+    """A request's nested lists as dltrain-predict reads an array file's rows: a row with a value that is not
+    a finite float32 number (JSON allows 1e999 and 10**400) is that row's fault."""
+    spec = served.module.spec
+    if spec.kind in ("table", "text"):
+        raise BadRequest(422, f"inputs: this model was trained on {spec.kind} data; it takes "
+                              f"{_request_help(spec.kind)}")
+    rows = []
+    try:
+        for i, row in enumerate(values):
+            try:
+                with np.errstate(over="ignore"):  # a float beyond float32 becomes infinite: refused below
+                    rows.append(np.asarray(row, dtype=np.float32))
+            except OverflowError:  # an integer beyond float64
+                faults[i] = "holds a number beyond float32's range (about 3.4e38)"
+                rows.append(np.zeros(spec.input_shape, dtype=np.float32))
+        array = np.stack(rows)
+    except (ValueError, TypeError):
+        raise BadRequest(422, f"inputs: not a list of equally shaped rows of numbers; each row has the input shape "
+                              f"{tuple(spec.input_shape)}") from None
+    return array_features(array, spec, served.missing, settings.on_unknown_category, "inputs",
+                          where=lambda row: f"inputs[{row}]", faults=faults)
+
+
+def _decoded(value: Any, index: int) -> bytes:
+    """A base64 image (a data: URL's prefix allowed)."""
+    if not isinstance(value, str):
+        raise BadRequest(422, f"images[{index}]: expected a base64 string, got {type(value).__name__}")
+    try:
+        return base64.b64decode(value.split(",", 1)[1] if value.startswith("data:") else value, validate=True)
+    except (binascii.Error, ValueError, IndexError):
+        raise BadRequest(422, f"images[{index}]: not valid base64") from None
+
+
+async def _uploaded_files(request: Request, body: bytes) -> tuple[list[str], list[bytes]]:
+    """The files of a multipart body (already read within the limit, replayed to Starlette's form parser)."""
+    async def replay() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form()
+    except Exception as exc:  # noqa: BLE001 - the multipart parser's errors have no common type
+        raise BadRequest(400, f"body: not a readable multipart form ({one_line(exc)[:200]})") from None
+    files = [(key, value) for key, value in form.multi_items() if not isinstance(value, str)]  # str: a field
+    if not files:
+        raise BadRequest(422, "files: the multipart form holds no file; send each image as a file field")
+    names = [value.filename or f"{key}[{i}]" for i, (key, value) in enumerate(files)]
+    return names, [await value.read() for _, value in files]
+
+
+def _predict(served: Served, features: np.ndarray, faults: dict[int, str], field: str) -> dict[str, Any]:
+    """One forward pass over the predictable rows: each row's class and probabilities, or its value in the
+    target's units; a row that cannot be predicted (`faults`, or an output that is not finite) gets its error."""
+    import torch
+
+    from dltrain.report.predictions import NOT_PREDICTED, left_out_line, predict_rows
+
+    table, faults = predict_rows(served.module, torch.from_numpy(np.ascontiguousarray(features)), faults,
+                                 max(len(features), 1))
+    errors = {row: f"{field}[{row}]: {why}" for row, why in faults.items()}
+    if len(errors) == len(table):
+        raise BadRequest(422, errors[0] if len(errors) == 1 else
+                         f"{field}: no row can be predicted; {left_out_line(faults, lambda row: f'{field}[{row}]')}")
+    answers = []
+    for index, row in enumerate(table.drop(columns=NOT_PREDICTED, errors="ignore").to_dict("records")):
+        if index in errors:
+            answers.append({"prediction": None, "error": errors[index]})
+            continue
+        answer: dict[str, Any] = {"prediction": _plain(row.pop("prediction"))}
+        if row:  # a classifier: prob_<class> columns
+            answer["probabilities"] = {name[len("prob_"):]: float(value) for name, value in row.items()}
+        answers.append(answer)
+    return {"predictions": answers, **({"errors": list(errors.values())} if errors else {})}
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the JSON value it is."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def app_from_environment() -> FastAPI:
+    """The app for a uvicorn worker process (workers > 1), from the settings dltrain-serve put in the
+    environment."""
+    settings = Settings(**json.loads(os.environ[SETTINGS_VARIABLE]))
+    return create_app(load_served(settings), settings)
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    return {SETTINGS_VARIABLE: json.dumps(asdict(settings))}
+
