@@ -16,11 +16,8 @@ from typing import Any
 
 def _terminate(signum: int, frame: Any) -> None:
     """SIGTERM outside Lightning's fit: an exception, so that the command ends saying so (Python's default is
-    to die silently). Inside fit, Lightning's own handler (which calls this one too) stops at the next batch
-    and InterruptCheckpoint saves; this one then does nothing."""
-    callbacks = sys.modules.get("dltrain.training.callbacks")
-    if callbacks is not None and callbacks.InterruptCheckpoint.fitting:
-        return
+    to die silently). While fit runs, dltrain.training.train sets this handler aside: Lightning's stops at the
+    next batch and InterruptCheckpoint saves."""
     if "main" not in globals():  # still importing this module: nothing started, nothing to record
         print("dltrain: stopped by SIGTERM before training started", file=sys.stderr)
         raise SystemExit(143)
@@ -40,7 +37,6 @@ from dltrain.paths import config_dir  # noqa: E402
 from dltrain.config.resume import register_resolvers, resumed_config  # noqa: E402
 
 register_resolvers()  # at import, so that sweep jobs in worker processes (joblib) resolve the run dir too
-_jobs_started = 0  # jobs this process began: before the first, only Hydra's own handling of the command ran
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
@@ -55,8 +51,6 @@ def _train_job(cfg: DictConfig) -> dict | None:
     from dltrain.errors import Reported, RunInterrupted, one_line, user_error_in
     from dltrain.training.preflight import validate
 
-    global _jobs_started
-    _jobs_started += 1
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
@@ -96,6 +90,7 @@ def _train_job(cfg: DictConfig) -> dict | None:
     except Exception as exc:
         user = user_error_in(exc)
         if not in_sweep and user is None:
+            exc.add_note("dltrain: raised inside a job")  # not Hydra's refusal of the command (_composition_error)
             raise
         from dltrain.rundir.files import record_failure
 
@@ -177,11 +172,12 @@ def _config_dirs(hydra_cfg: DictConfig) -> tuple[Path, ...]:
 
 def _composition_error(exc: BaseException) -> bool:
     """Whether Hydra or OmegaConf refused the command line or the config: their error types, and the plain
-    ValueError Hydra raises for a bad combination of its flags (-m with --cfg) before any job has started."""
+    ValueError Hydra raises for a bad combination of its flags (-m with --cfg), which no job has raised."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    return isinstance(exc, (HydraException, OmegaConfBaseException)) or (type(exc) is ValueError and not _jobs_started)
+    in_job = "dltrain: raised inside a job" in getattr(exc, "__notes__", ())
+    return isinstance(exc, (HydraException, OmegaConfBaseException)) or (type(exc) is ValueError and not in_job)
 
 
 def _unparsable(exc: BaseException) -> str | None:

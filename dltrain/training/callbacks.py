@@ -1,5 +1,5 @@
 """Callbacks of dltrain's own: the per-epoch metrics table and its log line, the random generators' state in
-each checkpoint, and the checkpoint an interrupt saves."""
+each checkpoint, and the checkpoint an interrupt saves (SIGTERM left to Lightning while fit runs)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,18 @@ import logging
 import math
 import os
 import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from dltrain.errors import Terminated
 
 log = logging.getLogger("dltrain")
 
@@ -94,24 +99,13 @@ class InterruptCheckpoint(pl.Callback):
 
     Lightning ignores further Ctrl-C while it shuts down; here a second Ctrl-C stops at once (this callback
     comes first, so its handler replaces Lightning's SIG_IGN before any other callback's on_exception runs).
-    `fitting`: whether a fit is running, in which Lightning's SIGTERM handler stops the run (see
-    dltrain.commands.train).
     """
-
-    fitting = False
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.signal_name: str | None = None
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        InterruptCheckpoint.fitting = True
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        InterruptCheckpoint.fitting = False
-
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        InterruptCheckpoint.fitting = False
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             return
         signal.signal(signal.SIGINT, _stop_now)
@@ -123,3 +117,24 @@ class InterruptCheckpoint(pl.Callback):
 
 def _stop_now(signum: int, frame: Any) -> None:
     os._exit(128 + signum)
+
+
+@contextmanager
+def sigterm_to_lightning() -> Iterator[None]:
+    """While fit runs, SIGTERM is Lightning's: its handler stops at the next batch and InterruptCheckpoint saves.
+    Lightning's handler also calls the handler it found (the dltrain command's, which raises to end the
+    command), so that one is set aside for the fit: in its place, one that raises only until Lightning's is in."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if not callable(previous) or threading.current_thread() is not threading.main_thread():
+        yield  # no handler of a command's to set aside (in-process runs), or not ours to set (a thread)
+        return
+    signal.signal(signal.SIGTERM, _terminate_until_lightning_handles)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_until_lightning_handles(signum: int, frame: Any) -> None:
+    if signal.getsignal(signal.SIGTERM) is _terminate_until_lightning_handles:  # fit has not set Lightning's yet
+        raise Terminated("terminated by SIGTERM")

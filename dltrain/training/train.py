@@ -17,7 +17,7 @@ from pytorch_lightning.utilities.model_summary import ModelSummary
 
 from dltrain.report import terminal as console
 from dltrain.training.builders import build_module
-from dltrain.training.callbacks import InterruptCheckpoint
+from dltrain.training.callbacks import InterruptCheckpoint, sigterm_to_lightning
 from dltrain.checkpoints.reading import check_training_state, read_checkpoint, without_start_weights
 from dltrain.training.restore import check_weights_fit
 from dltrain.data.datamodule import ArrayDataModule, build_datamodule, load_data
@@ -183,8 +183,9 @@ def _fit(run: _Run, resume_from: Path | None) -> dict[str, Any] | None:
     trainer, last = run.trainer, RunDir(run.run_dir).last_checkpoint
     interrupt = next(cb for cb in trainer.callbacks if isinstance(cb, InterruptCheckpoint))
     try:
-        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=str(resume_from) if resume_from else None,
-                    weights_only=True)
+        with sigterm_to_lightning():
+            trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=str(resume_from) if resume_from else None,
+                        weights_only=True)
     except MisconfigurationException as exc:  # Lightning's word for a setup it refuses: the user's to change
         raise ConfigError(f"Lightning refuses this set-up: {one_line(exc)}") from None
     except DiskError as exc:  # every file is whole (written atomically): what is there can be continued
