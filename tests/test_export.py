@@ -62,7 +62,7 @@ def test_every_model_preset_exports_in_every_format_and_each_file_computes_what_
     folder = run_dir / "export"
     assert sorted(p.name for p in written) == ["model.onnx", "model.pt2", "model.safetensors"]
     module = load_module(read_checkpoint(run_dir / "checkpoints" / "best.ckpt")).eval()
-    spec, test_rows = module.spec, len(stored_datamodule(module.hparams.config).test_set)
+    spec, test_rows = module.spec, len(stored_datamodule(module.hparams.config, module.spec).test_set)
     for name in ("model.onnx", "model.pt2", "model.safetensors"):
         check = json.loads((folder / f"{name}.check.json").read_text())
         assert check["passed"] and check["max_abs_difference"] <= 1e-5 and check["tolerance"] == 1e-5

@@ -1,6 +1,6 @@
 """Lightning's Trainer flags and callbacks do in dltrain what they do in Lightning.
 
-Each case runs the real `dltrain` command (the MLP on the digits: 1,257 training rows, 20 batches of 64) and
+Each case runs the real `dltrain` command (the MLP on the digits: 1,293 training rows, 21 batches of 64) and
 the same flag or callback on a plain Lightning module over 20 batches, and compares optimizer steps,
 checkpoint files and learning rates.
 """
@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from conftest import dltrain_command, only_run_dir, read_metrics, read_results
 
 CPU = ["trainer=cpu", "model=mlp", "callbacks.early_stopping=null"]
-BATCHES = 20  # training batches an epoch: digits' 1,257 training rows in batches of 64
+BATCHES = 21  # training batches an epoch: digits' 1,293 training rows in batches of 64
 
 
 class Plain(pl.LightningModule):
@@ -75,7 +75,8 @@ def test_gradient_accumulation_scheduler_changes_the_updates_from_its_epoch(tmp_
                           "+callbacks.accumulate._target_=pytorch_lightning.callbacks.GradientAccumulationScheduler",
                           "+callbacks.accumulate.scheduling={0: 1, 1: 4}")
     plain, _ = plain_fit(tmp_path, 2, callbacks=[GradientAccumulationScheduler({0: 1, 1: 4})])
-    assert [int(row["step"]) for row in read_metrics(run_dir)] == [20, 25] and plain.global_step == 25
+    steps = [BATCHES, BATCHES + math.ceil(BATCHES / 4)]
+    assert [int(row["step"]) for row in read_metrics(run_dir)] == steps and plain.global_step == steps[-1]
 
 
 @pytest.mark.slow
@@ -267,9 +268,9 @@ def test_batch_limits_are_recorded_and_the_test_outputs_cover_the_rows_the_test_
     proc = dltrain_command("debug=limit", "model=mlp", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     run_dir = only_run_dir(tmp_path)
-    limits = read_results(run_dir)["limits"]  # batches of 64 rows; digits: 1,257 / 180 / 360 rows
-    assert limits == {"train": {"limit_train_batches": 3, "rows": 192, "of": 1257},
-                      "val": {"limit_val_batches": 2, "rows": 128, "of": 180},
+    limits = read_results(run_dir)["limits"]  # batches of 64 rows; digits: 1,293 / 144 / 360 rows
+    assert limits == {"train": {"limit_train_batches": 3, "rows": 192, "of": 1293},
+                      "val": {"limit_val_batches": 2, "rows": 128, "of": 144},
                       "test": {"limit_test_batches": 2, "rows": 128, "of": 360}}
     assert len(pd.read_csv(run_dir / "test_predictions.csv")) == 128
     assert ("trainer.limit_test_batches=2: the test covered 128 of 360 test rows (test metrics, "

@@ -65,7 +65,7 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None, tru
                                        "reasons": {str(row + 1): why for row, why in faults.items()}}
         loader = evaluation_loader(tensor_dataset(features, targets, module.spec), 1024)
     else:
-        datamodule = stored_datamodule(config)
+        datamodule = stored_datamodule(config, module.spec)
         loader = {"train": datamodule.train_dataloader, "val": datamodule.val_dataloader,
                   "test": datamodule.test_dataloader}[split]()
         scored = {"split": split}

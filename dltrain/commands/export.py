@@ -61,7 +61,7 @@ def _write(ckpt_path: str, formats: list[str], output: str | None, trust: str | 
     record = {"config": module.hparams.config, "data_spec": module.hparams.data_spec}
     lines = []
     with staged(folder) as stage:  # every file in a hidden sibling folder, renamed into place once all are there
-        split, rows = _check_rows(stored_datamodule(record["config"]))
+        split, rows = _check_rows(stored_datamodule(record["config"], module.spec))
         made = export_network(module.model, module.spec, record, formats, rows, tuple(listed(trust)))
         for exported in made:
             write_with(stage / exported.name, lambda handle, content=exported.content: handle.write(content),

@@ -43,8 +43,11 @@ class ArrayDataModule(pl.LightningDataModule):
         pin_memory: bool | str = "auto",
         class_weights: str | list[float] | None = None,
         rows: Rows | None = None,
+        stored: DataSpec | None = None,
     ) -> None:
-        """`rows` fixes the three parts (a cross-validation fold); by default they are drawn by split_rows."""
+        """`rows` fixes the three parts (a cross-validation fold); by default they are drawn by split_rows.
+        `stored`: a checkpoint's data spec, whose encoding and target scale are applied instead of fitting them
+        on the training rows (the run's rows read as its training read them, whatever has changed since)."""
         super().__init__()
         self.batch_size, self.num_workers = batch_size, num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
@@ -52,21 +55,22 @@ class ArrayDataModule(pl.LightningDataModule):
         self.notes = list(data.notes)  # what the source and the encoding inferred, shown once the run starts
         self.facts = dict(data.facts)  # the same for results.json (tables: columns left out, rows dropped)
         encoder = None
+        kept = stored.encoder if stored is not None and stored.encoder else None
         if data.kind == TEXT:
             tokens = tokenize(data.features[data.text["column"]], data.text["analyzer"])  # once, every row
             training = [tokens[row] for row in train]
-            fitted = TextEncoder.fit(training, **data.text)
+            fitted = TextEncoder.from_dict(kept) if kept else TextEncoder.fit(training, **data.text)
             self.notes += [(logging.INFO, line) for line in fitted.describe(training)]
             features, encoder = fitted.ids(tokens), fitted.to_dict()
         elif data.kind == TABLE:
-            fitted = TableEncoder.fit(data.features.iloc[train])
+            fitted = TableEncoder.from_dict(kept) if kept else TableEncoder.fit(data.features.iloc[train])
             lines, warnings = fitted.describe(len(train))
             self.notes += [(logging.INFO, line) for line in lines] + [(logging.WARNING, line) for line in warnings]
             features, encoder = fitted.transform(data.features), fitted.to_dict()
             if "excluded_columns" in data.facts:  # so the preprocessing says which columns the model never reads
                 encoder["excluded_columns"] = data.facts["excluded_columns"]
         elif data.kind == SEQUENCE:
-            fitted = SequenceScaler.fit(data.features[train])
+            fitted = SequenceScaler.from_dict(kept) if kept else SequenceScaler.fit(data.features[train])
             self.notes.append((logging.INFO, fitted.describe()))
             features, encoder = fitted.transform(data.features, f"data={data.name}"), fitted.to_dict()
         else:
@@ -80,6 +84,8 @@ class ArrayDataModule(pl.LightningDataModule):
             # in float64: the variance of large float32 values overflows float32
             numbers = y[train].astype(np.float64)
             target_mean, target_std = float(numbers.mean()), float(numbers.std()) or 1.0
+            if stored is not None:
+                target_mean, target_std = stored.target_mean, stored.target_std
         self.spec = DataSpec(
             data.name, data.task, tuple(features.shape[1:]), num_classes, target_mean, target_std,
             kind=data.kind, class_names=data.class_names, encoder=encoder,
@@ -206,14 +212,16 @@ def evaluation_loader(dataset: TensorBatchDataset, batch_size: int) -> DataLoade
 
 
 def build_datamodule(data_cfg: dict[str, Any], seed: int, data: ArrayData | None = None,
-                     rows: Rows | None = None) -> ArrayDataModule:
+                     rows: Rows | None = None, stored: DataSpec | None = None) -> ArrayDataModule:
     """The data module of a data config (of `data` already loaded, split into `rows`, when given)."""
     options = {k: v for k, v in data_cfg.items() if k in LOADER_KEYS and k != "augment"}
-    return ArrayDataModule(data if data is not None else load_data(data_cfg), seed=seed, rows=rows, **options)
+    return ArrayDataModule(data if data is not None else load_data(data_cfg), seed=seed, rows=rows, stored=stored,
+                           **options)
 
 
-def stored_datamodule(config: dict[str, Any]) -> ArrayDataModule:
-    """The data module of a run's stored config, read as training read it and never downloading: a checkpoint
-    does not send for files (dltrain-eval, and dltrain-export's check on the run's test rows)."""
+def stored_datamodule(config: dict[str, Any], spec: DataSpec) -> ArrayDataModule:
+    """The data module of a run's stored config, with its checkpoint's encoding (`spec`), read as training read
+    it and never downloading: a checkpoint does not send for files (dltrain-eval, and dltrain-export's check
+    on the run's test rows)."""
     data = dict(config["data"]) | ({"download": False} if "download" in config["data"] else {})
-    return build_datamodule(data, config["seed"])
+    return build_datamodule(data, config["seed"], stored=spec)
