@@ -80,12 +80,12 @@ class ArrayDataModule(pl.LightningDataModule):
         if data.task != REGRESSION:
             num_classes = len(data.class_names) if data.class_names else int(y.max()) + 1
         target_mean, target_std = 0.0, 1.0
-        if data.task == REGRESSION:
+        if data.task == REGRESSION and stored is not None:
+            target_mean, target_std = stored.target_mean, stored.target_std
+        elif data.task == REGRESSION:
             # in float64: the variance of large float32 values overflows float32
             numbers = y[train].astype(np.float64)
             target_mean, target_std = float(numbers.mean()), float(numbers.std()) or 1.0
-            if stored is not None:
-                target_mean, target_std = stored.target_mean, stored.target_std
         self.spec = DataSpec(
             data.name, data.task, tuple(features.shape[1:]), num_classes, target_mean, target_std,
             kind=data.kind, class_names=data.class_names, encoder=encoder,
