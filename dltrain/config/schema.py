@@ -85,11 +85,18 @@ class DataLoading(Section):
     val_fraction: Share = Field(description="share of the rows the test part leaves held out for validation, for every "
                                               "source (stratified, seeded)")
     test_fraction: Share = Field(description="share held out for the final test (unless the data fixes its own)")
-    num_workers: NonNegativeInt = Field(description="DataLoader worker processes")
+    num_workers: Union[NonNegativeInt, Literal["auto"]] = Field(
+        description="DataLoader worker processes (auto: 0 in memory; streamed, the cores shared among the ranks)")
     pin_memory: Union[bool, Literal["auto"]] = Field(description="page-locked batches for copies to a GPU")
     class_weights: Union[None, Literal["balanced"], Annotated[list[PositiveNumber], MinLen(2)]] = Field(
         description="loss weight of each class: balanced (from the training split's counts) or one per class")
     augment: Augment = Field(description="augmentation of training batches")
+    stream: Union[bool, Literal["auto"]] = Field(
+        description="read samples from their files while training instead of holding them in memory (auto: "
+                    "when the decoded data would take more than a quarter of the available memory)")
+    on_bad_sample: Literal["error", "skip"] = Field(
+        description="a sample that cannot be read while streaming: error (one line naming it, exit 1) or skip "
+                    "(counted in results.json)")
 
 
 Target = Union[dict[str, Any], None]  # a node with a _target_, checked against its callable (check_target)

@@ -17,6 +17,7 @@ from dltrain.data.arrays import TEST, TRAIN, VAL, ArrayData
 from dltrain.data.batches import TensorBatchDataset, TensorBatchSampler, keep_batch
 from dltrain.data.encoding import TableEncoder
 from dltrain.data.scaling import SequenceScaler
+from dltrain.data.streaming import refuse_stream, worker_count
 from dltrain.data.spec import MULTICLASS, REGRESSION, SEQUENCE, TABLE, TEXT, DataSpec
 from dltrain.data.text import TextEncoder, tokenize
 from dltrain.errors import DataError
@@ -214,7 +215,10 @@ def evaluation_loader(dataset: TensorBatchDataset, batch_size: int) -> DataLoade
 def build_datamodule(data_cfg: dict[str, Any], seed: int, data: ArrayData | None = None,
                      rows: Rows | None = None, stored: DataSpec | None = None) -> ArrayDataModule:
     """The data module of a data config (of `data` already loaded, split into `rows`, when given)."""
-    options = {k: v for k, v in data_cfg.items() if k in LOADER_KEYS and k != "augment"}
+    options = {k: v for k, v in data_cfg.items() if k in LOADER_KEYS and k not in ("augment", "stream", "on_bad_sample")}
+    if data_cfg.get("stream") is True:
+        refuse_stream(f"data={data.name if data is not None else data_cfg['_target_'].rsplit('.', 1)[-1]}")
+    options["num_workers"] = worker_count(options.get("num_workers", 0), streamed=False)
     return ArrayDataModule(data if data is not None else load_data(data_cfg), seed=seed, rows=rows, stored=stored,
                            **options)
 
