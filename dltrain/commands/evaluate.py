@@ -27,11 +27,8 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None, tru
 
     The run's data is read as training read it, with no download: a checkpoint does not send for files."""
     from dltrain.training.restore import open_checkpoint
-    import numpy as np
-
-    from dltrain.data.inputs import TABLE_SUFFIXES, check_unknown_category, missing_rule, read_labelled
-    from dltrain.errors import ConfigError, DataError
-    from dltrain.report.predictions import left_out_line, row_and_line
+    from dltrain.data.inputs import check_unknown_category
+    from dltrain.errors import ConfigError
     from dltrain.quiet import quiet_libraries
 
     quiet_libraries()
@@ -43,32 +40,13 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None, tru
     import pytorch_lightning as pl
 
     from dltrain.report import terminal as console
-    from dltrain.data.datamodule import evaluation_loader, stored_datamodule, tensor_dataset
     from dltrain.rundir.files import write_json
     from dltrain.rundir.layout import RunDir
 
-    config = module.hparams.config
     if input:
-        source = Path(input).expanduser()
-        features, targets, faults = read_labelled(source, module.spec, (config.get("data") or {}).get("target"),
-                                                  missing_rule(config), on_unknown_category)
-        scored = {"split": "input", "input": str(source.resolve()), "rows": len(targets) - len(faults)}
-        if faults:  # scored without the rows prediction would leave out, said in one line and in the JSON
-            where = row_and_line if source.suffix.lower() in TABLE_SUFFIXES else (lambda row: f"row {row + 1}")
-            line = left_out_line(faults, where, "left out of the score")
-            if len(faults) == len(targets):
-                raise DataError(f"input={source}: no row can be scored; {line}")
-            print(f"dltrain-eval: warning: {line}", file=sys.stderr)
-            kept = np.setdiff1d(np.arange(len(targets)), list(faults))
-            features, targets = features[kept], targets[kept]
-            scored["rows_left_out"] = {"count": len(faults), "rows": [row + 1 for row in faults],
-                                       "reasons": {str(row + 1): why for row, why in faults.items()}}
-        loader = evaluation_loader(tensor_dataset(features, targets, module.spec), 1024)
+        loader, scored = _input_loader(Path(input).expanduser(), module, on_unknown_category)
     else:
-        datamodule = stored_datamodule(config, module.spec)
-        loader = {"train": datamodule.train_dataloader, "val": datamodule.val_dataloader,
-                  "test": datamodule.test_dataloader}[split]()
-        scored = {"split": split}
+        loader, scored = _split_loader(module, split), {"split": split}
     trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False)
     tested = trainer.test(module, dataloaders=loader, verbose=False)[0]
@@ -82,6 +60,42 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None, tru
     console.show_metrics(metrics, f"{Path(input).name if input else split} metrics of {path.name}")
     print(f"written to {target}")
     return result
+
+
+def _split_loader(module, split: str):
+    """The batches of the run's own `split`, read with the checkpoint's stored encoding."""
+    from dltrain.data.datamodule import stored_datamodule
+
+    datamodule = stored_datamodule(module.hparams.config, module.spec)
+    return {"train": datamodule.train_dataloader, "val": datamodule.val_dataloader,
+            "test": datamodule.test_dataloader}[split]()
+
+
+def _input_loader(source: Path, module, on_unknown_category: str) -> tuple[Any, dict[str, Any]]:
+    """The batches of the labelled file `source` and what its score covers: the rows prediction would leave
+    out are scored without, said in one line and in the JSON; none left is an error."""
+    import numpy as np
+
+    from dltrain.data.datamodule import evaluation_loader, tensor_dataset
+    from dltrain.data.inputs import TABLE_SUFFIXES, missing_rule, read_labelled
+    from dltrain.errors import DataError
+    from dltrain.report.predictions import left_out_line, row_and_line
+
+    config = module.hparams.config
+    features, targets, faults = read_labelled(source, module.spec, (config.get("data") or {}).get("target"),
+                                              missing_rule(config), on_unknown_category)
+    scored = {"split": "input", "input": str(source.resolve()), "rows": len(targets) - len(faults)}
+    if faults:
+        where = row_and_line if source.suffix.lower() in TABLE_SUFFIXES else (lambda row: f"row {row + 1}")
+        line = left_out_line(faults, where, "left out of the score")
+        if len(faults) == len(targets):
+            raise DataError(f"input={source}: no row can be scored; {line}")
+        print(f"dltrain-eval: warning: {line}", file=sys.stderr)
+        kept = np.setdiff1d(np.arange(len(targets)), list(faults))
+        features, targets = features[kept], targets[kept]
+        scored["rows_left_out"] = {"count": len(faults), "rows": [row + 1 for row in faults],
+                                   "reasons": {str(row + 1): why for row, why in faults.items()}}
+    return evaluation_loader(tensor_dataset(features, targets, module.spec), 1024), scored
 
 
 def main() -> None:

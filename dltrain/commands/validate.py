@@ -75,11 +75,13 @@ def _say_valid(cfg: DictConfig) -> None:
     from dltrain.quiet import quiet_libraries
     from dltrain.report.terminal import presets
     from dltrain.training.preflight import check_data_files
-    from dltrain.training.train import checked_data_and_module
+    from dltrain.rundir.layout import RunDir
+    from dltrain.training.train import checked_data_and_module, checkpoint_to_resume
 
     files = check_data_files(cfg)
     quiet_libraries()  # the checks a run makes on its data and model (the model's keys among them), as train does
-    checked_data_and_module(cfg, OmegaConf.to_container(cfg, resolve=True), resumed=bool(cfg.resume))
+    last = RunDir(cfg.resume).last_checkpoint if cfg.resume else None
+    checked_data_and_module(cfg, resumed=checkpoint_to_resume(cfg, last) if last and last.is_file() else None)
     where = f"; data files: {', '.join(map(str, files))}" if files else ""
     print(f"dltrain validate: the config is valid ({'resuming ' + cfg.resume if cfg.resume else presets()})"
           f"{where}; nothing was trained or written")

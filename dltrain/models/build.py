@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,25 +39,29 @@ def chosen_model(model_cfg: Mapping[str, Any], kind: str) -> dict[str, Any]:
     given = {key: value for key, value in model_cfg.items() if key not in ("name", "choose") and value is not None}
     lacking = [key for key in given if key not in preset]
     if lacking:
-        raise ConfigError(f"model=auto chose {choice} for {spec.kind} data, which has no {lacking[0]}; name a "
+        raise ConfigError(f"model=auto chose {choice} for {kind} data, which has no {lacking[0]}; name a "
                           f"model that has it (model=mlp)")
     return preset | given
 
 
-def choose_model(cfg: DictConfig, config: dict[str, Any], kind: str) -> dict[str, Any]:
-    """Set the model to train in `cfg` and its resolved copy `config` (model=auto: the preset the data's `kind`
-    chooses, with the settings its conf/tuning file gives it). Returns what model=auto chose, to be said and
-    recorded ({} for a model named on the command line)."""
-    chosen = chosen_model(config["model"], kind)
-    auto = config["model"].get("name") == "auto"
+def choose_model(cfg: DictConfig, kind: str) -> tuple[DictConfig, dict[str, Any]]:
+    """The run's config record: `cfg` with the model to train (model=auto: the preset the data's `kind` chooses,
+    with the settings its conf/tuning file gives it), resolved once and read-only from here on. Returns it and
+    what model=auto chose, to be said and recorded ({} for a model named on the command line)."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    chosen = chosen_model(model, kind)
+    auto = model.get("name") == "auto"
     tuning = auto_tuning(cfg, chosen["name"]) if auto else ("", {})
-    config["model"] = chosen
-    with open_dict(cfg):
-        cfg.model = chosen
-    apply_settings(cfg, config, tuning[1])
+    record = copy.deepcopy(cfg)
+    with open_dict(record):
+        record.model = chosen
+        for key, value in tuning[1].items():
+            OmegaConf.update(record, key, value, merge=False)
+    OmegaConf.resolve(record)
+    OmegaConf.set_readonly(record, True)
     if not auto:
-        return {}
-    return {"model": chosen["name"], **({"tuning": tuning[0], "tuned": tuning[1]} if tuning[1] else {})}
+        return record, {}
+    return record, {"model": chosen["name"], **({"tuning": tuning[0], "tuned": tuning[1]} if tuning[1] else {})}
 
 
 def auto_tuning(cfg: DictConfig, choice: str) -> tuple[str, dict[str, Any]]:
@@ -84,18 +89,6 @@ def auto_tuning(cfg: DictConfig, choice: str) -> tuple[str, dict[str, Any]]:
 
 
 _UNSET = object()
-
-
-def apply_settings(cfg: DictConfig, config: dict[str, Any], settings: Mapping[str, Any]) -> None:
-    """Set each dotted key of `settings` in the config `cfg` and in its resolved copy `config`."""
-    with open_dict(cfg):
-        for key, value in settings.items():
-            OmegaConf.update(cfg, key, value, merge=False)
-            *parents, last = key.split(".")
-            node = config
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[last] = value
 
 
 def _flat(cfg: Any) -> dict[str, Any]:

@@ -93,17 +93,18 @@ def limits_in_force(trainer: pl.Trainer, datamodule: ArrayDataModule) -> dict[st
     return limits
 
 
-def results_record(cfg: DictConfig, config: dict[str, Any], trainer: pl.Trainer, datamodule: ArrayDataModule,
+def results_record(cfg: DictConfig, trainer: pl.Trainer, datamodule: ArrayDataModule,
                    summary: ModelSummary, run_dir: Path, *, started: float, status: str, **extra: Any
                    ) -> dict[str, Any]:
-    """results.json: what the run was, how it went, and where its checkpoints are."""
+    """results.json: what the run was (`cfg`: the run's record, resolved), how it went, and where its
+    checkpoints are."""
     checkpoint = best_checkpoint(trainer)
     last = RunDir(run_dir).last_checkpoint
     best = checkpoint.best_model_score if checkpoint else None
     stop_reason = stopped_early(trainer)
     results = {
         "status": status,
-        "model": config["model"]["name"],
+        "model": cfg.model.name,
         "data": datamodule.spec.name,
         "task": datamodule.spec.task,
         "monitor": cfg.monitor,
@@ -121,7 +122,7 @@ def results_record(cfg: DictConfig, config: dict[str, Any], trainer: pl.Trainer,
         "best_checkpoint": relative_path(checkpoint.best_model_path, run_dir) if checkpoint else None,
         "last_checkpoint": relative_path(last, run_dir) if last.exists() else None,
         "seed": cfg.seed,
-        "loss": loss_name(config.get("loss"), datamodule.spec.task),
+        "loss": loss_name(cfg.get("loss"), datamodule.spec.task),
         "class_weights": datamodule.spec.class_weights,
         # what the source left out of the user's table (identifier columns, rows with gaps), as its start lines say
         **datamodule.facts,

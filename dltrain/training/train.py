@@ -68,10 +68,10 @@ def train(cfg: DictConfig | ValidatedConfig, run_dir: Path, resume: bool = False
 
 @dataclass
 class _Run:
-    """What one run's steps share once it is built: its config (as given and resolved), data, module, trainer."""
+    """What one run's steps share once it is built: its config record (resolved, model chosen), data, module,
+    trainer."""
 
     cfg: DictConfig
-    config: dict[str, Any]
     run_dir: Path
     started: float
     rank_zero: bool
@@ -85,7 +85,7 @@ class _Run:
         """The run's results.json record, written by rank zero (the other ranks only say how they ended)."""
         if not self.rank_zero:
             return {"status": status}
-        record = results_record(self.cfg, self.config, self.trainer, self.datamodule, self.summary, self.run_dir,
+        record = results_record(self.cfg, self.trainer, self.datamodule, self.summary, self.run_dir,
                                 started=self.started, status=status, **extra)
         if self.loggers:
             record["loggers"] = logger_locations(self.cfg, self.loggers)
@@ -99,9 +99,9 @@ def _train(cfg: DictConfig, run_dir: Path, resume: bool, callbacks: tuple[pl.Cal
     last = RunDir(run_dir).last_checkpoint
     if resume and not last.is_file():
         log.info(f"{run_dir} ended before its first checkpoint: training it from its first epoch")
-    config = OmegaConf.to_container(cfg, resolve=True)
-    resumed = _checkpoint_to_resume(config, last) if resume and last.is_file() else None
-    run = _build(cfg, config, run_dir, fold, resumed, last, started, rank_zero)
+    resumed = checkpoint_to_resume(cfg, last) if resume and last.is_file() else None
+    run = _build(cfg, run_dir, fold, resumed, last, started, rank_zero)
+    cfg = run.cfg  # the record: resolved, with the model trained
     if rank_zero:  # the run's files change only once every check has passed
         _start_files(run, resumed, restart=resume and resumed is None)
     run.loggers = build_loggers(cfg, run_dir)
@@ -118,47 +118,48 @@ def _train(cfg: DictConfig, run_dir: Path, resume: bool, callbacks: tuple[pl.Cal
     return stopped if stopped is not None else _test_and_write(run)
 
 
-def checked_data_and_module(cfg: DictConfig, config: dict[str, Any], fold: Fold | None = None, *,
-                            resumed: bool, resumed_settings: dict[str, Any] | None = None
-                            ) -> tuple[ArrayDataModule, TrainingModule]:
-    """The data, the model it sizes and the Lightning module, checked against each other before training (the
-    same for a run and for `dltrain validate`). `config` is cfg resolved; its model becomes the chosen one
-    (model=auto: with the settings of its conf/tuning file, in both). `resumed_settings`: the optimizer keys a
-    resume changes (given to the module)."""
+def checked_data_and_module(cfg: DictConfig, fold: Fold | None = None, *, resumed: dict[str, Any] | None = None
+                            ) -> tuple[DictConfig, ArrayDataModule, TrainingModule]:
+    """The run's config record, the data, the model it sizes and the Lightning module, checked against each
+    other before training (the same for a run and for `dltrain validate`). The record is `cfg` resolved once the
+    data has let model=auto choose (dltrain.models.build.choose_model); `resumed`: the checkpoint a resume
+    continues, whose weights are the run's (the file it started from is not read again) and whose optimizer
+    keys this resume changes are given to the module."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = fold.data if fold else load_data(config["data"])
-    chose = choose_model(cfg, config, data.kind)  # model=auto: by the data's kind, before its batches are set
+    data = fold.data if fold else load_data(OmegaConf.to_container(cfg.data, resolve=True))
+    cfg, chose = choose_model(cfg, data.kind)  # model=auto: by the data's kind, before its batches are set
+    config = OmegaConf.to_container(cfg)
     datamodule = build_datamodule(config["data"], cfg.seed, data, fold.rows if fold else None)
     if chose:
         datamodule.facts["model_auto"] = chose  # said with the model at the start, and in results.json
-    # a resumed run's weights are its checkpoint's: the file it started from is not read again
     module = build_module(without_start_weights(config) if resumed else config, datamodule.spec.to_dict(),
-                          resumed_settings)
+                          _changed_on_resume(resumed, config) if resumed else None)
     check_before_training(cfg, datamodule, module)
-    return datamodule, module
+    return cfg, datamodule, module
 
 
-def _checkpoint_to_resume(config: dict[str, Any], last: Path) -> dict[str, Any]:
+def _changed_on_resume(resumed: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """The optimizer keys this resume changes, which the module sets on its restored optimizer."""
+    before = resumed["hyper_parameters"]["config"].get("optimizer") or {}
+    return {key: value for key, value in config["optimizer"].items()
+            if not key.startswith("_") and before.get(key) != value}
+
+
+def checkpoint_to_resume(cfg: DictConfig, last: Path) -> dict[str, Any]:
     """The last checkpoint, refused when unsafe or corrupt before anything else is built or written."""
-    return read_checkpoint(last, trusted=targets_of(config))
+    return read_checkpoint(last, trusted=targets_of(OmegaConf.to_container(cfg, resolve=True)))
 
 
-def _build(cfg: DictConfig, config: dict[str, Any], run_dir: Path, fold: Fold | None, resumed: dict[str, Any] | None,
-           last: Path, started: float, rank_zero: bool) -> _Run:
-    """Data, then the model the data sizes (model=auto: the one its kind chooses), then the Lightning module;
-    a resumed checkpoint is checked against them. `config` is cfg resolved; its model becomes the chosen one."""
-    changed = None
-    if resumed is not None:  # the optimizer keys this resume changes, which the module sets on its restored optimizer
-        before = resumed["hyper_parameters"]["config"].get("optimizer") or {}
-        changed = {key: value for key, value in config["optimizer"].items()
-                   if not key.startswith("_") and before.get(key) != value}
-    datamodule, module = checked_data_and_module(cfg, config, fold, resumed=resumed is not None,
-                                                 resumed_settings=changed)
+def _build(cfg: DictConfig, run_dir: Path, fold: Fold | None, resumed: dict[str, Any] | None, last: Path,
+           started: float, rank_zero: bool) -> _Run:
+    """The config record, data, then the model the data sizes, then the Lightning module; a resumed checkpoint
+    is checked against them."""
+    cfg, datamodule, module = checked_data_and_module(cfg, fold, resumed=resumed)
     if resumed is not None:  # refuse a checkpoint of another model or data shape in one line
-        check_weights_fit(resumed, config, datamodule.spec.to_dict())
+        check_weights_fit(resumed, OmegaConf.to_container(cfg), datamodule.spec.to_dict())
         check_training_state(resumed, module, module.optimizer_factory, last)
     summary = network_summary(module.model, datamodule.spec.input_shape)
-    return _Run(cfg, config, run_dir, started, rank_zero, datamodule, module, summary)
+    return _Run(cfg, run_dir, started, rank_zero, datamodule, module, summary)
 
 
 def _start_files(run: _Run, resumed: dict[str, Any] | None, restart: bool) -> None:
@@ -173,7 +174,7 @@ def _start_files(run: _Run, resumed: dict[str, Any] | None, restart: bool) -> No
         drop_metrics_from(metrics, resumed["epoch"] + 1)
     elif restart:
         metrics.unlink(missing_ok=True)
-    write_atomic(RunDir(run.run_dir).config, OmegaConf.to_yaml(run.config))
+    write_atomic(RunDir(run.run_dir).config, OmegaConf.to_yaml(run.cfg))
     write_atomic(RunDir(run.run_dir).model_summary, f"{run.summary}\n")
 
 
@@ -273,7 +274,7 @@ def _weights_to_test(run: _Run, best_path: str) -> _Tested:
                        {k: float(v) for k, v in sorted(validated[0].items())})
     names = ", ".join(type(cb).__name__ for cb in averagers if cb is not swa)
     if best_path:
-        stored = read_checkpoint(best_path, trusted=targets_of(run.config))
+        stored = read_checkpoint(best_path, trusted=targets_of(OmegaConf.to_container(run.cfg)))
         module.load_state_dict(stored["state_dict"], strict=True)
         said = "best checkpoint" + (f" (averaged weights, {names})" if names else "")
         if swa is not None:
