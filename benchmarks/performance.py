@@ -268,12 +268,19 @@ cli.main()
 """
 
 
-def timed(command: list[str], cwd: Path) -> float:
+def timed(command: list[str], cwd: Path, code: int = 0) -> float:
+    """Seconds `command` takes, which must end with exit code `code`."""
     started = time.perf_counter()
     proc = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed:\n{proc.stderr[-2000:]}")
+    if proc.returncode != code:
+        sys.exit(f"{' '.join(command)} exited {proc.returncode}, not {code}:\n{proc.stderr[-2000:]}")
     return time.perf_counter() - started
+
+
+# A new user's mistakes, each answered with one line (against `python -c pass`).
+MISTAKES = [("missing data file", ["dltrain", "data=csv", "data.path=missing.csv", "data.target=y"]),
+            ("misspelt key", ["dltrain", "optimizer.lrr=0.1"]),
+            ("missing checkpoint (dltrain-eval)", ["dltrain-eval", "ckpt_path=missing.ckpt"])]
 
 
 SCALING = """
@@ -403,6 +410,11 @@ def main() -> None:
         bare = min(timed([sys.executable, "-c", "pass"], tmp) for _ in range(3))
         print(f"{'dltrain --help (bare python)':38}{help_s:12.2f}{bare:14.2f}{'':8}  {'s':10}{'< 0.3 s':>10} "
               f"{'PASS' if help_s < 0.3 else 'FAIL'}")
+        for label, command in MISTAKES:  # each answered in one line, exit 1, before torch is imported
+            script = [str(Path(sys.executable).with_name(command[0])), *command[1:]]
+            seconds = min(timed(script, tmp, code=1) for _ in range(3))
+            print(f"{'mistake: ' + label:38}{seconds:12.2f}{bare:14.2f}{'':8}  {'s':10}{'< 1 s':>10} "
+                  f"{'PASS' if seconds < 1 else 'FAIL'}")
 
         ours = [timed(dltrain + ["trainer=cpu"], tmp)]
         records = (json.loads(path.read_text()) for path in tmp.glob("outputs/runs/*/results.json"))

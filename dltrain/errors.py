@@ -14,6 +14,10 @@ class ConfigError(UserError):
     """A config value that is unknown, of the wrong type or out of range."""
 
 
+class CheckpointError(UserError):
+    """A checkpoint that is missing, unreadable, unsafe, or made for another model or data."""
+
+
 class DataError(UserError):
     """A data file or data set that cannot be used as asked."""
 

@@ -246,3 +246,40 @@ def test_validate_checks_a_resume_against_the_run_it_continues(run, tmp_path):
     proc = dltrain_command("validate", f"resume={run_dir}", "seed=7", cwd=tmp_path)
     assert proc.returncode == 1 and "seed" in proc.stderr
     assert sorted(p.name for p in run_dir.iterdir()) == before and not (tmp_path / "outputs").exists()
+
+
+MISTAKE_SCRIPT = """
+import sys
+from {module} import {function}
+sys.argv = {argv!r}
+try:
+    {function}()
+except SystemExit as exc:
+    print("exit", exc.code, "imported", sorted(m for m in ("torch", "pytorch_lightning", "pandas") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("module, function, argv, said", [
+    ("dltrain.commands.train", "console_main", ["dltrain", "data=csv", "data.path=missing.csv", "data.target=y"],
+     "dltrain: error: data.path: no such file or folder missing.csv"),
+    ("dltrain.commands.train", "console_main", ["dltrain", "data=mnist", "data.root=nowhere"],
+     "dltrain: error: data=mnist: no nowhere/MNIST/raw"),
+    ("dltrain.commands.train", "console_main", ["dltrain", "cv.folds=1"], "cv.folds=1 is not valid"),
+    ("dltrain.commands.train", "console_main", ["dltrain", "optimizer.lrr=0.1"], "Could not override 'optimizer.lrr'"),
+    ("dltrain.commands.evaluate", "main", ["dltrain-eval", "ckpt_path=missing.ckpt"],
+     "dltrain-eval: error: no checkpoint at missing.ckpt"),
+    ("dltrain.commands.predict", "main", ["dltrain-predict", "ckpt_path=missing.ckpt", "input=x.csv"],
+     "dltrain-predict: error: no checkpoint at missing.ckpt"),
+    ("dltrain.commands.export", "main", ["dltrain-export", "ckpt_path=missing.ckpt"],
+     "dltrain-export: error: no checkpoint at missing.ckpt"),
+    ("dltrain.commands.serve", "main", ["dltrain-serve", "ckpt_path=missing.ckpt"],
+     "dltrain-serve: error: no checkpoint at missing.ckpt"),
+])
+def test_a_mistake_checkable_without_torch_is_answered_before_torch_is_imported(tmp_path, module, function, argv,
+                                                                                 said):
+    """A wrong path, a value out of range or a misspelt key costs no more than composing the config: the one
+    line comes before torch, Lightning or pandas is imported (benchmarks/performance.py times them)."""
+    script = MISTAKE_SCRIPT.format(module=module, function=function, argv=argv)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip().splitlines()[-1] == "exit 1 imported []", proc.stdout + proc.stderr
+    assert said in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -252,7 +252,7 @@ def _bad_csv(tmp_path, text: str):
 @pytest.mark.parametrize(
     "content, overrides, message",
     [
-        (None, ["data.target=y"], "data.path: no such file {path}"),
+        (None, ["data.target=y"], "data.path: no such file or folder {path}"),
         ("", ["data.target=y"], "{path}: the file is empty"),
         ("a,y\n1,0\n2,1\n", ["data.target=label"], "{path}: no target column 'label'; the columns are: a, y"),
         ("a,y\n1,0\n2,1\nthree,0\n4,1\n5,0\n", ["data.target=y"], "{path} line 4: column 'a' is numeric but holds 'three'"),

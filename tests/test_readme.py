@@ -1,7 +1,8 @@
 """Every command line of README.md works as written: each is read from the README's bash blocks and run in a
 shell, beside the files it names (generated here). Only those that need a GPU, a download, a server, a
 cluster or another machine are left out, each for the reason it names. Training lines get a short run
-(trainer.max_epochs=2, two search trials) where they do not set their own length, to keep CI fast."""
+(trainer.max_epochs=2, four training batches an epoch, two search trials) where they do not set their own length,
+to keep CI fast."""
 
 from __future__ import annotations
 
@@ -55,6 +56,8 @@ def shortened(command: str) -> str:
     if words[0] != "dltrain" or any(w.startswith(("--", "-sc", "resume=", "debug=")) for w in words[1:]):
         return command
     extra = [] if "trainer.max_epochs" in command or "trainer.max_steps" in command else ["trainer.max_epochs=2"]
+    if not re.search(r"max_steps|limit_|overfit|accumulate", command):  # a few batches an epoch: the line's keys
+        extra.append("trainer.limit_train_batches=4")                 # all act, in a run a CI can afford
     if "hparams_search=" in command:
         extra.append("hydra.sweeper.n_trials=2")
     return " ".join([command, *extra])

@@ -18,25 +18,15 @@ import torch
 from dltrain.data.scaling import SequenceScaler
 from dltrain.data.spec import KINDS, SEQUENCE, TASKS, TEXT, DataSpec
 from dltrain.data.text import TextEncoder
-from dltrain.errors import UserError, one_line
+from dltrain.checkpoints.header import checked_file
+from dltrain.errors import CheckpointError, one_line
 from dltrain.config.trust import check_stored_config, walk
-
-class CheckpointError(UserError):
-    """A checkpoint that is missing, unreadable, unsafe, or made for another model or data."""
-
 
 def read_checkpoint(path: str | Path, trusted: Iterable[str] = (), config_dirs: Iterable[Path] = ()) -> dict[str, Any]:
     """A checkpoint's contents, loaded with weights_only (plain containers and tensors, never code), whose
     stored config names only callables that dltrain's presets (or the user's `config_dirs`, or `trusted`,
     named on the command line) name: see dltrain.config.trust."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    with path.open("rb") as handle:
-        start = handle.read(4)
-    if not start.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip archive, or its legacy pickle
-        raise CheckpointError(f"{path} is not a checkpoint: torch.save writes a zip archive (or a pickle), and "
-                              f"this file starts with {start!r}")
+    path = checked_file(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -26,15 +26,20 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None, tru
     written to `output`.
 
     The run's data is read as training read it, with no download: a checkpoint does not send for files."""
-    from dltrain.training.restore import open_checkpoint
-    from dltrain.data.inputs import check_unknown_category
+    from dltrain.checkpoints.header import checkpoint_file
     from dltrain.errors import ConfigError
-    from dltrain.quiet import quiet_libraries
 
-    quiet_libraries()
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split={split} is not a split: expected train, val or test")
+    checkpoint_file(ckpt_path)  # a wrong path answered before torch is imported
+
+    from dltrain.data.inputs import check_unknown_category
+    from dltrain.quiet import quiet_libraries
+
     check_unknown_category(on_unknown_category)
+    from dltrain.training.restore import open_checkpoint
+
+    quiet_libraries()
     path, run_dir, checkpoint, module = open_checkpoint(ckpt_path, trust)  # a refused file costs no Lightning import
 
     import pytorch_lightning as pl

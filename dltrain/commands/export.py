@@ -27,7 +27,10 @@ KEYS = {"ckpt_path": None, "format": "onnx", "output": None, "trust": None}
 
 def export(ckpt_path: str, format: str = "onnx", output: str | None = None, trust: str | None = None) -> list[Path]:
     """Write the checkpoint's network in each of `format`'s formats to `output`; returns the files written."""
+    from dltrain.checkpoints.header import checkpoint_file
     from dltrain.errors import ConfigError
+
+    checkpoint_file(ckpt_path)  # a wrong path answered before torch is imported
     from dltrain.inference.formats import FORMATS, missing_packages
 
     formats = list(FORMATS) if format == "all" else listed(format)

@@ -23,6 +23,10 @@ def predict(ckpt_path: str, input: str, output: str | None = None, batch_size: s
             trust: str | None = None, on_unknown_category: str = "error", keep: str | None = None) -> Path:
     """Write one prediction per input row or file to a CSV (`output`, a file or a folder); returns its path.
     `keep`: columns of an input table copied beside the predictions (keep=[id] or keep=id,name)."""
+    from dltrain.checkpoints.header import checkpoint_file
+
+    checkpoint_file(ckpt_path)  # a wrong path answered before torch is imported
+
     import pandas as pd
     import torch
 

@@ -41,6 +41,10 @@ def serve(ckpt_path: str, *, host: str = "127.0.0.1", port: str = "8000", worker
         body_mb = float("nan")
     if not body_mb > 0 or body_mb == float("inf"):
         raise ConfigError(f"max_body_mb={max_body_mb} is not valid: expected a number of megabytes > 0")
+    from dltrain.checkpoints.header import checkpoint_file
+
+    checkpoint_file(ckpt_path)  # a wrong path answered before torch is imported
+
     from dltrain.data.inputs import check_unknown_category  # imports torch: after the quick checks
 
     check_unknown_category(on_unknown_category)

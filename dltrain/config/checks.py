@@ -164,26 +164,37 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def config_errors(cfg: DictConfig) -> list[ConfigError]:
-    """check_config's refusals, all of each stage: missing values first, then values that are not finite, then
-    each section's keys, types and ranges, then (once those hold) the pairs of keys that must agree, which read
-    the values the sections check. A stage runs once the ones before it have found nothing (its checks would
-    repeat their mistakes, or read values they refused)."""
+    """check_config's refusals, all of each stage: section_errors, then (once those hold) component_errors."""
+    return section_errors(cfg) or component_errors(cfg)
+
+
+def section_errors(cfg: DictConfig) -> list[ConfigError]:
+    """Missing values first, then values that are not finite, then each of dltrain's own sections' keys, types
+    and ranges (the schema's pydantic models): nothing here imports torch, so these mistakes cost no more than
+    composing the config. A stage runs once the ones before it have found nothing (its checks would repeat
+    their mistakes, or read values they refused)."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         return [ConfigError(f"{key} is required here: add {key}=<value> to the command") for key in missing]
     finite = collected(lambda: _check_finite(cfg))
     if finite:
         return finite
-    model = ((lambda: check_section(cfg.model, AutoModel, "model"))
-             if OmegaConf.select(cfg, "model.name", default=None) == "auto"
-             else (lambda: check_target(cfg.model, "model", ignore=PRESET_KEYS)))
-    errors = collected(
+    auto = OmegaConf.select(cfg, "model.name", default=None) == "auto"
+    return collected(
         lambda: check_section(cfg, TrainConfig),
         lambda: check_section(cfg.data, DataLoading, "data"),
-        lambda: check_target(cfg.data, "data", ignore=DataLoading.model_fields),
-        model,
-        lambda: check_target(cfg.get("loss"), "loss", ignore=("name",)),
+        lambda: not auto or check_section(cfg.model, AutoModel, "model"),
         lambda: cfg.get("scheduler") is None or check_section(cfg.scheduler, Scheduling, "scheduler"))
+
+
+def component_errors(cfg: DictConfig) -> list[ConfigError]:
+    """The data source's, model's and loss's keys against their callables' signatures (which imports them),
+    then (once those hold) the pairs of keys that must agree, which read the values the sections check."""
+    auto = OmegaConf.select(cfg, "model.name", default=None) == "auto"
+    errors = collected(
+        lambda: check_target(cfg.data, "data", ignore=DataLoading.model_fields),
+        lambda: auto or check_target(cfg.model, "model", ignore=PRESET_KEYS),
+        lambda: check_target(cfg.get("loss"), "loss", ignore=("name",)))
     return errors or collected(lambda: _check_cv(cfg), lambda: _check_monitor_direction(cfg),
                                lambda: _check_batches(cfg), lambda: _check_logger(cfg))
 

@@ -55,38 +55,13 @@ class ArrayDataModule(pl.LightningDataModule):
         train, val, test = rows if rows is not None else split_rows(data, val_fraction, test_fraction, seed)
         self.notes = list(data.notes)  # what the source and the encoding inferred, shown once the run starts
         self.facts = dict(data.facts)  # the same for results.json (tables: columns left out, rows dropped)
-        encoder = None
-        kept = stored.encoder if stored is not None and stored.encoder else None
-        if data.kind == TEXT:
-            tokens = tokenize(data.features[data.text["column"]], data.text["analyzer"])  # once, every row
-            training = [tokens[row] for row in train]
-            fitted = TextEncoder.from_dict(kept) if kept else TextEncoder.fit(training, **data.text)
-            self.notes += [(logging.INFO, line) for line in fitted.describe(training)]
-            features, encoder = fitted.ids(tokens), fitted.to_dict()
-        elif data.kind == TABLE:
-            fitted = TableEncoder.from_dict(kept) if kept else TableEncoder.fit(data.features.iloc[train])
-            lines, warnings = fitted.describe(len(train))
-            self.notes += [(logging.INFO, line) for line in lines] + [(logging.WARNING, line) for line in warnings]
-            features, encoder = fitted.transform(data.features), fitted.to_dict()
-            if "excluded_columns" in data.facts:  # so the preprocessing says which columns the model never reads
-                encoder["excluded_columns"] = data.facts["excluded_columns"]
-        elif data.kind == SEQUENCE:
-            fitted = SequenceScaler.from_dict(kept) if kept else SequenceScaler.fit(data.features[train])
-            self.notes.append((logging.INFO, fitted.describe()))
-            features, encoder = fitted.transform(data.features, f"data={data.name}"), fitted.to_dict()
-        else:
-            features = np.asarray(data.features, dtype=np.float32)
+        features, encoder, lines = encoded(data, train, stored.encoder if stored is not None else None)
+        self.notes += lines
         y = data.targets
         num_classes = 0
         if data.task != REGRESSION:
             num_classes = len(data.class_names) if data.class_names else int(y.max()) + 1
-        target_mean, target_std = 0.0, 1.0
-        if data.task == REGRESSION and stored is not None:
-            target_mean, target_std = stored.target_mean, stored.target_std
-        elif data.task == REGRESSION:
-            # in float64: the variance of large float32 values overflows float32
-            numbers = y[train].astype(np.float64)
-            target_mean, target_std = float(numbers.mean()), float(numbers.std()) or 1.0
+        target_mean, target_std = target_scale(data, train, stored)
         self.spec = DataSpec(
             data.name, data.task, tuple(features.shape[1:]), num_classes, target_mean, target_std,
             kind=data.kind, class_names=data.class_names, encoder=encoder,
@@ -124,6 +99,41 @@ class ArrayDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False)
+
+
+def encoded(data: ArrayData, train: np.ndarray, kept: dict[str, Any] | None
+            ) -> tuple[np.ndarray, dict[str, Any] | None, list[tuple[int, str]]]:
+    """Every row of `data` as the model reads it, encoded with statistics of the `train` rows (or with `kept`,
+    a checkpoint's stored encoding); the encoding as stored with the model, and the start lines saying it."""
+    if data.kind == TEXT:
+        tokens = tokenize(data.features[data.text["column"]], data.text["analyzer"])  # once, every row
+        training = [tokens[row] for row in train]
+        fitted = TextEncoder.from_dict(kept) if kept else TextEncoder.fit(training, **data.text)
+        return fitted.ids(tokens), fitted.to_dict(), [(logging.INFO, line) for line in fitted.describe(training)]
+    if data.kind == TABLE:
+        fitted = TableEncoder.from_dict(kept) if kept else TableEncoder.fit(data.features.iloc[train])
+        lines, warnings = fitted.describe(len(train))
+        encoder = fitted.to_dict()
+        if "excluded_columns" in data.facts:  # so the preprocessing says which columns the model never reads
+            encoder["excluded_columns"] = data.facts["excluded_columns"]
+        notes = [(logging.INFO, line) for line in lines] + [(logging.WARNING, line) for line in warnings]
+        return fitted.transform(data.features), encoder, notes
+    if data.kind == SEQUENCE:
+        fitted = SequenceScaler.from_dict(kept) if kept else SequenceScaler.fit(data.features[train])
+        return (fitted.transform(data.features, f"data={data.name}"), fitted.to_dict(),
+                [(logging.INFO, fitted.describe())])
+    return np.asarray(data.features, dtype=np.float32), None, []
+
+
+def target_scale(data: ArrayData, train: np.ndarray, stored: DataSpec | None) -> tuple[float, float]:
+    """The mean and standard deviation a regression target is standardized with: the training rows' (in
+    float64: the variance of large float32 values overflows float32), or a checkpoint's stored ones."""
+    if data.task != REGRESSION:
+        return 0.0, 1.0
+    if stored is not None:
+        return stored.target_mean, stored.target_std
+    numbers = data.targets[train].astype(np.float64)
+    return float(numbers.mean()), float(numbers.std()) or 1.0
 
 
 def loss_class_weights(choice: str | list[float] | None, data: ArrayData, train_targets: np.ndarray,

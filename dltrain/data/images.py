@@ -13,17 +13,10 @@ from typing import Any, Literal
 import numpy as np
 
 from dltrain.data.arrays import TEST, TRAIN, ArrayData
+from dltrain.data.vision_sets import VISION_SETS
 from dltrain.data.spec import BINARY, IMAGE, MULTICLASS
 from dltrain.errors import DataError
 from dltrain.config.schema import ImageSize
-
-# torchvision class, the folder it reads under data.root, and where to get the files
-VISION_SETS = {
-    "mnist": ("MNIST", "MNIST/raw", "http://yann.lecun.com/exdb/mnist/"),
-    "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw", "https://github.com/zalandoresearch/fashion-mnist"),
-    "cifar10": ("CIFAR10", "cifar-10-batches-py", "https://www.cs.toronto.edu/~kriz/cifar.html"),
-}
-
 
 def image_transform(image_size: list[int], channels: int) -> Callable[[Any], Any]:
     """Resize to `image_size`, to 1 (grayscale) or 3 (RGB) channels, and scale to [0, 1]."""

@@ -63,6 +63,10 @@ class Served:
 
 def load_served(settings: Settings) -> Served:
     """The checkpoint's module (read by the trust rule, as every command reads one) and its metadata."""
+    from dltrain.checkpoints.header import checkpoint_file
+
+    checkpoint_file(settings.ckpt_path)  # a wrong path answered before torch is imported
+
     from dltrain.training.restore import open_checkpoint
     from dltrain.inference.preprocessing import describe
     from dltrain.rundir.files import read_results

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from dltrain.config.checks import check_monitor_logged, collected, config_errors, raise_together, unknown_key_errors
+from dltrain.config.checks import (check_monitor_logged, collected, component_errors, raise_together, section_errors,
+                                   unknown_key_errors)
 from dltrain.errors import ConfigError, DataError
 from dltrain.config.schema import check_target
 
@@ -44,15 +45,27 @@ def validate(cfg: DictConfig, config_dirs: tuple[Path, ...] = ()) -> ValidatedCo
     then its keys, types and ranges by the schema (dltrain.config.schema, through dltrain.config.checks), then
     the devices and the trainer's and components' callables (before_data_errors below). Each stage runs once the
     ones before it found nothing: a later one reads what an earlier one checks."""
-    errors = unknown_key_errors(cfg, config_dirs) or config_errors(cfg) or before_data_errors(cfg)
+    errors = (unknown_key_errors(cfg, config_dirs) or section_errors(cfg) or collected(lambda: data_files(cfg))
+              or component_errors(cfg) or before_data_errors(cfg))
     raise_together(errors)
     return ValidatedConfig(cfg)
 
 
 def check_data_files(cfg: DictConfig) -> list[Path]:
+    """data_files, and a table's column keys against its file's header (`dltrain validate`; a run meets them as
+    its table loads)."""
+    found = data_files(cfg)
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    if data.get("_target_") == "dltrain.data.tables.table" and data.get("path") and data.get("target"):
+        _check_table_columns(data)
+    return found
+
+
+def data_files(cfg: DictConfig) -> list[Path]:
     """The files and folders the data config reads, each refused where it does not exist; a torchvision set's
-    files under data.root where the config does not download them. Returns them."""
-    from dltrain.data.images import VISION_SETS
+    files under data.root where the config does not download them. Returns them. Checked before torch, numpy
+    or pandas is imported: a mistyped path is answered at once."""
+    from dltrain.data.vision_sets import VISION_SETS
 
     data = OmegaConf.to_container(cfg.data, resolve=True)
     found = []
@@ -62,8 +75,6 @@ def check_data_files(cfg: DictConfig) -> list[Path]:
             if not path.exists():
                 raise DataError(f"data.{key}: no such file or folder {path}")
             found.append(path)
-    if data.get("_target_") == "dltrain.data.tables.table" and data.get("path") and data.get("target"):
-        _check_table_columns(data)
     name = data.get("name")
     if name in VISION_SETS and data.get("root") and not data.get("download"):
         folder = Path(str(data["root"])).expanduser() / VISION_SETS[name][1]
