@@ -24,7 +24,8 @@ def quiet_libraries() -> None:
     """Silence library chatter that does not help a dltrain user."""
     for pattern in _UNHELPFUL_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
-    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero", "mlflow", "alembic"):
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero", "mlflow", "alembic",
+                 "litdata"):  # litdata: its cache size and file access, said at each loader
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow sets its loggers' level when imported
     logging.getLogger("pytorch_lightning.loggers.mlflow").addFilter(_NotCreatingExperiment())

@@ -112,9 +112,10 @@ def check_forward(cfg: DictConfig, datamodule: ArrayDataModule, module: Training
 
     import torch
 
+    from dltrain.data.batches import first_rows
     from dltrain.training.metrics import shape_outputs
 
-    x = datamodule.train_set.features[:2]
+    x = first_rows(datamodule.train_set, 2)[0]
     if len(x) == 0:
         return
     network = copy.deepcopy(module.model).train()
