@@ -17,6 +17,7 @@ _UNHELPFUL_WARNINGS = (
     r".*Using `DistributedSampler` with the dataloaders. During `trainer.test\(\)`.*",  # dltrain's repeats no row
     r".*Grad strides do not match bucket view strides.*",  # torch's DDP on CPU convolutions: nothing to change
     r".*The default weight initialization of .* will be changed.*",  # torchvision's future default, not the run's
+    r".*Your `IterableDataset` has `__len__` defined.*",  # LitData's: it shards over workers itself
 )
 
 

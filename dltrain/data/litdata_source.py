@@ -192,12 +192,10 @@ class PreparedDataModule(pl.LightningDataModule):
             for split in SPLITS)
 
     def _loader(self, split: PreparedSplit, drop_last: bool | None):
-        from litdata import StreamingDataLoader
-
         workers = {"persistent_workers": True, "prefetch_factor": 4} if self.num_workers > 0 else {}
-        return StreamingDataLoader(split.dataset(drop_last=drop_last), batch_size=self.batch_size,
-                                   num_workers=self.num_workers, pin_memory=self.pin_memory,
-                                   collate_fn=Collate(split.task), **workers)
+        return resuming_loader()(split.dataset(drop_last=drop_last), batch_size=self.batch_size,
+                                 num_workers=self.num_workers, pin_memory=self.pin_memory,
+                                 collate_fn=Collate(split.task), **workers)
 
     def train_dataloader(self):
         return self._loader(self.train_set, None)  # LitData's default: under DDP every rank the same batches
@@ -207,6 +205,29 @@ class PreparedDataModule(pl.LightningDataModule):
 
     def test_dataloader(self):
         return self._loader(self.test_set, False)
+
+
+def resuming_loader() -> type:
+    """LitData's StreamingDataLoader, whose restored position serves the one epoch it was saved in.
+
+    LitData clears its `restore` flag only when an epoch's iterator runs out, and Lightning stops at the epoch's
+    known length without asking for more: a loader restored from a checkpoint would replay the resumed epoch's
+    order at every later epoch. Here the first iteration after load_state_dict continues the saved position,
+    and every later one starts a new epoch, as in a run never stopped."""
+    from litdata import StreamingDataLoader
+
+    class ResumingLoader(StreamingDataLoader):
+        def load_state_dict(self, obj: dict[str, Any]) -> None:
+            super().load_state_dict(obj)
+            self.resumed_epoch_started = False
+
+        def __iter__(self) -> Any:
+            if self.restore and getattr(self, "resumed_epoch_started", True):
+                self.restore = False
+            self.resumed_epoch_started = True
+            return super().__iter__()
+
+    return ResumingLoader
 
 
 def _class_weights(choice: Any, data: PreparedData) -> list[float] | None:
