@@ -248,12 +248,10 @@ def _class_weights(choice: Any, data: PreparedData) -> list[float] | None:
 def prepared_datamodule(data: PreparedData, options: dict[str, Any], seed: int, rows: Any = None,
                         stored: DataSpec | None = None) -> PreparedDataModule:
     """data=streaming's data module (datamodule.build_datamodule's branch): its loader keys, workers as
-    data.num_workers says (auto: the cores); the split is the folder's, so cross-validation folds are refused."""
+    data.num_workers says (auto: the cores); the split is the folder's (config.checks refuses cv.folds)."""
     from dltrain.data.streaming import worker_count
 
-    if rows is not None:
-        raise DataError("cv.folds: data=streaming's split was fixed by dltrain-prepare; cross-validation needs "
-                        "a source read in memory (drop cv.folds, or train on the source itself)")
+    assert rows is None, "cross-validation folds of data=streaming are refused by the config's checks"
     options = {key: value for key, value in options.items() if key not in ("val_fraction", "test_fraction")}
     options["num_workers"] = worker_count(options.get("num_workers", "auto"), streamed=True)
     return PreparedDataModule(data, seed=seed, stored=stored, **options)

@@ -75,6 +75,7 @@ class ImageSample:
     def __call__(self, item: tuple[str, int]) -> dict[str, Any]:
         from dltrain.data.images import image_transform, load_images
 
+        torch.set_num_threads(1)  # each of optimize's worker processes takes one core (small tensors)
         file, label = item
         scaled = load_images([file], image_transform(self.image_size, self.channels), self.channels,
                              self.image_size)[0]

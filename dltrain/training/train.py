@@ -115,6 +115,8 @@ def _train(cfg: DictConfig, run_dir: Path, resume: bool, callbacks: tuple[pl.Cal
     if resumed is not None:
         done = epochs_done(resumed)
         within = f", and epoch {done + 1} up to step {resumed['global_step']}" if done == resumed["epoch"] else ""
+        if within and not resumed.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader"):
+            within += ": its loader kept no position (data in memory), so the epoch's other batches are drawn afresh"
         log.info(f"resuming from {last} ({done} epoch(s) done{within})")
     stopped = _fit(run, last if resumed is not None else None)
     return stopped if stopped is not None else _test_and_write(run)
