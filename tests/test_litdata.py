@@ -49,7 +49,8 @@ def test_a_table_prepared_then_streamed_trains_as_in_memory_and_its_run_is_evalu
     assert "train with: dltrain data=streaming" in done.stdout
     assert_same_rows(source, tmp_path / "prepared")
     described = json.loads((tmp_path / "prepared" / "dltrain.json").read_text())
-    assert described["spec"]["encoder"]["categories"]["colour"] == ["blue", "green", "red"]  # fitted at prepare
+    colour = next(column for column in described["spec"]["encoder"]["columns"] if column["name"] == "colour")
+    assert colour["categories"] == ["blue", "green", "red"]  # fitted at prepare, on the training rows
 
     overrides = ["callbacks.early_stopping=null", "trainer.max_epochs=3"]
     memory = train_run(tmp_path / "memory", source + overrides)

@@ -4,9 +4,9 @@ resumed sees the very batches, and writes the very metrics, of the run never sto
 from __future__ import annotations
 
 import csv
+import multiprocessing
 import os
-import subprocess
-import sys
+import signal
 from pathlib import Path
 
 import pytest
@@ -81,20 +81,30 @@ def test_a_stateful_loader_resumes_mid_epoch_with_the_uninterrupted_batches(tmp_
     assert torch.equal(resumed.layer.weight, whole.layer.weight)
 
 
-KILL_AT_STEP = """
-import os, signal, sys
-from pathlib import Path
-import pytorch_lightning as pl
-from dltrain.config.compose import load_config
-from dltrain.training.train import train
-
 class KillAt(pl.Callback):
-    def on_train_batch_start(self, trainer, module, batch, index):
-        if trainer.global_step == int(sys.argv[2]):
+    """SIGKILL this process as step `step` starts: no handler runs, nothing is saved."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, module, batch, index) -> None:
+        if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
 
-train(load_config(sys.argv[3:]), Path(sys.argv[1]), callbacks=(KillAt(),))
-"""
+
+def _train(run_dir: Path, overrides: list[str], kill_at: int) -> None:
+    from dltrain.config.compose import load_config
+    from dltrain.training.train import train
+
+    train(load_config(overrides), run_dir, callbacks=(KillAt(kill_at),))
+
+
+def train_in_child(run_dir: Path, overrides: list[str], kill_at: int = -1) -> int:
+    """Train in a forked child of this process (torch already imported); its exit code."""
+    child = multiprocessing.get_context("fork").Process(target=_train, args=(run_dir, overrides, kill_at))
+    child.start()
+    child.join(300)
+    return child.exitcode
 
 
 def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
@@ -106,13 +116,9 @@ def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
 def killed_and_resumed_matches_whole(tmp_path: Path, overrides: list[str], kill_at: int) -> Path:
     """Train `overrides` whole, and again killed (SIGKILL) at the start of step `kill_at` then resumed with
     `dltrain resume=`: the same metrics.csv (but its times) and test metrics. Returns the resumed run."""
-    runs = {}
-    for name, step in (("whole", -1), ("killed", kill_at)):
-        runs[name] = tmp_path / name
-        done = subprocess.run([sys.executable, "-c", KILL_AT_STEP, str(runs[name]), str(step), *overrides],
-                              cwd=tmp_path, env=os.environ | {"PYTHONPATH": str(Path(__file__).parent.parent)},
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == (-9 if step >= 0 else 0), done.stderr[-2000:]
+    runs = {"whole": tmp_path / "whole", "killed": tmp_path / "killed"}
+    assert train_in_child(runs["whole"], overrides) == 0
+    assert train_in_child(runs["killed"], overrides, kill_at) == -signal.SIGKILL
     assert read_results(runs["killed"])["status"] == "running"
     resumed = dltrain_command(f"resume={runs['killed']}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
