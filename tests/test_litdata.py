@@ -52,7 +52,7 @@ def test_a_table_prepared_then_streamed_trains_as_in_memory_and_its_run_is_evalu
     colour = next(column for column in described["spec"]["encoder"]["columns"] if column["name"] == "colour")
     assert colour["categories"] == ["blue", "green", "red"]  # fitted at prepare, on the training rows
 
-    overrides = ["callbacks.early_stopping=null", "trainer.max_epochs=3"]
+    overrides = ["callbacks.early_stopping=null", "trainer.max_epochs=2"]
     memory = train_run(tmp_path / "memory", source + overrides)
     streamed = train_run(tmp_path / "streamed", ["data=streaming", f"data.path={tmp_path / 'prepared'}",
                                                  "data.num_workers=0", *overrides])

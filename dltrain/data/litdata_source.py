@@ -153,20 +153,13 @@ class PreparedSplit:
                                 drop_last=drop_last, serializers=safe_serializers())
 
     def first_rows(self, rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The split's first `rows` rows (all: None) in their stored order, as whole tensors."""
-        from litdata import StreamingDataLoader
-
+        """The split's first `rows` rows (all: None) in their stored order, as whole tensors: read by index, so
+        in one process of several too (a loader would give it its share only)."""
         wanted = self.rows if rows is None else min(rows, self.rows)
         if wanted == 0:
             return torch.empty(0), torch.empty(0)
-        batches, taken = [], 0
-        for x, y in StreamingDataLoader(self.dataset(shuffle=False, drop_last=False), batch_size=min(wanted, 1024),
-                                        collate_fn=Collate(self.task)):
-            batches.append((x, y))
-            taken += len(y)
-            if taken >= wanted:
-                break
-        return torch.cat([x for x, _ in batches])[:wanted], torch.cat([y for _, y in batches])[:wanted]
+        dataset = self.dataset(shuffle=False, drop_last=False)
+        return Collate(self.task)([dataset[row] for row in range(wanted)])
 
 
 class PreparedDataModule(pl.LightningDataModule):
@@ -192,6 +185,12 @@ class PreparedDataModule(pl.LightningDataModule):
             for split in SPLITS)
 
     def _loader(self, split: PreparedSplit, drop_last: bool | None):
+        ranks = self.trainer.world_size if self.trainer is not None else 1
+        if ranks > 1 and split.rows < ranks * self.batch_size:  # Lightning stops at a rank with no batch
+            name = split.path.rstrip("/").rsplit("/", 1)[-1]
+            raise DataError(f"data=streaming: the {name} split's {split.rows} rows make fewer batches of "
+                            f"data.batch_size={self.batch_size} than the {ranks} processes (LitData gives each "
+                            f"whole batches): set data.batch_size to at most {max(1, split.rows // ranks)}")
         workers = {"persistent_workers": True, "prefetch_factor": 4} if self.num_workers > 0 else {}
         return resuming_loader()(split.dataset(drop_last=drop_last), batch_size=self.batch_size,
                                  num_workers=self.num_workers, pin_memory=self.pin_memory,

@@ -10,6 +10,7 @@ they are served. Each sample is {"x": tensor, "y": number}: data only.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -24,7 +25,8 @@ from dltrain.data.spec import BINARY, IMAGE, MULTICLASS, REGRESSION, DataSpec
 from dltrain.errors import DataError
 
 IMAGE_FOLDER = "dltrain.data.images.image_folder"
-CHUNK_BYTES = "64MB"
+CHUNK_BYTES = 64 * 2**20  # the most a chunk holds
+CHUNKS = 64  # the fewest chunks a split is cut into (rows allowing): LitData shares chunks among ranks and workers
 
 
 def prepare(data_cfg: dict[str, Any], seed: int, output: str | Path, overwrite: bool = False) -> dict[str, Any]:
@@ -71,6 +73,7 @@ class ImageSample:
 
     def __init__(self, image_size: list[int], channels: int) -> None:
         self.image_size, self.channels = list(image_size), channels
+        self.bytes = channels * image_size[0] * image_size[1]
 
     def __call__(self, item: tuple[str, int]) -> dict[str, Any]:
         from dltrain.data.images import image_transform, load_images
@@ -87,6 +90,7 @@ class RowSample:
 
     def __init__(self, features: torch.Tensor, targets: torch.Tensor) -> None:
         self.features, self.targets = features, targets
+        self.bytes = features[0].numel() * features.element_size() if len(features) else 1
 
     def __call__(self, row: int) -> dict[str, Any]:
         return {"x": self.features[row].clone(), "y": self.targets[row].item()}
@@ -139,8 +143,9 @@ def _optimize(sample: Any, inputs: list[Any], folder: Path) -> None:
     from litdata import optimize
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    rows_per_chunk = max(1, min(math.ceil(len(inputs) / CHUNKS), CHUNK_BYTES // sample.bytes))
     try:
-        optimize(fn=sample, inputs=inputs, output_dir=str(folder), chunk_bytes=CHUNK_BYTES,
+        optimize(fn=sample, inputs=inputs, output_dir=str(folder), chunk_size=rows_per_chunk,
                  num_workers=max(1, min(cores, len(inputs) // 256)), reorder_files=False,
                  start_method="fork")  # spawn (its default) would import torch again in each worker
     except RuntimeError as exc:

@@ -57,7 +57,7 @@ def check_data_files(cfg: DictConfig) -> list[Path]:
     data = OmegaConf.to_container(cfg.data, resolve=True)
     found = []
     for key in DATA_FILE_KEYS:
-        if data.get(key):
+        if data.get(key) and "://" not in str(data[key]):  # a URL (data=streaming's s3://) is its reader's to reach
             path = Path(str(data[key])).expanduser()
             if not path.exists():
                 raise DataError(f"data.{key}: no such file or folder {path}")
