@@ -112,3 +112,14 @@ def test_a_prepared_folder_whose_fields_are_pickles_is_refused_before_a_sample_i
                                                                "chunks": []}))
     with pytest.raises(DataError, match=r"fields stored as pickle; refused: data=streaming reads only"):
         prepared(str(tmp_path))
+
+
+def test_prepare_names_an_unreadable_image_in_one_line(tmp_path):
+    write_image_folder(tmp_path / "photos", per_class=12)
+    (tmp_path / "photos" / "dark" / "3.png").write_text("not an image")
+    refused = prepare(tmp_path, "data=image_folder", f"data.path={tmp_path / 'photos'}", "data.channels=3",
+                      f"output={tmp_path / 'prepared'}")
+    assert refused.returncode == 1
+    assert "dltrain-prepare: error: " + str(tmp_path / "photos" / "dark" / "3.png") + ": not a readable image" \
+        in refused.stderr
+    assert not (tmp_path / "prepared" / "dltrain.json").exists()  # unfinished: nothing says it is whole
