@@ -54,6 +54,8 @@ def prepared(path: str) -> PreparedData:
     from dltrain.checkpoints.reading import CheckpointError, checked_spec
 
     path = str(path).rstrip("/")
+    if "://" in path and not path.startswith("s3://"):
+        raise DataError(f"data.path={path}: data=streaming reads a local folder or an s3:// URL")
     description = _read_json(f"{path}/{DESCRIPTION}",
                              f"data.path={path}: no {DESCRIPTION} there (expected a folder dltrain-prepare wrote: "
                              f"dltrain-prepare data=<source> data.path=... output={path})")
@@ -77,19 +79,32 @@ def prepared(path: str) -> PreparedData:
 
 
 def _read_json(url: str, missing: str) -> Any:
-    """A JSON file of a local folder or of object storage (through fsspec, as LitData reaches it)."""
+    """A JSON file of a local folder, or of object storage (fetched by LitData's own S3 client)."""
     try:
-        if "://" in url:
-            import fsspec
-
-            with fsspec.open(url, "r") as handle:
-                return json.load(handle)
+        if url.startswith("s3://"):
+            return json.loads(_fetch(url))
         with open(url) as handle:
             return json.load(handle)
     except FileNotFoundError:
         raise DataError(missing) from None
-    except (OSError, ValueError, ImportError) as exc:
+    except (OSError, ValueError) as exc:
         raise DataError(f"{url}: not readable as JSON ({type(exc).__name__}: {exc})") from None
+
+
+def _fetch(url: str) -> bytes:
+    """An s3:// file's bytes; any failure of the storage client (credentials, network, no such key) named."""
+    import tempfile
+
+    from litdata.streaming.fs_provider import S3FsProvider
+
+    with tempfile.TemporaryDirectory() as folder:
+        local = f"{folder}/file"
+        try:
+            S3FsProvider().download_file(url, local)
+        except Exception as exc:  # noqa: BLE001 - boto3 raises its own types for every cause
+            raise DataError(f"{url}: could not be read from object storage ({type(exc).__name__}: {exc})") from None
+        with open(local, "rb") as handle:
+            return handle.read()
 
 
 def check_formats(folder: str) -> None:
@@ -239,6 +254,9 @@ def _class_weights(choice: Any, data: PreparedData) -> list[float] | None:
     from dltrain.data.datamodule import loss_class_weights
 
     counts = data.pipeline.get("train_class_counts") or []
+    if not all(isinstance(n, int) and n >= 0 for n in counts) or sum(counts) != data.rows["train"]:
+        raise DataError(f"{data.path}/{DESCRIPTION}: train_class_counts={counts!r} are not counts of the "
+                        f"{data.rows['train']} training rows; prepare the folder again")
     targets = np.repeat(np.arange(len(counts)), counts).astype(np.int64)
     stand_in = ArrayData(data.name, np.zeros((len(targets), 0)), targets, data.spec.task)  # the counts as rows
     return loss_class_weights(choice, stand_in, targets, data.spec.num_classes)
