@@ -81,7 +81,7 @@ def test_an_image_folder_prepared_then_streamed_keeps_its_pixels_split_and_pipel
     assert (pipeline["image_size"], pipeline["channels"]) == ([16, 16], 3)
 
     results = train_run(tmp_path / "run", ["data=streaming", f"data.path={tmp_path / 'prepared'}",
-                                           "trainer.max_epochs=1"])
+                                           "data.num_workers=0", "trainer.max_epochs=1"])
     assert results["status"] == "completed" and results["data"] == "photos"
     predicted = dltrain_command("ckpt_path=run", f"input={tmp_path / 'photos'}", cwd=tmp_path,
                                 script="dltrain-predict")  # resized as training's images were
