@@ -18,6 +18,8 @@ _UNHELPFUL_WARNINGS = (
     r".*Grad strides do not match bucket view strides.*",  # torch's DDP on CPU convolutions: nothing to change
     r".*The default weight initialization of .* will be changed.*",  # torchvision's future default, not the run's
     r".*Your `IterableDataset` has `__len__` defined.*",  # LitData's: it shards over workers itself
+    r".*resuming from a checkpoint that ended before the epoch ended and your dataloader is not resumable.*",
+    # dltrain's resume line says so in its words
 )
 
 
