@@ -17,6 +17,9 @@ _UNHELPFUL_WARNINGS = (
     r".*Using `DistributedSampler` with the dataloaders. During `trainer.test\(\)`.*",  # dltrain's repeats no row
     r".*Grad strides do not match bucket view strides.*",  # torch's DDP on CPU convolutions: nothing to change
     r".*The default weight initialization of .* will be changed.*",  # torchvision's future default, not the run's
+    r".*Your `IterableDataset` has `__len__` defined.*",  # LitData's: it shards over workers itself
+    r".*resuming from a checkpoint that ended before the epoch ended and your dataloader is not resumable.*",
+    # dltrain's resume line says so in its words
 )
 
 
@@ -24,7 +27,8 @@ def quiet_libraries() -> None:
     """Silence library chatter that does not help a dltrain user."""
     for pattern in _UNHELPFUL_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
-    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero", "mlflow", "alembic"):
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero", "mlflow", "alembic",
+                 "litdata"):  # litdata: its cache size and file access, said at each loader
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow sets its loggers' level when imported
     logging.getLogger("pytorch_lightning.loggers.mlflow").addFilter(_NotCreatingExperiment())

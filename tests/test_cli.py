@@ -43,7 +43,7 @@ def test_help_lists_every_group_and_option(tmp_path):
         "scheduler: cosine, none, onecycle, plateau, step",
         "trainer: cpu, ddp, ddp_cpu, default, gpu",
         "data: arrays, breast_cancer, cifar10, csv, diabetes, digits, fashion_mnist, image_folder, iris, linear, "
-        "mnist, parquet, reviews, sine, wine",
+        "mnist, parquet, reviews, sine, streaming, wine",
     ]:
         assert line in proc.stdout
     for group in (p for p in config_dir().iterdir() if p.is_dir() and p.name != "hydra"):  # every option

@@ -200,6 +200,10 @@ def component_errors(cfg: DictConfig) -> list[ConfigError]:
 
 
 def _check_cv(cfg: DictConfig) -> None:
-    """cv.all_data comes with folds."""
-    if OmegaConf.select(cfg, "cv.all_data", default=False) and not OmegaConf.select(cfg, "cv.folds", default=0):
+    """cv.all_data comes with folds; folds come with data read in memory (data=streaming's split is fixed)."""
+    folds = OmegaConf.select(cfg, "cv.folds", default=0)
+    if OmegaConf.select(cfg, "cv.all_data", default=False) and not folds:
         raise ConfigError("cv.all_data=true needs cross-validation: set cv.folds to 2 or more")
+    if folds and OmegaConf.select(cfg, "data._target_", default=None) == "dltrain.data.litdata_source.prepared":
+        raise ConfigError(f"cv.folds={folds}: data=streaming's split was fixed by dltrain-prepare; cross-validation "
+                          "needs the source itself (data=csv, data=image_folder, ...)")

@@ -58,3 +58,11 @@ class TensorBatchSampler(BatchSampler):
 def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     """Collate function for TensorBatchDataset: its batches are already stacked."""
     return batch
+
+
+def first_rows(dataset, rows: int | None = None) -> tuple[Tensor, Tensor]:
+    """The first `rows` rows (all: None) of a split as whole (features, targets) tensors: sliced from a
+    TensorBatchDataset, read in order from a streamed split (its first_rows)."""
+    if isinstance(dataset, TensorBatchDataset):
+        return dataset.features[:rows], dataset.targets[:rows]
+    return dataset.first_rows(rows)

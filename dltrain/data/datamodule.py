@@ -27,6 +27,7 @@ from dltrain.config.schema import DataLoading
 # Keys of a data config that shape the batches; every other key goes to the source (its _target_).
 LOADER_KEYS = tuple(DataLoading.model_fields)
 Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # row indices of train, validation and test
+PREPARED = "dltrain.data.litdata_source.prepared"  # data=streaming's source
 
 
 class ArrayDataModule(pl.LightningDataModule):
@@ -226,6 +227,10 @@ def build_datamodule(data_cfg: dict[str, Any], seed: int, data: ArrayData | None
                      rows: Rows | None = None, stored: DataSpec | None = None) -> ArrayDataModule:
     """The data module of a data config (of `data` already loaded, split into `rows`, when given)."""
     options = {k: v for k, v in data_cfg.items() if k in LOADER_KEYS and k not in ("augment", "stream", "on_bad_sample")}
+    if data_cfg.get("_target_") == PREPARED:  # data=streaming: a folder dltrain-prepare wrote, read by LitData
+        from dltrain.data.litdata_source import prepared_datamodule
+
+        return prepared_datamodule(data if data is not None else load_data(data_cfg), options, seed, rows, stored)
     if data_cfg.get("stream") is True:
         refuse_stream(f"data={data.name if data is not None else data_cfg['_target_'].rsplit('.', 1)[-1]}")
     options["num_workers"] = worker_count(options.get("num_workers", 0), streamed=False)

@@ -66,6 +66,17 @@ def image_folder(path: str, image_size: ImageSize = (32, 32),
                  channels: Literal["auto", 1, 3] = "auto") -> ArrayData:
     """One sub-folder per class; every image resized to `image_size` and scaled to [0, 1], all held in memory.
     channels="auto": 1 where every image is grayscale, else 3 (RGB)."""
+    root, folder, channels, notes = list_image_folder(path, channels)
+    files = [file for file, _ in folder.samples]
+    images = load_images(files, image_transform(image_size, channels), channels, image_size)
+    targets = np.asarray(folder.targets, dtype=np.int64)
+    task = BINARY if len(folder.classes) == 2 else MULTICLASS
+    return ArrayData(root.name, images, targets, task, IMAGE, class_names=list(folder.classes), notes=notes)
+
+
+def list_image_folder(path: str, channels: Literal["auto", 1, 3]) -> tuple[Path, Any, int, list[tuple[int, str]]]:
+    """An image folder's root, its torchvision ImageFolder listing (files and classes, nothing decoded), its
+    channels (auto: 1 where every image is grayscale, else 3) and the note saying what auto chose."""
     from torchvision import datasets
 
     root = Path(path).expanduser()
@@ -79,16 +90,12 @@ def image_folder(path: str, image_size: ImageSize = (32, 32),
         raise DataError(f"{root}: {exc} (expected one sub-folder of images per class)") from None
     if len(folder.classes) < 2:
         raise DataError(f"{root}: found {len(folder.classes)} class folder(s); classification needs at least 2")
-    files = [file for file, _ in folder.samples]
     notes = []
     if channels == "auto":
-        channels = 1 if all(_is_grayscale(file) for file in files) else 3
+        channels = 1 if all(_is_grayscale(file) for file, _ in folder.samples) else 3
         said = "1 (every image is grayscale)" if channels == 1 else "3 (RGB)"
         notes.append((logging.INFO, f"data.channels=auto: {said}"))
-    images = load_images(files, image_transform(image_size, channels), channels, image_size)
-    targets = np.asarray(folder.targets, dtype=np.int64)
-    task = BINARY if len(folder.classes) == 2 else MULTICLASS
-    return ArrayData(root.name, images, targets, task, IMAGE, class_names=list(folder.classes), notes=notes)
+    return root, folder, channels, notes
 
 
 def _is_grayscale(file: str) -> bool:

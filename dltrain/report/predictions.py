@@ -100,10 +100,13 @@ def labelled_predictions(module: TrainingModule, dataset: TensorBatchDataset, ro
 
     from dltrain.data.spec import REGRESSION
 
-    spec, targets = module.spec, dataset.targets[:rows].cpu().numpy()
+    from dltrain.data.batches import first_rows
+
+    features, targets = first_rows(dataset, rows)
+    spec, targets = module.spec, targets.cpu().numpy()
     if spec.task == REGRESSION:
         true = targets * spec.target_std + spec.target_mean
     else:
         names = spec.labels()
         true = [names[int(t)] for t in targets]
-    return pd.concat([pd.DataFrame({"true": true}), prediction_table(module, dataset.features[:rows])], axis=1)
+    return pd.concat([pd.DataFrame({"true": true}), prediction_table(module, features)], axis=1)

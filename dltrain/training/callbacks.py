@@ -43,6 +43,15 @@ class EpochMetricsCSV(pl.Callback):
         self._epoch_start = time.perf_counter()
         self._epoch_lr = trainer.optimizers[0].param_groups[0]["lr"]  # epoch schedulers step before epoch end
 
+    def state_dict(self) -> dict[str, Any]:
+        """The epoch's learning rate and seconds so far: a run resumed mid-epoch (from a step checkpoint) starts
+        no epoch to read them at."""
+        return {"epoch_lr": self._epoch_lr, "epoch_seconds": time.perf_counter() - self._epoch_start}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._epoch_lr = state_dict.get("epoch_lr", self._epoch_lr)
+        self._epoch_start = time.perf_counter() - state_dict.get("epoch_seconds", 0.0)
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return

@@ -18,6 +18,7 @@ from dltrain.training.metrics import metric_inputs, shape_outputs
 
 
 PLATEAU_KEY = "dltrain_plateau"  # a checkpoint's pending plateau step: its epoch and the monitored value
+EPOCH_SO_FAR_KEY = "dltrain_train_metrics"  # a checkpoint's training loss and metrics of its epoch so far
 
 
 @dataclass
@@ -152,6 +153,11 @@ class TrainingModule(pl.LightningModule):
         value = self.trainer.callback_metrics.get(monitor) if monitor else None
         if self._plateau() is not None and value is not None:
             checkpoint[PLATEAU_KEY] = {"epoch": self.current_epoch, "value": float(value)}
+        # A step checkpoint (every_n_train_steps) comes mid-epoch: the epoch's training loss and metrics so far
+        # go with it, so a run resumed from it logs the epoch's values over all of its batches.
+        self._update_metrics("train")
+        checkpoint[EPOCH_SO_FAR_KEY] = {name: _metric_states(metric) for name, metric in
+                                        (("loss", self.train_loss), ("metrics", self.train_metrics))}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._resumed = True
@@ -159,6 +165,10 @@ class TrainingModule(pl.LightningModule):
         valid = isinstance(pending, dict) and isinstance(pending.get("epoch"), int) \
             and isinstance(pending.get("value"), float)
         self._plateau_pending = pending if valid else None
+        so_far = checkpoint.get(EPOCH_SO_FAR_KEY)
+        if isinstance(so_far, dict):  # absent in checkpoints older than it: the epoch's values start afresh
+            for name, metric in (("loss", self.train_loss), ("metrics", self.train_metrics)):
+                _load_metric_states(metric, so_far.get(name) or {}, self.device)
 
     def on_train_start(self) -> None:
         """A resumed run takes the plateau step its checkpoint's epoch had not taken yet (see
@@ -245,3 +255,23 @@ class _Pending:
         self.outputs.append(outputs)
         self.targets.append(targets)
         self.rows += len(targets)
+
+
+def _metric_states(metric: torchmetrics.Metric | torchmetrics.MetricCollection) -> dict[str, Any]:
+    """A metric's accumulated states (torchmetrics keeps them out of state_dict unless made persistent)."""
+    metric.persistent(True)
+    try:
+        return dict(metric.state_dict())
+    finally:
+        metric.persistent(False)
+
+
+def _load_metric_states(metric: torchmetrics.Metric | torchmetrics.MetricCollection, states: dict[str, Any],
+                        device: torch.device) -> None:
+    """Put states of _metric_states back (with torchmetrics' own loading) on the module's device."""
+    metric.persistent(True)
+    try:
+        metric.load_state_dict(states, strict=False)
+    finally:
+        metric.persistent(False)
+    metric.to(device)

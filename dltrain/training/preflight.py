@@ -70,7 +70,7 @@ def data_files(cfg: DictConfig) -> list[Path]:
     data = OmegaConf.to_container(cfg.data, resolve=True)
     found = []
     for key in DATA_FILE_KEYS:
-        if data.get(key):
+        if data.get(key) and "://" not in str(data[key]):  # a URL (data=streaming's s3://) is its reader's to reach
             path = Path(str(data[key])).expanduser()
             if not path.exists():
                 raise DataError(f"data.{key}: no such file or folder {path}")
@@ -123,9 +123,10 @@ def check_forward(cfg: DictConfig, datamodule: ArrayDataModule, module: Training
 
     import torch
 
+    from dltrain.data.batches import first_rows
     from dltrain.training.metrics import shape_outputs
 
-    x = datamodule.train_set.features[:2]
+    x = first_rows(datamodule.train_set, 2)[0]
     if len(x) == 0:
         return
     network = copy.deepcopy(module.model).train()

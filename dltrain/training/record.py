@@ -149,6 +149,14 @@ def best_epoch_in(path: Path, monitor: str, mode: str) -> tuple[int | None, dict
     return int(best["epoch"]) + 1, {k: float(v) for k, v in sorted(best.items()) if k.startswith("val_") and v != ""}
 
 
+def epochs_done(checkpoint: dict[str, Any]) -> int:
+    """The epochs a checkpoint had finished: its epoch's too where it was saved at the epoch's end, not where a
+    step checkpoint (every_n_train_steps) saved it mid-epoch (Lightning's count of processed epochs says which)."""
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("total", {})
+    processed = progress.get("processed") if isinstance(progress, dict) else None
+    return processed if isinstance(processed, int) and not isinstance(processed, bool) else checkpoint["epoch"] + 1
+
+
 def drop_metrics_from(path: Path, epoch: int) -> None:
     """Keep metrics.csv rows of epochs before `epoch`: a resumed run writes the later ones again."""
     if not path.exists():

@@ -31,7 +31,7 @@ from dltrain.quiet import quiet_libraries
 from dltrain.rundir.claim import claimed, mark_running
 from dltrain.rundir.files import remove_unfinished_writes, write_atomic, write_json
 from dltrain.rundir.layout import RunDir
-from dltrain.training.record import (best_checkpoint, best_epoch_in, drop_metrics_from, last_val_metrics,
+from dltrain.training.record import (best_checkpoint, best_epoch_in, drop_metrics_from, epochs_done, last_val_metrics,
                                      limits_in_force, relative_path, results_record, still_improving, stopped_early,
                                      weight_averagers)
 from dltrain.training.trainer_setup import (build_callbacks, build_loggers, build_trainer, logger_locations,
@@ -113,7 +113,11 @@ def _train(cfg: DictConfig, run_dir: Path, resume: bool, callbacks: tuple[pl.Cal
                        fold=f"{fold.number}/{fold.of}" if fold else None)
     say_validation_schedule(run.trainer)
     if resumed is not None:
-        log.info(f"resuming from {last} ({resumed['epoch'] + 1} epoch(s) done)")
+        done = epochs_done(resumed)
+        within = f", and epoch {done + 1} up to step {resumed['global_step']}" if done == resumed["epoch"] else ""
+        if within and not resumed.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader"):
+            within += ": its loader kept no position (data in memory), so the epoch's other batches are drawn afresh"
+        log.info(f"resuming from {last} ({done} epoch(s) done{within})")
     stopped = _fit(run, last if resumed is not None else None)
     return stopped if stopped is not None else _test_and_write(run)
 
@@ -171,7 +175,7 @@ def _start_files(run: _Run, resumed: dict[str, Any] | None, restart: bool) -> No
         last = RunDir(run.run_dir).last_checkpoint
         for unfinished in (*remove_unfinished_writes(run.run_dir), *remove_unfinished_writes(last.parent)):
             log.info(f"removed {unfinished}, a write the stopped run left unfinished")
-        drop_metrics_from(metrics, resumed["epoch"] + 1)
+        drop_metrics_from(metrics, epochs_done(resumed))
     elif restart:
         metrics.unlink(missing_ok=True)
     write_atomic(RunDir(run.run_dir).config, OmegaConf.to_yaml(run.cfg))
