@@ -17,6 +17,7 @@ _UNHELPFUL_WARNINGS = (
     r".*Using `DistributedSampler` with the dataloaders. During `trainer.test\(\)`.*",  # dltrain's repeats no row
     r".*Grad strides do not match bucket view strides.*",  # torch's DDP on CPU convolutions: nothing to change
     r".*The default weight initialization of .* will be changed.*",  # torchvision's future default, not the run's
+    r".*'set_vital' is deprecated.*",  # torchdata's StatefulDataLoader calling torch's API, not the run
 )
 
 

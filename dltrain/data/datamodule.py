@@ -14,6 +14,7 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
 from dltrain.data.arrays import TEST, TRAIN, VAL, ArrayData
+from dltrain.data.image_stream import IMAGE_FOLDER, ImageFiles, StreamedImageDataModule, listed_image_folder
 from dltrain.data.batches import TensorBatchDataset, TensorBatchSampler, keep_batch
 from dltrain.data.encoding import TableEncoder
 from dltrain.data.scaling import SequenceScaler
@@ -31,6 +32,8 @@ Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # row indices of train, valida
 
 class ArrayDataModule(pl.LightningDataModule):
     """Train, validation and test splits of an ArrayData, as whole tensors sliced into batches."""
+
+    streamed = False
 
     def __init__(
         self,
@@ -188,9 +191,20 @@ def _draw(data: ArrayData, pool: np.ndarray, share: float, seed: int, classify: 
         raise DataError(f"data={data.name}: cannot draw the {part} split ({exc})") from None
 
 
-def load_data(data_cfg: dict[str, Any]) -> ArrayData:
-    """The whole data set from its source: `_target_` and every key but LOADER_KEYS."""
+def load_data(data_cfg: dict[str, Any], stored: DataSpec | None = None) -> ArrayData | ImageFiles:
+    """The whole data set from its source: `_target_` and every key but LOADER_KEYS; or, where the source
+    streams (data.stream), its listing (`stored`: a checkpoint's spec, whose image channels are kept)."""
     source = {k: v for k, v in data_cfg.items() if k not in LOADER_KEYS}
+    if data_cfg.get("_target_") == IMAGE_FOLDER:
+        listed, line = listed_image_folder(data_cfg, stored)
+        if listed is not None:
+            return listed
+        data = build(source, "data", _convert_="all")
+        data.notes.append((logging.INFO, line))
+        data.facts["data_path"] = {"streamed": False, "why": line}
+        return data
+    if data_cfg.get("stream") is True:
+        refuse_stream(f"data={data_cfg['_target_'].rsplit('.', 1)[-1]}")
     return build(source, "data", _convert_="all")
 
 
@@ -212,15 +226,17 @@ def evaluation_loader(dataset: TensorBatchDataset, batch_size: int) -> DataLoade
                       collate_fn=keep_batch)
 
 
-def build_datamodule(data_cfg: dict[str, Any], seed: int, data: ArrayData | None = None,
-                     rows: Rows | None = None, stored: DataSpec | None = None) -> ArrayDataModule:
+def build_datamodule(data_cfg: dict[str, Any], seed: int, data: ArrayData | ImageFiles | None = None,
+                     rows: Rows | None = None, stored: DataSpec | None = None
+                     ) -> ArrayDataModule | StreamedImageDataModule:
     """The data module of a data config (of `data` already loaded, split into `rows`, when given)."""
+    data = data if data is not None else load_data(data_cfg, stored)
+    if isinstance(data, ImageFiles):
+        options = {k: v for k, v in data_cfg.items() if k in LOADER_KEYS and k != "stream"}
+        return StreamedImageDataModule(data, seed=seed, rows=rows, stored=stored, **options)
     options = {k: v for k, v in data_cfg.items() if k in LOADER_KEYS and k not in ("augment", "stream", "on_bad_sample")}
-    if data_cfg.get("stream") is True:
-        refuse_stream(f"data={data.name if data is not None else data_cfg['_target_'].rsplit('.', 1)[-1]}")
     options["num_workers"] = worker_count(options.get("num_workers", 0), streamed=False)
-    return ArrayDataModule(data if data is not None else load_data(data_cfg), seed=seed, rows=rows, stored=stored,
-                           **options)
+    return ArrayDataModule(data, seed=seed, rows=rows, stored=stored, **options)
 
 
 def stored_datamodule(config: dict[str, Any], spec: DataSpec) -> ArrayDataModule:

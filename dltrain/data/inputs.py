@@ -247,4 +247,9 @@ def image_features(images: list[str] | list[bytes], spec: DataSpec, names: list[
     from dltrain.data.images import image_transform, load_images
 
     channels, *size = spec.input_shape
-    return load_images(images, image_transform(size, channels), channels, size, names)
+    features = load_images(images, image_transform(size, channels), channels, size, names)
+    if spec.normalize:  # as training's pipeline did (dltrain.data.image_stream.image_pipeline)
+        shape = (1, channels, 1, 1)
+        mean, std = (np.asarray(spec.normalize[key], dtype=np.float32).reshape(shape) for key in ("mean", "std"))
+        features = (features - mean) / std
+    return features

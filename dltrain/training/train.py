@@ -133,7 +133,7 @@ def checked_data_and_module(cfg: DictConfig, config: dict[str, Any], fold: Fold 
         datamodule.facts["model_auto"] = chose  # said with the model at the start, and in results.json
     # a resumed run's weights are its checkpoint's: the file it started from is not read again
     module = build_module(without_start_weights(config) if resumed else config, datamodule.spec.to_dict(),
-                          resumed_settings)
+                          resumed_settings, per_image=not datamodule.streamed)
     check_before_training(cfg, datamodule, module)
     return datamodule, module
 
