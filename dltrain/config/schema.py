@@ -83,7 +83,7 @@ class Augment(Section):
         description="an augmentation policy: TrivialAugmentWide, RandAugment or AutoAugment (ImageNet's)")
     normalize: Literal["none", "imagenet"] = Field(
         description="subtract each channel's mean and divide by its std (imagenet: pretrained weights' "
-                    "statistics); applied to every image read, at evaluation and prediction too; streamed only")
+                    "statistics); applied to every image read, at evaluation and prediction too")
     mixup: NonNegativeNumber = Field(description="MixUp of training batches: its Beta(alpha, alpha) (0: off)")
     cutmix: NonNegativeNumber = Field(description="CutMix of training batches: its Beta(alpha, alpha) (0: off)")
 

@@ -24,9 +24,10 @@ NORMALIZATION = {"imagenet": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])}
 
 
 def build_augmentation(options: dict[str, Any] | None, kind: str, input_shape: tuple[int, ...],
-                       per_image: bool = True) -> Callable | None:
+                       per_image: bool = True, normalize: dict[str, list[float]] | None = None) -> Callable | None:
     """A function from a batch of inputs to an augmented batch, or None when every option is off.
-    `per_image=False`: a streamed source's workers already applied the per-image options."""
+    `per_image=False`: a streamed source's workers already applied the per-image options. `normalize`: the
+    images' normalization (the spec's), undone around the per-image steps, which work on [0, 1] values."""
     options = options or {}
     noise = float(options.get("noise") or 0.0)
     wanted = image_options_on(options)
@@ -36,17 +37,17 @@ def build_augmentation(options: dict[str, Any] | None, kind: str, input_shape: t
     if wanted and kind != IMAGE:
         raise ConfigError(f"data.augment crop, flip, rotation, colour and policy apply to images, but the data is a "
                           f"{kind}; only data.augment.noise applies to it")
-    if (options.get("normalize") or "none") != "none" and per_image:
-        raise ConfigError("data.augment.normalize is applied as images are read from their files: set "
-                          "data.stream=true with it (data held in memory is not normalized)")
     image_transform = _batch_image_transform(options, input_shape) if wanted and per_image else None
     if image_transform is None and not noise:
         return None
+    mean, std = ((torch.tensor(normalize[key]).reshape(-1, 1, 1) for key in ("mean", "std")) if normalize
+                 else (torch.tensor(0.0), torch.tensor(1.0)))
 
     def augment(batch: Tensor) -> Tensor:
         if image_transform is not None:
             # A transform draws one set of parameters per call: call it per image so each differs.
-            batch = torch.stack([image_transform(image) for image in batch])
+            shift, scale = mean.to(batch.device), std.to(batch.device)
+            batch = torch.stack([(image_transform(image * scale + shift) - shift) / scale for image in batch])
         if noise:
             batch = batch + noise * torch.randn_like(batch)
         return batch
@@ -94,10 +95,10 @@ def _batch_image_transform(options: dict[str, Any], input_shape: tuple[int, ...]
     steps = random_image_steps(options, list(input_shape[1:]))
     if (options.get("policy") or "none") == "none":
         return v2.Compose(steps)
-    policy = steps.pop()
+    policy, before = steps.pop(), v2.Compose(steps) if len(steps) > 1 else steps[0] if steps else v2.Identity()
 
     def transform(image: Tensor) -> Tensor:
-        image = v2.Compose(steps)(image)
+        image = before(image)
         return policy((image.clamp(0, 1) * 255).round().to(torch.uint8)).float() / 255
 
     return transform

@@ -14,7 +14,8 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
 from dltrain.data.arrays import TEST, TRAIN, VAL, ArrayData
-from dltrain.data.image_stream import IMAGE_FOLDER, ImageFiles, StreamedImageDataModule, listed_image_folder
+from dltrain.data.image_stream import (IMAGE_FOLDER, ImageFiles, StreamedImageDataModule, listed_image_folder,
+                                       normalization, normalized)
 from dltrain.data.batches import TensorBatchDataset, TensorBatchSampler, keep_batch
 from dltrain.data.encoding import TableEncoder
 from dltrain.data.scaling import SequenceScaler
@@ -48,6 +49,7 @@ class ArrayDataModule(pl.LightningDataModule):
         class_weights: str | list[float] | None = None,
         rows: Rows | None = None,
         stored: DataSpec | None = None,
+        augment: dict[str, Any] | None = None,
     ) -> None:
         """`rows` fixes the three parts (a cross-validation fold); by default they are drawn by split_rows.
         `stored`: a checkpoint's data spec, whose encoding and target scale are applied instead of fitting them
@@ -79,6 +81,9 @@ class ArrayDataModule(pl.LightningDataModule):
             features, encoder = fitted.transform(data.features, f"data={data.name}"), fitted.to_dict()
         else:
             features = np.asarray(data.features, dtype=np.float32)
+        normalize = stored.normalize if stored is not None else normalization(augment, data.kind, features.shape)
+        if normalize:  # images: as the streamed path's pipeline and every later command read them
+            features = normalized(features, normalize)
         y = data.targets
         num_classes = 0
         if data.task != REGRESSION:
@@ -92,7 +97,7 @@ class ArrayDataModule(pl.LightningDataModule):
             target_mean, target_std = float(numbers.mean()), float(numbers.std()) or 1.0
         self.spec = DataSpec(
             data.name, data.task, tuple(features.shape[1:]), num_classes, target_mean, target_std,
-            kind=data.kind, class_names=data.class_names, encoder=encoder,
+            kind=data.kind, class_names=data.class_names, encoder=encoder, normalize=normalize,
             class_weights=loss_class_weights(class_weights, data, y[train], num_classes),
         )
         self.train_set, self.val_set, self.test_set = (self._tensors(features, y, rows) for rows in (train, val, test))
@@ -234,7 +239,7 @@ def build_datamodule(data_cfg: dict[str, Any], seed: int, data: ArrayData | Imag
     if isinstance(data, ImageFiles):
         options = {k: v for k, v in data_cfg.items() if k in LOADER_KEYS and k != "stream"}
         return StreamedImageDataModule(data, seed=seed, rows=rows, stored=stored, **options)
-    options = {k: v for k, v in data_cfg.items() if k in LOADER_KEYS and k not in ("augment", "stream", "on_bad_sample")}
+    options = {k: v for k, v in data_cfg.items() if k in LOADER_KEYS and k not in ("stream", "on_bad_sample")}
     options["num_workers"] = worker_count(options.get("num_workers", 0), streamed=False)
     return ArrayDataModule(data, seed=seed, rows=rows, stored=stored, **options)
 

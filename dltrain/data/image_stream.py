@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, RandomSampler, SequentialSampler
 
 from dltrain.data.spec import BINARY, IMAGE, MULTICLASS, DataSpec
 from dltrain.data.streaming import choose_stream, streamed_loader, worker_count
-from dltrain.errors import DataError
+from dltrain.errors import ConfigError, DataError
 
 IMAGE_FOLDER = "dltrain.data.images.image_folder"
 CHANNEL_SAMPLE = 1000  # channels=auto reads at most this many images' headers (spread over the folder)
@@ -116,18 +116,28 @@ def image_pipeline(image_size: list[int], channels: int, augment: dict[str, Any]
     return v2.Compose(steps)
 
 
-def normalization(augment: dict[str, Any] | None, channels: int) -> dict[str, list[float]] | None:
-    """The spec's normalize of data.augment.normalize: ImageNet's per-channel statistics (their mean for
-    grayscale), or None."""
+def normalization(augment: dict[str, Any] | None, kind: str, shape: tuple[int, ...]
+                  ) -> dict[str, list[float]] | None:
+    """The spec's normalize of data.augment.normalize for data of `kind` whose rows have `shape`: ImageNet's
+    per-channel statistics (their mean for grayscale), or None."""
     from dltrain.data.augment import NORMALIZATION
 
     choice = (augment or {}).get("normalize") or "none"
     if choice == "none":
         return None
+    if kind != IMAGE:
+        raise ConfigError(f"data.augment.normalize={choice} is for images, and this data is a {kind}: set it to none")
     mean, std = NORMALIZATION[choice]
-    if channels == 1:
+    if shape[-3] == 1:
         mean, std = [sum(mean) / 3], [sum(std) / 3]
     return {"mean": list(mean), "std": list(std)}
+
+
+def normalized(images: np.ndarray, normalize: dict[str, list[float]]) -> np.ndarray:
+    """(N, C, H, W) images with each channel's mean subtracted and divided by its std."""
+    shape = (1, len(normalize["mean"]), 1, 1)
+    mean, std = (np.asarray(normalize[key], dtype=np.float32).reshape(shape) for key in ("mean", "std"))
+    return (images - mean) / std
 
 
 class BadSample(DataError):
@@ -215,7 +225,7 @@ class StreamedImageDataModule(pl.LightningDataModule):
         train, val, test = rows if rows is not None else split_rows(data, val_fraction, test_fraction, seed)
         self.notes, self.facts = list(data.notes), dict(data.facts)
         shape = (data.channels, *data.image_size)
-        normalize = stored.normalize if stored is not None else normalization(augment, data.channels)
+        normalize = stored.normalize if stored is not None else normalization(augment, IMAGE, shape)
         self.spec = DataSpec(data.name, data.task, shape, len(data.class_names), kind=IMAGE,
                              class_names=data.class_names, normalize=normalize,
                              class_weights=loss_class_weights(class_weights, data, data.targets[train],

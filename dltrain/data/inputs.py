@@ -248,8 +248,8 @@ def image_features(images: list[str] | list[bytes], spec: DataSpec, names: list[
 
     channels, *size = spec.input_shape
     features = load_images(images, image_transform(size, channels), channels, size, names)
-    if spec.normalize:  # as training's pipeline did (dltrain.data.image_stream.image_pipeline)
-        shape = (1, channels, 1, 1)
-        mean, std = (np.asarray(spec.normalize[key], dtype=np.float32).reshape(shape) for key in ("mean", "std"))
-        features = (features - mean) / std
+    if spec.normalize:  # as training read them
+        from dltrain.data.image_stream import normalized
+
+        features = normalized(features, spec.normalize)
     return features

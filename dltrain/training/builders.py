@@ -34,7 +34,7 @@ def build_module(config: dict[str, Any], data_spec: dict[str, Any], resumed_sett
         schedule=build_schedule(config.get("scheduler") or {}),
         spec=spec,
         l1=float(config["regularization"]["l1"]),
-        augment=build_augmentation(augment, spec.kind, spec.input_shape, per_image),
+        augment=build_augmentation(augment, spec.kind, spec.input_shape, per_image, spec.normalize),
         mix=build_mixing(augment, spec.task, spec.num_classes, loss_name(config.get("loss"), spec.task)),
         compile_options=config.get("compile") or {},
         record={"config": config, "data_spec": data_spec},
