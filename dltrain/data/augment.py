@@ -71,7 +71,11 @@ def random_image_steps(options: dict[str, Any], size: list[int]) -> list[Callabl
 
     steps = []
     if options.get("random_resized_crop"):
-        steps.append(v2.RandomResizedCrop(list(size), scale=tuple(options["random_resized_crop"]), antialias=True))
+        low, high = options["random_resized_crop"]
+        if low > high:
+            raise ConfigError(f"data.augment.random_resized_crop=[{low},{high}]: expected [min, max] shares of the "
+                              f"area, e.g. [{high},{low}]")
+        steps.append(v2.RandomResizedCrop(list(size), scale=(low, high), antialias=True))
     if options.get("crop_padding"):
         steps.append(v2.RandomCrop(list(size), padding=int(options["crop_padding"])))
     if options.get("hflip"):

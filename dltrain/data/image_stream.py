@@ -185,8 +185,8 @@ class ImageFileDataset(Dataset):
         from torch.utils.data import DataLoader, Subset
 
         subset = Subset(self, range(len(self) if rows is None else min(rows, len(self))))
-        yield from DataLoader(subset, batch_size=batch_size, num_workers=self.num_workers,
-                              collate_fn=collate_images)
+        workers = self.num_workers if len(subset) > batch_size else 0  # a batch or less: no processes to start
+        yield from DataLoader(subset, batch_size=batch_size, num_workers=workers, collate_fn=collate_images)
 
     def head(self, rows: int | None) -> Tensor:
         """The inputs of the first `rows` samples, at most HEAD_ROWS (a streamed split is never decoded whole)."""
@@ -200,7 +200,7 @@ def collate_images(samples: list[tuple[Tensor, Tensor] | None]) -> tuple[Tensor,
 
     kept = [sample for sample in samples if sample is not None]
     if not kept:
-        raise DataError(f"a whole batch of {len(samples)} images was unreadable (data.on_bad_sample=skip): "
+        raise BadSample(f"a whole batch of {len(samples)} images was unreadable (data.on_bad_sample=skip): "
                         "check the folder")
     return default_collate(kept)
 
