@@ -218,14 +218,16 @@ def hand_loop(folder: Path, arch: str, steps: int, batch: int, workers: int) -> 
 
 
 def image_lines(sizes: list[int], arch: str = "cnn", steps: int = 12, batch: int = 32,
-                workers: int = 2, in_memory_max: int = 4000) -> list[str]:
+                workers: int = 2, in_memory_max: int = 4000, echo=None) -> list[str]:
     """The report: for each size, the streamed run's figures against their bounds and the hand loop, and the
-    in-memory path's beside them; then the memory's flatness across sizes."""
+    in-memory path's beside them; then the memory's flatness across sizes. `echo` (print) is given each
+    size's lines as soon as they are measured."""
     from performance import figures_line, ratio_line
 
     lines, peaks = [f"image folders: {arch}, {SIZE}x{SIZE} from {SIDE}x{SIDE} JPEGs, batch {batch}, {workers} "
                     f"workers, {steps} steps (throughput over the last {steps - 2})",
                     f"{'':38}{'dltrain':>12}{'baseline':>14}{'ratio':>8}"], {}
+    shown = 0
     for size in sizes:
         folder = image_folder(size)
         streamed = dltrain_run(folder, True, arch, steps, batch, workers)
@@ -251,6 +253,9 @@ def image_lines(sizes: list[int], arch: str = "cnn", steps: int = 12, batch: int
         else:
             lines.append(f"  in memory: not run (would hold {size * 3 * SIZE * SIZE * 4 / 2**30:.1f} GiB decoded; "
                          f"--in-memory-max {in_memory_max})")
+        if echo is not None:
+            echo("\n".join(lines[shown:]))
+            shown = len(lines)
     if len(peaks) > 1:
         small, large = min(peaks), max(peaks)
         lines.append(ratio_line(f"streamed memory: {large:,} vs {small:,} images", peaks[large], peaks[small], "MB",
@@ -272,8 +277,10 @@ def main() -> None:
     if args.hand:
         print(json.dumps(hand_loop(Path(args.hand), args.arch, args.steps, args.batch, args.workers)))
         return
-    for line in image_lines(args.sizes, args.arch, args.steps, args.batch, args.workers, args.in_memory_max):
-        print(line, flush=True)
+    lines = image_lines(args.sizes, args.arch, args.steps, args.batch, args.workers, args.in_memory_max,
+                        echo=lambda text: print(text, flush=True))
+    if len(set(args.sizes)) > 1:  # the flatness line, measured once every size was
+        print(lines[-1])
 
 
 if __name__ == "__main__":

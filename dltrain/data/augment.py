@@ -99,7 +99,8 @@ def _batch_image_transform(options: dict[str, Any], input_shape: tuple[int, ...]
     steps = random_image_steps(options, list(input_shape[1:]))
     if (options.get("policy") or "none") == "none":
         return v2.Compose(steps)
-    policy, before = steps.pop(), v2.Compose(steps) if len(steps) > 1 else steps[0] if steps else v2.Identity()
+    policy = steps.pop()
+    before = v2.Compose(steps) if steps else v2.Identity()
 
     def transform(image: Tensor) -> Tensor:
         image = before(image)
