@@ -127,7 +127,7 @@ def test_an_unreadable_image_mid_folder_is_named_in_one_line_or_skipped_and_coun
 def test_predict_and_eval_on_a_streamed_run_read_images_as_training_did(tmp_path):
     folder = three_classes(tmp_path / "images")
     proc = dltrain_command(*SMALL, f"data.path={folder}", "data.stream=true", "data.augment.normalize=imagenet",
-                           "data.augment.hflip=true", cwd=tmp_path)
+                           "data.augment.hflip=true", "data.augment.cutmix=1.0", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     run_dir = only_run_dir(tmp_path)
     results = read_results(run_dir)

@@ -121,7 +121,8 @@ def build_mixing(options: dict[str, Any] | None, task: str, num_classes: int, lo
                           f"cross_entropy or kl_div (this run: {task}, loss={loss}); set them to 0")
     from torchvision.transforms import v2
 
-    mixers = [v2.MixUp(alpha=float(options["mixup"]), num_classes=num_classes)] if options.get("mixup") else []
-    if options.get("cutmix"):
-        mixers.append(v2.CutMix(alpha=float(options["cutmix"]), num_classes=num_classes))
+    with torch.device("cpu"):  # their Beta distributions: on the CPU even where a module is built on the meta device
+        mixers = [v2.MixUp(alpha=float(options["mixup"]), num_classes=num_classes)] if options.get("mixup") else []
+        if options.get("cutmix"):
+            mixers.append(v2.CutMix(alpha=float(options["cutmix"]), num_classes=num_classes))
     return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
