@@ -58,7 +58,7 @@ def test_streamed_and_in_memory_paths_give_the_same_splits_tensors_and_metrics(t
     from dltrain.checkpoints.reading import read_checkpoint
     from dltrain.training.restore import load_module
 
-    run_dir, results = run([*SMALL, f"data.path={folder}", "data.stream=true", "data.num_workers=2"])
+    run_dir, results = run([*SMALL, f"data.path={folder}", "data.stream=true", "data.num_workers=0"])
     assert results["data_path"]["streamed"] is True
     module = load_module(read_checkpoint(run_dir / results["best_checkpoint"]))
     tested = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).test(
@@ -103,6 +103,7 @@ def test_augmentation_changes_training_images_and_batches_never_evaluation_ones(
     assert len(seen) == -(-len(plain.train_set) // 8)  # one call per training batch of the one epoch
 
 
+@pytest.mark.slow
 def test_an_unreadable_image_mid_folder_is_named_in_one_line_or_skipped_and_counted(tmp_path):
     folder = tmp_path / "images"
     write_image_folder(folder, per_class=12, size=10)
