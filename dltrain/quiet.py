@@ -20,6 +20,7 @@ _UNHELPFUL_WARNINGS = (
     r".*Your `IterableDataset` has `__len__` defined.*",  # LitData's: it shards over workers itself
     r".*resuming from a checkpoint that ended before the epoch ended and your dataloader is not resumable.*",
     # dltrain's resume line says so in its words
+    r".*'set_vital' is deprecated.*",  # torchdata's StatefulDataLoader calling torch's API, not the run
 )
 
 

@@ -15,7 +15,6 @@ from omegaconf import OmegaConf
 from conftest import FAST, dltrain_command, train_run
 from datafiles import write_image_folder, write_table
 from dltrain.config.compose import load_config
-from dltrain.data.batches import first_rows
 from dltrain.data.datamodule import build_datamodule
 from dltrain.errors import DataError
 
@@ -35,7 +34,8 @@ def assert_same_rows(source: list[str], prepared: Path) -> None:
     memory, streamed = datamodule(source), datamodule(["data=streaming", f"data.path={prepared}"])
     assert streamed.spec == memory.spec
     for part in ("train_set", "val_set", "test_set"):
-        features, targets = first_rows(getattr(streamed, part))
+        batches = list(getattr(streamed, part).labelled_batches(batch_size=7))
+        features, targets = torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
         assert len(getattr(streamed, part)) == len(getattr(memory, part)) == len(targets)
         assert torch.equal(features, getattr(memory, part).features)
         assert torch.equal(targets, getattr(memory, part).targets)

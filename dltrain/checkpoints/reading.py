@@ -174,6 +174,8 @@ def checked_spec(spec: dict[str, Any]) -> dict[str, Any]:
         raise fail("class_weights", "null or one finite number per class")
     if spec.get("encoder") is not None and not isinstance(spec["encoder"], dict):
         raise fail("encoder", "a mapping or null")
+    if not _normalization(spec.get("normalize"), shape[0]):
+        raise fail("normalize", f"null or a mapping of mean and std, {shape[0]} finite numbers each (std > 0)")
     if spec.get("kind") == TEXT:
         try:
             TextEncoder.from_dict(spec.get("encoder") or {})
@@ -185,6 +187,17 @@ def checked_spec(spec: dict[str, Any]) -> dict[str, Any]:
         except ValueError as exc:
             raise fail("encoder", f"a sequence standardization ({exc})") from None
     return spec
+
+
+def _normalization(value: Any, channels: int) -> bool:
+    """Whether `value` is a data spec's normalize: null, or each of `channels` channels' mean and std (> 0)."""
+    if value is None:
+        return True
+    if not isinstance(value, dict) or set(value) != {"mean", "std"}:
+        return False
+    numbers = [v for key in ("mean", "std") if isinstance(value[key], list) and len(value[key]) == channels
+               for v in value[key] if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    return len(numbers) == 2 * channels and all(s > 0 for s in value["std"])
 
 
 def check_sizes(config: dict[str, Any], state: dict[str, torch.Tensor]) -> None:

@@ -24,7 +24,7 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal, Union
 
-from annotated_types import Ge, Gt, Le, Lt, MinLen
+from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
 from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -75,6 +75,17 @@ class Augment(Section):
     hflip: bool = Field(description="random horizontal flip")
     rotation: Annotated[float, Ge(0), Le(180)] = Field(description="random rotation within +- degrees")
     noise: NonNegativeNumber = Field(description="standard deviation of Gaussian noise added to the inputs")
+    random_resized_crop: Union[None, Annotated[list[Annotated[float, Gt(0), Le(1)]], MinLen(2), MaxLen(2)]] = Field(
+        description="random crop of [min, max] of the image's area, resized back (null: off), e.g. [0.08, 1.0]")
+    color_jitter: NonNegativeNumber = Field(description="random brightness, contrast and saturation within +- "
+                                                        "this share")
+    policy: Literal["none", "trivial", "rand", "auto"] = Field(
+        description="an augmentation policy: TrivialAugmentWide, RandAugment or AutoAugment (ImageNet's)")
+    normalize: Literal["none", "imagenet"] = Field(
+        description="subtract each channel's mean and divide by its std (imagenet: pretrained weights' "
+                    "statistics); applied to every image read, at evaluation and prediction too")
+    mixup: NonNegativeNumber = Field(description="MixUp of training batches: its Beta(alpha, alpha) (0: off)")
+    cutmix: NonNegativeNumber = Field(description="CutMix of training batches: its Beta(alpha, alpha) (0: off)")
 
 
 class DataLoading(Section):

@@ -24,6 +24,14 @@ class TensorBatchDataset(Dataset):
         index = torch.as_tensor(indices)
         return self.features[index], self.targets[index]
 
+    def labelled_batches(self, rows: int | None = None, batch_size: int = 1024):
+        """The first `rows` rows (all when None) in order, as (features, targets) batches."""
+        return zip(self.features[:rows].split(batch_size), self.targets[:rows].split(batch_size))
+
+    def head(self, rows: int | None) -> Tensor:
+        """The features of the first `rows` rows (all when None)."""
+        return self.features[:rows]
+
 
 class TensorBatchSampler(BatchSampler):
     """Batches of row indices as tensor slices of the epoch's whole order.
@@ -59,10 +67,3 @@ def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     """Collate function for TensorBatchDataset: its batches are already stacked."""
     return batch
 
-
-def first_rows(dataset, rows: int | None = None) -> tuple[Tensor, Tensor]:
-    """The first `rows` rows (all: None) of a split as whole (features, targets) tensors: sliced from a
-    TensorBatchDataset, read in order from a streamed split (its first_rows)."""
-    if isinstance(dataset, TensorBatchDataset):
-        return dataset.features[:rows], dataset.targets[:rows]
-    return dataset.first_rows(rows)

@@ -14,6 +14,8 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
 from dltrain.data.arrays import TEST, TRAIN, VAL, ArrayData
+from dltrain.data.image_stream import (IMAGE_FOLDER, ImageFiles, StreamedImageDataModule, listed_image_folder,
+                                       normalization, normalized)
 from dltrain.data.batches import TensorBatchDataset, TensorBatchSampler, keep_batch
 from dltrain.data.encoding import TableEncoder
 from dltrain.data.scaling import SequenceScaler
@@ -33,6 +35,8 @@ PREPARED = "dltrain.data.litdata_source.prepared"  # data=streaming's source
 class ArrayDataModule(pl.LightningDataModule):
     """Train, validation and test splits of an ArrayData, as whole tensors sliced into batches."""
 
+    streamed = False
+
     def __init__(
         self,
         data: ArrayData,
@@ -46,6 +50,7 @@ class ArrayDataModule(pl.LightningDataModule):
         class_weights: str | list[float] | None = None,
         rows: Rows | None = None,
         stored: DataSpec | None = None,
+        augment: dict[str, Any] | None = None,
     ) -> None:
         """`rows` fixes the three parts (a cross-validation fold); by default they are drawn by split_rows.
         `stored`: a checkpoint's data spec, whose encoding and target scale are applied instead of fitting them
@@ -58,6 +63,9 @@ class ArrayDataModule(pl.LightningDataModule):
         self.facts = dict(data.facts)  # the same for results.json (tables: columns left out, rows dropped)
         features, encoder, lines = encoded(data, train, stored.encoder if stored is not None else None)
         self.notes += lines
+        normalize = stored.normalize if stored is not None else normalization(augment, data.kind, features.shape)
+        if normalize:  # images: as the streamed path's pipeline and every later command read them
+            features = normalized(features, normalize)
         y = data.targets
         num_classes = 0
         if data.task != REGRESSION:
@@ -65,7 +73,7 @@ class ArrayDataModule(pl.LightningDataModule):
         target_mean, target_std = target_scale(data, train, stored)
         self.spec = DataSpec(
             data.name, data.task, tuple(features.shape[1:]), num_classes, target_mean, target_std,
-            kind=data.kind, class_names=data.class_names, encoder=encoder,
+            kind=data.kind, class_names=data.class_names, encoder=encoder, normalize=normalize,
             class_weights=loss_class_weights(class_weights, data, y[train], num_classes),
         )
         self.train_set, self.val_set, self.test_set = (self._tensors(features, y, rows) for rows in (train, val, test))
@@ -199,9 +207,20 @@ def _draw(data: ArrayData, pool: np.ndarray, share: float, seed: int, classify: 
         raise DataError(f"data={data.name}: cannot draw the {part} split ({exc})") from None
 
 
-def load_data(data_cfg: dict[str, Any]) -> ArrayData:
-    """The whole data set from its source: `_target_` and every key but LOADER_KEYS."""
+def load_data(data_cfg: dict[str, Any], stored: DataSpec | None = None) -> ArrayData | ImageFiles:
+    """The whole data set from its source: `_target_` and every key but LOADER_KEYS; or, where the source
+    streams (data.stream), its listing (`stored`: a checkpoint's spec, whose image channels are kept)."""
     source = {k: v for k, v in data_cfg.items() if k not in LOADER_KEYS}
+    if data_cfg.get("_target_") == IMAGE_FOLDER:
+        listed, line = listed_image_folder(data_cfg, stored)
+        if listed is not None:
+            return listed
+        data = build(source, "data", _convert_="all")
+        data.notes.append((logging.INFO, line))
+        data.facts["data_path"] = {"streamed": False, "why": line}
+        return data
+    if data_cfg.get("stream") is True and data_cfg.get("_target_") != PREPARED:
+        refuse_stream(f"data={data_cfg['_target_'].rsplit('.', 1)[-1]}")
     return build(source, "data", _convert_="all")
 
 
@@ -223,19 +242,22 @@ def evaluation_loader(dataset: TensorBatchDataset, batch_size: int) -> DataLoade
                       collate_fn=keep_batch)
 
 
-def build_datamodule(data_cfg: dict[str, Any], seed: int, data: ArrayData | None = None,
-                     rows: Rows | None = None, stored: DataSpec | None = None) -> ArrayDataModule:
+def build_datamodule(data_cfg: dict[str, Any], seed: int, data: ArrayData | ImageFiles | None = None,
+                     rows: Rows | None = None, stored: DataSpec | None = None
+                     ) -> ArrayDataModule | StreamedImageDataModule:
     """The data module of a data config (of `data` already loaded, split into `rows`, when given)."""
-    options = {k: v for k, v in data_cfg.items() if k in LOADER_KEYS and k not in ("augment", "stream", "on_bad_sample")}
     if data_cfg.get("_target_") == PREPARED:  # data=streaming: a folder dltrain-prepare wrote, read by LitData
         from dltrain.data.litdata_source import prepared_datamodule
 
+        options = {k: v for k, v in data_cfg.items() if k in LOADER_KEYS and k not in ("augment", "stream", "on_bad_sample")}
         return prepared_datamodule(data if data is not None else load_data(data_cfg), options, seed, rows, stored)
-    if data_cfg.get("stream") is True:
-        refuse_stream(f"data={data.name if data is not None else data_cfg['_target_'].rsplit('.', 1)[-1]}")
+    data = data if data is not None else load_data(data_cfg, stored)
+    if isinstance(data, ImageFiles):
+        options = {k: v for k, v in data_cfg.items() if k in LOADER_KEYS and k != "stream"}
+        return StreamedImageDataModule(data, seed=seed, rows=rows, stored=stored, **options)
+    options = {k: v for k, v in data_cfg.items() if k in LOADER_KEYS and k not in ("stream", "on_bad_sample")}
     options["num_workers"] = worker_count(options.get("num_workers", 0), streamed=False)
-    return ArrayDataModule(data if data is not None else load_data(data_cfg), seed=seed, rows=rows, stored=stored,
-                           **options)
+    return ArrayDataModule(data, seed=seed, rows=rows, stored=stored, **options)
 
 
 def stored_datamodule(config: dict[str, Any], spec: DataSpec) -> ArrayDataModule:

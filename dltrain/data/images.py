@@ -33,11 +33,20 @@ def image_transform(image_size: list[int], channels: int) -> Callable[[Any], Any
 def load_images(files: list[str] | list[bytes], transform: Callable[[Any], Any], channels: int, image_size: list[int],
                 names: list[str] | None = None) -> np.ndarray:
     """The images of `files` (paths, or the encoded files' bytes) as one (N, C, H, W) float32 array; an
-    unreadable one is named (by its path, or by `names`).
+    unreadable one is named (by its path, or by `names`)."""
+    images = np.empty((len(files), channels, *image_size), dtype=np.float32)
+    for i, file in enumerate(files):
+        with read_rgb(file, names[i] if names else file) as image:
+            images[i] = transform(image).numpy()
+    return images
 
-    Read by pillow as torchvision's default loader reads them (to RGB, then `transform`), with its
-    decompression-bomb limit on, and past it refused: an image over Image.MAX_IMAGE_PIXELS (pillow only
-    warns between one and two times the limit) would take gigabytes.
+
+def read_rgb(file: str | bytes, name: str):
+    """An image file (a path, or its encoded bytes) read by pillow as torchvision's default loader reads it (to
+    RGB); unreadable, DataError naming it by `name`.
+
+    pillow's decompression-bomb limit is kept on, and past it refused: an image over Image.MAX_IMAGE_PIXELS
+    (pillow only warns between one and two times the limit) would take gigabytes.
     """
     import io
 
@@ -45,21 +54,17 @@ def load_images(files: list[str] | list[bytes], transform: Callable[[Any], Any],
 
     if Image.MAX_IMAGE_PIXELS is None:  # switched off by some library: back to pillow's own limit
         Image.MAX_IMAGE_PIXELS = int(1024 * 1024 * 1024 // 4 // 3)
-    images = np.empty((len(files), channels, *image_size), dtype=np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        for i, file in enumerate(files):
-            name = names[i] if names else file
-            try:
-                with Image.open(io.BytesIO(file) if isinstance(file, bytes) else file) as image:
-                    images[i] = transform(image.convert("RGB")).numpy()
-            except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-                raise DataError(f"{name}: refused, an image larger than pillow's limit of "
-                                f"{Image.MAX_IMAGE_PIXELS:,} pixels ({exc}); shrink or remove it") from None
-            except (UnidentifiedImageError, OSError, ValueError) as exc:
-                raise DataError(f"{name}: not a readable image ({type(exc).__name__}); expected a PNG or JPEG file "
-                                "pillow can read") from None
-    return images
+        try:
+            with Image.open(io.BytesIO(file) if isinstance(file, bytes) else file) as image:
+                return image.convert("RGB")
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+            raise DataError(f"{name}: refused, an image larger than pillow's limit of "
+                            f"{Image.MAX_IMAGE_PIXELS:,} pixels ({exc}); shrink or remove it") from None
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise DataError(f"{name}: not a readable image ({type(exc).__name__}); expected a PNG or JPEG file "
+                            "pillow can read") from None
 
 
 def image_folder(path: str, image_size: ImageSize = (32, 32),
@@ -92,13 +97,13 @@ def list_image_folder(path: str, channels: Literal["auto", 1, 3]) -> tuple[Path,
         raise DataError(f"{root}: found {len(folder.classes)} class folder(s); classification needs at least 2")
     notes = []
     if channels == "auto":
-        channels = 1 if all(_is_grayscale(file) for file, _ in folder.samples) else 3
+        channels = 1 if all(is_grayscale(file) for file, _ in folder.samples) else 3
         said = "1 (every image is grayscale)" if channels == 1 else "3 (RGB)"
         notes.append((logging.INFO, f"data.channels=auto: {said}"))
     return root, folder, channels, notes
 
 
-def _is_grayscale(file: str) -> bool:
+def is_grayscale(file: str) -> bool:
     """Whether the image's mode has one band (PIL reads only the header here)."""
     from PIL import Image, UnidentifiedImageError
 

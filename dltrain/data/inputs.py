@@ -247,4 +247,9 @@ def image_features(images: list[str] | list[bytes], spec: DataSpec, names: list[
     from dltrain.data.images import image_transform, load_images
 
     channels, *size = spec.input_shape
-    return load_images(images, image_transform(size, channels), channels, size, names)
+    features = load_images(images, image_transform(size, channels), channels, size, names)
+    if spec.normalize:  # as training read them
+        from dltrain.data.image_stream import normalized
+
+        features = normalized(features, spec.normalize)
+    return features

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -167,14 +168,18 @@ class PreparedSplit:
         return StreamingDataset(self.path, shuffle=self.shuffle if shuffle is None else shuffle, seed=self.seed,
                                 drop_last=drop_last, serializers=safe_serializers())
 
-    def first_rows(self, rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The split's first `rows` rows (all: None) in their stored order, as whole tensors: read by index, so
-        in one process of several too (a loader would give it its share only)."""
+    def labelled_batches(self, rows: int | None = None, batch_size: int = 256
+                         ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The split's first `rows` rows (all: None) in their stored order, in batches: read by index, so in one
+        process of several too (a loader would give it its share only)."""
         wanted = self.rows if rows is None else min(rows, self.rows)
-        if wanted == 0:
-            return torch.empty(0), torch.empty(0)
-        dataset = self.dataset(shuffle=False, drop_last=False)
-        return Collate(self.task)([dataset[row] for row in range(wanted)])
+        dataset, collate = self.dataset(shuffle=False, drop_last=False), Collate(self.task)
+        for start in range(0, wanted, batch_size):
+            yield collate([dataset[row] for row in range(start, min(start + batch_size, wanted))])
+
+    def head(self, rows: int | None) -> torch.Tensor:
+        """The inputs of the first `rows` rows (all: None)."""
+        return torch.cat([x for x, _ in self.labelled_batches(rows)] or [torch.empty(0)])
 
 
 class PreparedDataModule(pl.LightningDataModule):

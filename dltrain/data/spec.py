@@ -30,6 +30,9 @@ class DataSpec:
     encoder: dict[str, Any] | None = None  # TableEncoder.to_dict() of a table, TextEncoder's of text,
     # SequenceScaler's of sequences (null in checkpoints older than it: not scaled)
     class_weights: list[float] | None = None  # the loss's weight of each class (data.class_weights)
+    # images: each channel's {"mean": [...], "std": [...]} subtracted and divided after scaling to [0, 1], as
+    # every image is read (data.augment.normalize); null: not normalized
+    normalize: dict[str, list[float]] | None = None
 
     @property
     def num_outputs(self) -> int:

@@ -44,6 +44,8 @@ def describe(spec: DataSpec, config: dict[str, Any]) -> dict[str, Any]:
                 *(["to grayscale: L = 0.299 R + 0.587 G + 0.114 B, rounded (pillow's convert('L'))"]
                   if channels == 1 else []),
                 "each pixel value / 255, so inputs lie in [0, 1]",
+                *([f"each channel c: (value - mean[c]) / std[c], mean {spec.normalize['mean']}, std "
+                   f"{spec.normalize['std']}"] if spec.normalize else []),
             ],
         }
     elif spec.kind == TEXT:

@@ -5,7 +5,7 @@ never given a class with empty or NaN probabilities."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,9 +18,10 @@ if TYPE_CHECKING:
     from pytorch_lightning import LightningModule as TrainingModule  # dltrain.training.module.TrainingModule
 
 
-def prediction_table(module: TrainingModule, features: Tensor, batch_size: int = 1024) -> pd.DataFrame:
+def prediction_table(module: TrainingModule, features: Tensor | Iterable[Tensor], batch_size: int = 1024
+                     ) -> pd.DataFrame:
     """A DataFrame of the module's predictions: the class and each class's probability, or the value (in
-    batches of `batch_size` rows, under inference_mode)."""
+    batches of `batch_size` rows, or in the batches `features` yields, under inference_mode)."""
     import pandas as pd
     import torch
 
@@ -30,7 +31,8 @@ def prediction_table(module: TrainingModule, features: Tensor, batch_size: int =
     was_training = module.training
     module.eval()
     with torch.inference_mode():
-        outputs = torch.cat([module(batch.to(module.device)).float().cpu() for batch in features.split(batch_size)])
+        batches = features.split(batch_size) if isinstance(features, torch.Tensor) else features
+        outputs = torch.cat([module(batch.to(module.device)).float().cpu() for batch in batches])
     module.train(was_training)
     table = pd.DataFrame(index=range(len(outputs)))
     if spec.task == MULTICLASS:
@@ -97,16 +99,22 @@ def labelled_predictions(module: TrainingModule, dataset: TensorBatchDataset, ro
     """Predictions on a split (features, targets) with the true class or value beside each; `rows`: its first
     rows only (those a test limited by trainer.limit_test_batches covered)."""
     import pandas as pd
+    import torch
 
     from dltrain.data.spec import REGRESSION
 
-    from dltrain.data.batches import first_rows
+    batches = []
 
-    features, targets = first_rows(dataset, rows)
-    spec, targets = module.spec, targets.cpu().numpy()
+    def inputs():
+        for features, targets in dataset.labelled_batches(rows):
+            batches.append(targets)
+            yield features
+
+    spec, predicted = module.spec, prediction_table(module, inputs())
+    targets = torch.cat(batches).cpu().numpy() if batches else np.zeros(0)
     if spec.task == REGRESSION:
         true = targets * spec.target_std + spec.target_mean
     else:
         names = spec.labels()
         true = [names[int(t)] for t in targets]
-    return pd.concat([pd.DataFrame({"true": true}), prediction_table(module, features)], axis=1)
+    return pd.concat([pd.DataFrame({"true": true}), predicted], axis=1)

@@ -10,20 +10,22 @@ from typing import Any
 
 from torch.optim import Optimizer
 
-from dltrain.data.augment import build_augmentation
+from dltrain.data.augment import build_augmentation, build_mixing
 from dltrain.data.spec import DataSpec
 from dltrain.config.instantiate import build
-from dltrain.training.losses import build_loss
+from dltrain.training.losses import build_loss, loss_name
 from dltrain.training.metrics import make_metrics
 from dltrain.models.build import build_model
 from dltrain.training.module import Schedule, TrainingModule
 
 
-def build_module(config: dict[str, Any], data_spec: dict[str, Any], resumed_settings: dict[str, Any] | None = None
-                 ) -> TrainingModule:
+def build_module(config: dict[str, Any], data_spec: dict[str, Any], resumed_settings: dict[str, Any] | None = None,
+                 per_image: bool = True) -> TrainingModule:
     """The TrainingModule a resolved config and a data spec (plain containers) describe; `resumed_settings`: the
-    optimizer keys a resume changes, set on the restored optimizer when training starts."""
+    optimizer keys a resume changes, set on the restored optimizer when training starts; `per_image=False`: the
+    data's loader augments each image itself (a streamed source), the module only whole batches."""
     spec = DataSpec.from_dict(data_spec)
+    augment = config["data"].get("augment")
     return TrainingModule(
         network=build_model(config["model"], spec),
         loss=build_loss(config.get("loss"), spec),
@@ -32,7 +34,8 @@ def build_module(config: dict[str, Any], data_spec: dict[str, Any], resumed_sett
         schedule=build_schedule(config.get("scheduler") or {}),
         spec=spec,
         l1=float(config["regularization"]["l1"]),
-        augment=build_augmentation(config["data"].get("augment"), spec.kind, spec.input_shape),
+        augment=build_augmentation(augment, spec.kind, spec.input_shape, per_image, spec.normalize),
+        mix=build_mixing(augment, spec.task, spec.num_classes, loss_name(config.get("loss"), spec.task)),
         compile_options=config.get("compile") or {},
         record={"config": config, "data_spec": data_spec},
         resumed_settings=resumed_settings,

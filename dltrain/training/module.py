@@ -49,6 +49,7 @@ class TrainingModule(pl.LightningModule):
     def __init__(self, *, network: nn.Module, loss: nn.Module, metrics: torchmetrics.MetricCollection,
                  optimizer: Callable[..., torch.optim.Optimizer], spec: DataSpec, schedule: Schedule | None = None,
                  l1: float = 0.0, augment: Callable[[Tensor], Tensor] | None = None,
+                 mix: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
                  compile_options: dict[str, Any] | None = None, record: dict[str, Any] | None = None,
                  resumed_settings: dict[str, Any] | None = None) -> None:
         super().__init__()
@@ -57,7 +58,7 @@ class TrainingModule(pl.LightningModule):
         self.model = network
         self.loss_fn = loss
         self.optimizer_factory, self.schedule = optimizer, schedule
-        self.l1, self.augment = float(l1), augment
+        self.l1, self.augment, self.mix = float(l1), augment, mix  # mix: MixUp/CutMix, soft targets
         self.compile_options = compile_options or {}
         # A non-finite training loss stops the run (_update_metrics); the means need not scan for NaN.
         self.train_metrics, self.train_loss = metrics.clone(prefix="train_"), torchmetrics.MeanMetric("disable")
@@ -83,11 +84,12 @@ class TrainingModule(pl.LightningModule):
     def _stage(self, stage: str) -> tuple[torchmetrics.MeanMetric, torchmetrics.MetricCollection]:
         return getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_metrics")
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
-        """Loss of a batch; its detached loss, outputs and targets wait for the stage's metrics (see _Pending)."""
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str, soft: Tensor | None = None) -> Tensor:
+        """Loss of a batch (against `soft` class probabilities where given: a mixed batch); its detached loss,
+        outputs and (hard) targets wait for the stage's metrics (see _Pending)."""
         x, y = batch
         outputs = shape_outputs(self.spec, self(x))
-        loss = self.loss_fn(outputs, y)
+        loss = self.loss_fn(outputs, y if soft is None else soft)
         pending = self._pending[stage]
         pending.add(loss.detach(), outputs.detach(), y)
         if pending.rows >= _Pending.CHUNK_ROWS:
@@ -127,7 +129,9 @@ class TrainingModule(pl.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        loss = self._step((x if self.augment is None else self.augment(x), y), "train")
+        x = x if self.augment is None else self.augment(x)
+        x, soft = (x, None) if self.mix is None else self.mix(x, y)
+        loss = self._step((x, y), "train", soft)
         if self.l1 > 0:
             loss = loss + self.l1 * self.l1_penalty()
         if self.trainer.is_last_batch or batch_idx + 1 >= self.trainer.num_training_batches:

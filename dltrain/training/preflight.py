@@ -123,10 +123,9 @@ def check_forward(cfg: DictConfig, datamodule: ArrayDataModule, module: Training
 
     import torch
 
-    from dltrain.data.batches import first_rows
     from dltrain.training.metrics import shape_outputs
 
-    x = first_rows(datamodule.train_set, 2)[0]
+    x = datamodule.train_set.head(2)
     if len(x) == 0:
         return
     network = copy.deepcopy(module.model).train()

@@ -1,0 +1,288 @@
+"""Image folders at scale: dltrain's streamed path against a hand-written ImageFolder + DataLoader loop.
+
+Generated 256x256 JPEG folders (10 classes; cached under /tmp/dltrain_bench_images), read at 224x224:
+- streamed peak memory (the process and its DataLoader workers, summed by PSS): flat in the folder's size
+  (the largest at most 1.2x the smallest's) and under 2 GB;
+- time from launch to the first training step: under 15 s at every size;
+- training throughput: at least 0.95x the hand-written loop's, with the same model, workers, batch and transforms;
+- the in-memory path's (data.stream=false) memory and first step beside them, where it fits (--in-memory-max).
+
+The model is small by default (dltrain's cnn, one block of 8 channels, no hidden layer: 11M multiply-adds an
+image), so that reading the images is what is measured, not the CPU's convolutions; --arch resnet18 (or any
+torchvision classifier) trains that instead, on both sides.
+
+Run: python benchmarks/data_scale_images.py [--sizes 1000 4000 16000] [--arch cnn|resnet18|...]
+image_lines(...) returns the report's lines (benchmarks/data_scale.py prints them with its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+CACHE = Path(tempfile.gettempdir()) / "dltrain_bench_images"
+CLASSES = 10
+SIDE, SIZE = 256, 224  # generated, read
+MEMORY_FLAT, MEMORY_MB, FIRST_STEP_S, THROUGHPUT = 1.2, 2048, 15.0, 0.95
+CLOCK_ENV = "DLTRAIN_BENCH_CLOCK"
+
+
+def image_folder(count: int) -> Path:
+    """A folder of `count` 256x256 JPEGs in CLASSES class folders, generated once and kept in CACHE."""
+    from multiprocessing import Pool
+
+    root = CACHE / str(count)
+    done = root / ".complete"
+    if done.exists():
+        return root
+    with Pool(min(4, os.cpu_count() or 1)) as pool:
+        pool.starmap(_write_image, [(root, i) for i in range(count)], chunksize=64)
+    done.touch()
+    return root
+
+
+def _write_image(root: Path, index: int) -> None:
+    """A smooth random colour field, tinted by its class, with noise: a JPEG of photo-like size on disk."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(index)
+    label = index % CLASSES
+    coarse = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    coarse[..., label % 3] = np.clip(coarse[..., label % 3].astype(int) + 25 * (label // 3), 0, 255)
+    field = np.asarray(Image.fromarray(coarse).resize((SIDE, SIDE), Image.BICUBIC), dtype=np.int16)
+    pixels = np.clip(field + rng.normal(0, 12, field.shape), 0, 255).astype(np.uint8)
+    folder = root / f"class_{label}"
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(folder / f"{index:06d}.jpg", quality=90)
+
+
+class StepClock(pl.Callback):
+    """Writes each training batch's start and end times (time.time()) to the file $DLTRAIN_BENCH_CLOCK, so the
+    benchmark reads the first step's moment and the steady throughput of a dltrain run."""
+
+    def __init__(self) -> None:
+        self.starts, self.ends = [], []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self.starts.append(time.time())
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.ends.append(time.time())
+
+    def on_train_end(self, trainer, module) -> None:
+        Path(os.environ[CLOCK_ENV]).write_text(json.dumps({"starts": self.starts, "ends": self.ends}))
+
+
+class PeakMemory:
+    """The peak of the summed proportional set size (PSS: shared pages split among their users) of a process
+    and all its descendants, sampled every `every` seconds from /proc."""
+
+    def __init__(self, pid: int, every: float = 0.2) -> None:
+        self.pid, self.every, self.peak = pid, every, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, sum(_pss(pid) for pid in _tree(self.pid)))
+            self._stop.wait(self.every)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak / 2**20
+
+
+def _tree(root: int) -> list[int]:
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    found, frontier = [root], [root]
+    while frontier:
+        frontier = [pid for pid, parent in parents.items() if parent in frontier]
+        found += frontier
+    return found
+
+
+def _pss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def dltrain_run(folder: Path, stream: bool, arch: str, steps: int, batch: int, workers: int) -> dict:
+    """One dltrain training run of `steps` batches: its peak memory, seconds from launch to the first step,
+    and samples a second over the steps after the first two."""
+    with tempfile.TemporaryDirectory() as tmp:
+        clock = Path(tmp) / "clock.json"
+        env = os.environ | {CLOCK_ENV: str(clock), "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+        command = [str(Path(sys.executable).with_name("dltrain")), "data=image_folder", f"data.path={folder}",
+                   f"data.image_size=[{SIZE},{SIZE}]", f"data.stream={str(stream).lower()}", *model_overrides(arch),
+                   f"data.batch_size={batch}", f"data.num_workers={workers}",
+                   "trainer.max_epochs=1", f"trainer.limit_train_batches={steps}", "trainer.limit_val_batches=1",
+                   "trainer.limit_test_batches=1", "+callbacks.step_clock._target_=data_scale_images.StepClock"]
+        launched = time.time()
+        process = subprocess.Popen(command, cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                   text=True)
+        memory = PeakMemory(process.pid)
+        _, errors = process.communicate()
+        peak = memory.stop()
+        if process.returncode != 0:
+            raise RuntimeError(f"dltrain failed ({process.returncode}): {errors[-2000:]}")
+        times = json.loads(clock.read_text())
+    return {"peak_mb": peak, "first_step_s": times["starts"][0] - launched,
+            "samples_per_s": _throughput(times["starts"], times["ends"], batch)}
+
+
+def model_overrides(arch: str) -> list[str]:
+    """dltrain's keys for the benchmark's model: the small cnn, or a torchvision classifier."""
+    if arch == "cnn":
+        return ["model=cnn", "model.channels=[8]", "model.hidden_sizes=[]", "model.dropout=0.0"]
+    return ["model=torchvision", f"model.arch={arch}"]
+
+
+def network(arch: str):
+    """The same network for the hand-written loop."""
+    import torchvision
+
+    from dltrain.models.cnn import CNN
+
+    if arch == "cnn":
+        return CNN((3, SIZE, SIZE), CLASSES, channels=[8], hidden_sizes=[], dropout=0.0)
+    return torchvision.models.get_model(arch, num_classes=CLASSES)
+
+
+def _throughput(starts: list[float], ends: list[float], batch: int, warmup: int = 2) -> float:
+    """Samples a second from the start of batch `warmup` to the end of the last."""
+    return (len(ends) - warmup) * batch / (ends[-1] - starts[warmup])
+
+
+def hand_run(folder: Path, arch: str, steps: int, batch: int, workers: int) -> dict:
+    """hand_loop in a process of its own, measured as dltrain_run measures dltrain."""
+    command = [sys.executable, __file__, "--hand", str(folder), "--arch", arch, "--steps", str(steps), "--batch",
+               str(batch), "--workers", str(workers)]
+    launched = time.time()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    memory = PeakMemory(process.pid)
+    out, _ = process.communicate()
+    peak = memory.stop()
+    times = json.loads(out.strip().splitlines()[-1])
+    return {"peak_mb": peak, "first_step_s": times["starts"][0] - launched,
+            "samples_per_s": _throughput(times["starts"], times["ends"], batch)}
+
+
+def hand_loop(folder: Path, arch: str, steps: int, batch: int, workers: int) -> dict[str, list[float]]:
+    """The plain loop: torchvision's ImageFolder and a DataLoader with the same workers and transforms (resize to
+    224x224, to [0, 1]), the same network, Adam and cross-entropy; each step's start and end times."""
+    import torch
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    torch.manual_seed(0)
+    dataset = datasets.ImageFolder(str(folder), transforms.Compose([transforms.Resize((SIZE, SIZE)),
+                                                                     transforms.ToTensor()]))
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=workers > 0,
+                        prefetch_factor=4 if workers else None)
+    model = network(arch)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    starts, ends = [], []
+    for step, (x, y) in enumerate(loader):
+        if step == steps:
+            break
+        starts.append(time.time())
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        ends.append(time.time())
+    return {"starts": starts, "ends": ends}
+
+
+def image_lines(sizes: list[int], arch: str = "cnn", steps: int = 12, batch: int = 32,
+                workers: int = 2, in_memory_max: int = 4000, echo=None) -> list[str]:
+    """The report: for each size, the streamed run's figures against their bounds and the hand loop, and the
+    in-memory path's beside them; then the memory's flatness across sizes. `echo` (print) is given each
+    size's lines as soon as they are measured."""
+    from performance import figures_line, ratio_line
+
+    lines, peaks = [f"image folders: {arch}, {SIZE}x{SIZE} from {SIDE}x{SIDE} JPEGs, batch {batch}, {workers} "
+                    f"workers, {steps} steps (throughput over the last {steps - 2})",
+                    f"{'':38}{'dltrain':>12}{'baseline':>14}{'ratio':>8}"], {}
+    shown = 0
+    for size in sizes:
+        folder = image_folder(size)
+        streamed = dltrain_run(folder, True, arch, steps, batch, workers)
+        peaks[size] = streamed["peak_mb"]
+        hand = hand_run(folder, arch, steps, batch, workers)
+        lines += [f"{size:,} images, streamed:",
+                  ratio_line("  throughput vs hand ImageFolder loop", streamed["samples_per_s"], hand["samples_per_s"],
+                             "samples/s", f">= {THROUGHPUT}",
+                             streamed["samples_per_s"] >= THROUGHPUT * hand["samples_per_s"]),
+                  ratio_line("  peak memory vs the 2 GB bound", streamed["peak_mb"], MEMORY_MB, "MB",
+                             f"<= {MEMORY_MB}", streamed["peak_mb"] <= MEMORY_MB),
+                  ratio_line("  launch to first step vs 15 s", streamed["first_step_s"], FIRST_STEP_S, "s",
+                             f"<= {FIRST_STEP_S:g}", streamed["first_step_s"] <= FIRST_STEP_S),
+                  figures_line("  first step vs the hand loop's", streamed["first_step_s"], hand["first_step_s"], "s"),
+                  figures_line("  peak memory vs the hand loop's", streamed["peak_mb"], hand["peak_mb"], "MB")]
+        if size <= in_memory_max:
+            held = dltrain_run(folder, False, arch, steps, batch, 0)
+            lines += [figures_line("  in memory: peak memory vs streamed", held["peak_mb"], streamed["peak_mb"], "MB"),
+                      figures_line("  in memory: first step vs streamed", held["first_step_s"],
+                                   streamed["first_step_s"], "s"),
+                      figures_line("  in memory: throughput vs streamed", held["samples_per_s"],
+                                   streamed["samples_per_s"], "samples/s")]
+        else:
+            lines.append(f"  in memory: not run (would hold {size * 3 * SIZE * SIZE * 4 / 2**30:.1f} GiB decoded; "
+                         f"--in-memory-max {in_memory_max})")
+        if echo is not None:
+            echo("\n".join(lines[shown:]))
+            shown = len(lines)
+    if len(peaks) > 1:
+        small, large = min(peaks), max(peaks)
+        lines.append(ratio_line(f"streamed memory: {large:,} vs {small:,} images", peaks[large], peaks[small], "MB",
+                                f"<= {MEMORY_FLAT}", peaks[large] <= MEMORY_FLAT * peaks[small]))
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 16000], help="images per folder")
+    parser.add_argument("--arch", default="cnn", help="cnn (small, the default) or a torchvision classifier "
+                        "(resnet18, mobilenet_v3_small, ...)")
+    parser.add_argument("--steps", type=int, default=12, help="training steps measured per run (2 warm up)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers, both sides")
+    parser.add_argument("--in-memory-max", type=int, default=4000, help="largest folder also run in memory")
+    parser.add_argument("--hand", help=argparse.SUPPRESS)  # run the hand loop on this folder: hand_run's process
+    args = parser.parse_args()
+    if args.hand:
+        print(json.dumps(hand_loop(Path(args.hand), args.arch, args.steps, args.batch, args.workers)))
+        return
+    lines = image_lines(args.sizes, args.arch, args.steps, args.batch, args.workers, args.in_memory_max,
+                        echo=lambda text: print(text, flush=True))
+    if len(set(args.sizes)) > 1:  # the flatness line, measured once every size was
+        print(lines[-1])
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    main()
