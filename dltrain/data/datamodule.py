@@ -35,7 +35,7 @@ PREPARED = "dltrain.data.litdata_source.prepared"  # data=streaming's source
 class ArrayDataModule(pl.LightningDataModule):
     """Train, validation and test splits of an ArrayData, as whole tensors sliced into batches."""
 
-    streamed = False
+    augments_images = False  # the module augments whole batches (see training.builders.build_module)
 
     def __init__(
         self,

@@ -209,7 +209,7 @@ class StreamedImageDataModule(pl.LightningDataModule):
     """Train, validation and test splits of an image folder, each image read from its file in the workers:
     training's with the per-image augmentation, the others without."""
 
-    streamed = True
+    augments_images = True  # each training image is augmented in the loader's workers
 
     def __init__(self, data: ImageFiles, *, batch_size: int = 64, val_fraction: float = 0.1,
                  test_fraction: float = 0.2, seed: int = 0, num_workers: int = 0, pin_memory: bool | str = "auto",

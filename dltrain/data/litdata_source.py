@@ -186,6 +186,8 @@ class PreparedDataModule(pl.LightningDataModule):
     """The splits of a prepared folder through StreamingDataLoaders: training shuffled by LitData (seeded, per
     epoch), validation and test in order with no row dropped."""
 
+    augments_images = False  # LitData's samples come as prepared: the module augments whole batches
+
     def __init__(self, data: PreparedData, *, batch_size: int = 64, num_workers: int = 0,
                  pin_memory: bool | str = "auto", seed: int = 0, class_weights: Any = None,
                  stored: DataSpec | None = None) -> None:

@@ -138,7 +138,7 @@ def checked_data_and_module(cfg: DictConfig, fold: Fold | None = None, *, resume
         datamodule.facts["model_auto"] = chose  # said with the model at the start, and in results.json
     module = build_module(without_start_weights(config) if resumed else config, datamodule.spec.to_dict(),
                           _changed_on_resume(resumed, config) if resumed else None,
-                          per_image=not datamodule.streamed)
+                          per_image=not datamodule.augments_images)
     check_before_training(cfg, datamodule, module)
     return cfg, datamodule, module
 
