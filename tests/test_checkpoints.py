@@ -20,9 +20,9 @@ from dltrain.config.compose import load_config
 from dltrain.training.train import train
 from datafiles import write_image_folder, write_table
 
-# Epochs of some 175 batches: long enough to interrupt a run in the middle (each test waits for an epoch's end
+# Epochs of some 90 batches: long enough to interrupt a run in the middle (each test waits for an epoch's end
 # and stops the run with epochs still to go), short enough to keep these tests, the suite's longest, short.
-SLOW_EPOCHS = ["trainer=cpu", "data=linear", "data.n_samples=8000", "model=mlp", "data.batch_size=32",
+SLOW_EPOCHS = ["trainer=cpu", "data=linear", "data.n_samples=4000", "model=mlp", "data.batch_size=32",
                "callbacks.early_stopping=null"]
 
 

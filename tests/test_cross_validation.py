@@ -112,8 +112,8 @@ def test_a_cross_validated_run_checks_its_config_once_not_once_per_fold(tmp_path
     from dltrain.training.cross_validation import cross_validate
 
     checked = []
-    check = validation.config_errors
-    monkeypatch.setattr(validation, "config_errors", lambda cfg: checked.append(cfg.cv.folds) or check(cfg))
+    check = validation.section_errors
+    monkeypatch.setattr(validation, "section_errors", lambda cfg: checked.append(cfg.cv.folds) or check(cfg))
     cfg = load_config(["trainer=cpu", "data=wine", "model=mlp", "model.hidden_sizes=[8]", "cv.folds=2",
                        "trainer.max_epochs=1"])
     record = cross_validate(cfg, tmp_path / "run")

@@ -43,7 +43,7 @@ def test_streamed_and_in_memory_paths_give_the_same_splits_tensors_and_metrics(t
     folder = three_classes(tmp_path / "images")
     streamed, held = (datamodule(f"data.path={folder}", f"data.stream={s}", "data.num_workers=0")
                       for s in ("true", "false"))
-    assert streamed.streamed and not held.streamed
+    assert streamed.augments_images and not held.augments_images
     assert streamed.spec == held.spec
     for part in ("train_set", "val_set", "test_set"):
         a, b = getattr(streamed, part), getattr(held, part)

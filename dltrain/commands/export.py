@@ -29,8 +29,6 @@ def export(ckpt_path: str, format: str = "onnx", output: str | None = None, trus
     """Write the checkpoint's network in each of `format`'s formats to `output`; returns the files written."""
     from dltrain.checkpoints.header import checkpoint_file
     from dltrain.errors import ConfigError
-
-    checkpoint_file(ckpt_path)  # a wrong path answered before torch is imported
     from dltrain.inference.formats import FORMATS, missing_packages
 
     formats = list(FORMATS) if format == "all" else listed(format)
@@ -44,6 +42,7 @@ def export(ckpt_path: str, format: str = "onnx", output: str | None = None, trus
     if lacking:
         raise ConfigError(f"format={','.join(formats)} needs the package {lacking[0]}, which is not installed: "
                           f"pip install \"dltrain[export]\"")
+    checkpoint_file(ckpt_path)
     return _write(ckpt_path, list(dict.fromkeys(formats)), output, trust)
 
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from dltrain.data.arrays import TEST, TRAIN, ArrayData
-from dltrain.data.vision_sets import VISION_SETS
+from dltrain.data.vision_sets import VISION_SETS, files_not_found
 from dltrain.data.spec import BINARY, IMAGE, MULTICLASS
 from dltrain.errors import DataError
 from dltrain.config.schema import ImageSize
@@ -130,10 +130,7 @@ def vision_set(name: str, root: str, download: bool = False) -> ArrayData:
         except RuntimeError as exc:
             if download:
                 raise DataError(f"data={name}: download into {base} failed ({exc})") from None
-            raise DataError(
-                f"data={name}: files not found in {base / folder}; set data.download=true to fetch them, "
-                f"or put the files from {origin} there (data.root={base})"
-            ) from None
+            raise DataError(files_not_found(name, base)) from None
     images = [np.asarray(p.data) for p in parts]
     if images[0].ndim == 3:  # MNIST-like: (N, H, W) uint8
         images = [i[:, None] for i in images]

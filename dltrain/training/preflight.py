@@ -65,7 +65,7 @@ def data_files(cfg: DictConfig) -> list[Path]:
     """The files and folders the data config reads, each refused where it does not exist; a torchvision set's
     files under data.root where the config does not download them. Returns them. Checked before torch, numpy
     or pandas is imported: a mistyped path is answered at once."""
-    from dltrain.data.vision_sets import VISION_SETS
+    from dltrain.data.vision_sets import VISION_SETS, files_not_found
 
     data = OmegaConf.to_container(cfg.data, resolve=True)
     found = []
@@ -77,11 +77,10 @@ def data_files(cfg: DictConfig) -> list[Path]:
             found.append(path)
     name = data.get("name")
     if name in VISION_SETS and data.get("root") and not data.get("download"):
-        folder = Path(str(data["root"])).expanduser() / VISION_SETS[name][1]
-        if not folder.is_dir():
-            raise DataError(f"data={name}: no {folder} (put the files there, or add data.download=true; they come "
-                            f"from {VISION_SETS[name][2]})")
-        found.append(folder)
+        base = Path(str(data["root"])).expanduser()
+        if not (base / VISION_SETS[name][1]).is_dir():
+            raise DataError(files_not_found(name, base))
+        found.append(base / VISION_SETS[name][1])
     return found
 
 
