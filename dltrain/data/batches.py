@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -23,6 +25,14 @@ class TensorBatchDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
         index = torch.as_tensor(indices)
         return self.features[index], self.targets[index]
+
+    def head(self, rows: int) -> Tensor:
+        """The first rows' inputs."""
+        return self.features[:rows]
+
+    def in_order(self, size: int = 8192, rows: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        """The rows in order, `size` at a time (the first `rows` only, when given), as a streamed split serves them."""
+        yield from zip(self.features[:rows].split(size), self.targets[:rows].split(size))
 
 
 class TensorBatchSampler(BatchSampler):

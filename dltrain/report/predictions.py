@@ -100,10 +100,13 @@ def labelled_predictions(module: TrainingModule, dataset: TensorBatchDataset, ro
 
     from dltrain.data.spec import REGRESSION
 
-    spec, targets = module.spec, dataset.targets[:rows].cpu().numpy()
-    if spec.task == REGRESSION:
-        true = targets * spec.target_std + spec.target_mean
-    else:
-        names = spec.labels()
-        true = [names[int(t)] for t in targets]
-    return pd.concat([pd.DataFrame({"true": true}), prediction_table(module, dataset.features[:rows])], axis=1)
+    spec, parts = module.spec, []
+    for features, targets in dataset.in_order(rows=rows):  # a streamed split's rows are never all held
+        targets = targets.cpu().numpy()
+        if spec.task == REGRESSION:
+            true = targets * spec.target_std + spec.target_mean
+        else:
+            names = spec.labels()
+            true = [names[int(t)] for t in targets]
+        parts.append(pd.concat([pd.DataFrame({"true": true}), prediction_table(module, features)], axis=1))
+    return pd.concat(parts, ignore_index=True)

@@ -114,7 +114,7 @@ def check_forward(cfg: DictConfig, datamodule: ArrayDataModule, module: Training
 
     from dltrain.training.metrics import shape_outputs
 
-    x = datamodule.train_set.features[:2]
+    x = datamodule.train_set.head(2)
     if len(x) == 0:
         return
     network = copy.deepcopy(module.model).train()
