@@ -209,10 +209,10 @@ class PieceReader:
         import pyarrow.csv as pcsv
         import pyarrow.dataset as ds
 
-        malformed: list = []
+        malformed: dict[int, Any] = {}  # by line: pyarrow also meets a line while it infers the types
 
         def on_invalid(row) -> str:
-            malformed.append(row)
+            malformed.setdefault(row.number, row)
             return "skip"
         source, seen = self.source, 0
         fmt = ds.CsvFileFormat(
@@ -222,8 +222,8 @@ class PieceReader:
             convert_options=pcsv.ConvertOptions(column_types=source.csv_types))
         fragment = next(ds.dataset(str(file.path), format=fmt).get_fragments())
         for batch in fragment.to_batches(columns=source.columns, use_threads=False, batch_size=1 << 30):
-            if malformed[seen:] and source.on_bad == "error":
-                row = malformed[seen]
+            if len(malformed) > seen and source.on_bad == "error":
+                row = list(malformed.values())[seen]
                 raise BadRow(f"{file.path} line {row.number}: a malformed row ({row.actual_columns} fields where the "
                              f"header has {row.expected_columns}): {row.text[:60]!r}; fix the line, or skip such rows "
                              "with data.on_bad_sample=skip")
