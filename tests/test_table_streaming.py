@@ -151,3 +151,28 @@ def test_predict_reads_a_table_larger_than_its_batch_in_batches(tmp_path):
     pd.testing.assert_frame_equal(batched.drop(columns=["rid"]), whole, check_exact=False, atol=1e-6)
     assert batched["not_predicted"].notna().sum() == 4 and pd.isna(batched.loc[10, "prediction"])  # 3 gaps made
     assert json.loads((tmp_path / "run" / "results.json").read_text())["data_path"]["streamed"]
+
+
+def test_a_loader_restored_mid_epoch_serves_the_batches_the_uninterrupted_one_would(tmp_path):
+    from dltrain.data.datamodule import build_datamodule
+    from dltrain.data.streaming import streamed_loader
+
+    make_table().to_parquet(tmp_path / "t.parquet", row_group_size=50)
+    config = {"_target_": "dltrain.data.tables.table", "path": str(tmp_path / "t.parquet"), "target": "y",
+              "missing": "impute", "stream": True, "val_fraction": 0.1, "test_fraction": 0.2, "batch_size": 16}
+    module = build_datamodule(config, seed=0)
+
+    def loader():
+        return streamed_loader(module.train_set.batches(16, shuffle=True), batch_size=None, num_workers=2,
+                               pin_memory=False)
+    whole = loader()
+    epochs = [[y.tolist() for _, y in whole] for _ in range(2)]
+    assert epochs[0] != epochs[1] and sorted(sum(epochs[0], [])) == sorted(sum(epochs[1], []))
+    first = loader()
+    served = iter(first)
+    head = [next(served)[1].tolist() for _ in range(7)]
+    state = first.state_dict()
+    resumed = loader()
+    resumed.load_state_dict(state)
+    assert head + [y.tolist() for _, y in resumed] == epochs[0]
+    assert [y.tolist() for _, y in resumed] == epochs[1]  # and the epoch after it is the next epoch's

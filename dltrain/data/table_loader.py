@@ -60,11 +60,13 @@ class TableBatches(IterableDataset):
     """One split's batches (x, y) for one rank, each DataLoader worker serving its run of them."""
 
     def __init__(self, source: TableSource, survey: Survey, spec: DataSpec, part: int, *, batch_size: int,
-                 seed: int, shuffle: bool, rank: int = 0, world: int = 1) -> None:
+                 seed: int, shuffle: bool, rank: int = 0, world: int = 1, first_epoch: int = 0) -> None:
+        """`first_epoch`: the trainer's epoch when the loader is made (a run resumed at an epoch's end goes on with
+        the next epoch's order); each pass after it is the next epoch, and a restored state says its own."""
         self.source, self.survey, self.spec, self.part = source, survey, spec, part
         self.batch_size, self.seed, self.shuffle, self.rank, self.world = batch_size, seed, shuffle, rank, world
         self.bounds = batch_bounds(survey.total(part), rank, world, batch_size, equal=shuffle)
-        self.epoch, self.done, self._resume = -1, 0, None
+        self.epoch, self.done, self._resume = first_epoch - 1, 0, None
         self._reader: PieceReader | None = None
         self._encoder = TableEncoder.from_dict(spec.encoder)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}

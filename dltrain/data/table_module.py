@@ -63,10 +63,11 @@ class StreamedSplit:
     def __len__(self) -> int:
         return self.module.survey.total(self.part)
 
-    def batches(self, batch_size: int, shuffle: bool = False, rank: int = 0, world: int = 1) -> TableBatches:
+    def batches(self, batch_size: int, shuffle: bool = False, rank: int = 0, world: int = 1, epoch: int = 0
+                ) -> TableBatches:
         module = self.module
         return TableBatches(module.source, module.survey, module.spec, self.part, batch_size=batch_size,
-                            seed=module.seed, shuffle=shuffle, rank=rank, world=world)
+                            seed=module.seed, shuffle=shuffle, rank=rank, world=world, first_epoch=epoch)
 
     def head(self, rows: int) -> torch.Tensor:
         """The split's first rows' inputs."""
@@ -108,8 +109,9 @@ class StreamedTableModule(pl.LightningDataModule):
 
     def _loader(self, split: StreamedSplit, shuffle: bool):
         trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        dataset = split.batches(self.batch_size, shuffle, rank, world)
+        rank, world, epoch = ((trainer.global_rank, trainer.world_size, trainer.current_epoch) if trainer is not None
+                              else (0, 1, 0))
+        dataset = split.batches(self.batch_size, shuffle, rank, world, epoch)
         workers = worker_count(self.num_workers, True, trainer.num_devices if trainer is not None else 1)
         return streamed_loader(dataset, batch_size=None, num_workers=max(0, min(workers, len(dataset))),
                                pin_memory=self.pin_memory)
