@@ -38,7 +38,7 @@ def load_table(data_cfg: dict[str, Any], source: dict[str, Any], whole: bool = F
     for key in ("val_path", "test_path"):
         if source.get(key):
             files += table_files(source[key], f"data.{key}")
-    stream, line = choose_stream(data_cfg.get("stream", "auto"), decoded_size(files), f"data={source['path']}")
+    stream, line = choose_stream(data_cfg.get("stream", "auto"), decoded_size(files), str(source["path"]))
     if stream and whole:
         raise ConfigError(f"cross-validation holds the table in memory, and {line}: set data.stream=false, or "
                           "train once (cv.folds=0)")
