@@ -42,10 +42,20 @@ def table_batches(source: Path, rows: int, numeric: list[str]) -> Iterator[pd.Da
     try:
         for batch in ds.dataset(str(source), format=fmt).to_batches(batch_size=rows, use_threads=False):
             if batch.num_rows:
-                yield batch.to_pandas(types_mapper=pd.ArrowDtype)
+                yield _typed(batch.to_pandas(types_mapper=pd.ArrowDtype), numeric)
     except (pa.ArrowInvalid, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"input={source}: cannot be read as a table ({first})") from None
+
+
+def _typed(frame: pd.DataFrame, numeric: list[str]) -> pd.DataFrame:
+    """A batch's columns read as text made numbers where every value is one, as a whole read types them."""
+    for name in numeric:
+        if name in frame.columns and not pd.api.types.is_numeric_dtype(frame[name]):
+            numbers = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+            if not (np.isnan(numbers) & frame[name].notna().to_numpy(dtype=bool)).any():
+                frame[name] = pd.Series(numbers, index=frame.index).astype("float64[pyarrow]")
+    return frame
 
 
 def predict_table(module, source: Path, target: Path, *, missing: str, on_unknown: str, keep: list[str],
