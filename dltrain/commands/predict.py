@@ -34,6 +34,7 @@ def predict(ckpt_path: str, input: str, output: str | None = None, batch_size: s
     from dltrain.data.inputs import TABLE_SUFFIXES, check_unknown_category, missing_rule, read_inputs
     from dltrain.errors import ConfigError, DataError
     from dltrain.report.predictions import left_out_line, predict_rows, row_and_line
+    from dltrain.inference.table_predictions import predict_table
     from dltrain.rundir.files import write_atomic
 
     if not batch_size.isdigit() or int(batch_size) < 1:
@@ -43,21 +44,26 @@ def predict(ckpt_path: str, input: str, output: str | None = None, batch_size: s
     module.eval()
     source = Path(input).expanduser()
     missing = missing_rule(module.hparams.config)
-    features, ids, faults = read_inputs(source, module.spec, missing, on_unknown_category, listed(keep))
-    predicted, faults = predict_rows(module, torch.from_numpy(features), faults, int(batch_size))
-    name = row_and_line if source.suffix.lower() in TABLE_SUFFIXES else (lambda row: f"row {row + 1}")
-    if len(faults) == len(predicted):
-        raise DataError(f"input={source}: no row can be predicted; {left_out_line(faults, name)}")
-    table = pd.concat([pd.DataFrame(ids), predicted], axis=1)
     file = f"predictions_{source.stem}.csv"
     target = Path(output).expanduser() if output else run_dir / file
     if target.is_dir():  # a folder: the file goes inside it
         target = target / file
-    write_atomic(target, table.to_csv(index=False))
+    if source.suffix.lower() in TABLE_SUFFIXES:  # any size: read, predicted and written a batch at a time
+        rows, faults = predict_table(module, source, target, missing=missing, on_unknown=on_unknown_category,
+                                     keep=listed(keep), batch_size=int(batch_size))
+        name = row_and_line
+    else:
+        features, ids, faults = read_inputs(source, module.spec, missing, on_unknown_category, listed(keep))
+        predicted, faults = predict_rows(module, torch.from_numpy(features), faults, int(batch_size))
+        rows, name = len(predicted), (lambda row: f"row {row + 1}")
+        if len(faults) < rows:
+            write_atomic(target, pd.concat([pd.DataFrame(ids), predicted], axis=1).to_csv(index=False))
+    if len(faults) == rows:
+        raise DataError(f"input={source}: no row can be predicted; {left_out_line(faults, name)}")
     if faults:  # the rows left out are named, and marked in the file (empty prediction, the reason beside)
         print(f"dltrain-predict: warning: {left_out_line(faults, name)}; their rows in the file have no "
               "prediction and say why in not_predicted", file=sys.stderr)
-    print(f"{len(table) - len(faults)} predictions written to {target}")
+    print(f"{rows - len(faults)} predictions written to {target}")
     return target
 
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from sklearn.model_selection import train_test_split
-from sklearn.utils.class_weight import compute_class_weight
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
@@ -20,7 +19,10 @@ from dltrain.data.batches import TensorBatchDataset, TensorBatchSampler, keep_ba
 from dltrain.data.encoding import TableEncoder
 from dltrain.data.scaling import SequenceScaler
 from dltrain.data.streaming import refuse_stream, worker_count
+from dltrain.data.table_module import TABLE_SOURCE, StreamedTableModule, load_table
+from dltrain.data.table_source import TableSource
 from dltrain.data.spec import MULTICLASS, REGRESSION, SEQUENCE, TABLE, TEXT, DataSpec
+from dltrain.data.targets import class_weights_of
 from dltrain.data.text import TextEncoder, tokenize
 from dltrain.errors import DataError
 from dltrain.config.instantiate import build
@@ -149,19 +151,8 @@ def loss_class_weights(choice: str | list[float] | None, data: ArrayData, train_
                        num_classes: int) -> list[float] | None:
     """The loss's weight of each class: none, given, or balanced (rows / (classes * rows of the class)
     over the training split, scikit-learn's formula)."""
-    if choice is None:
-        return None
-    if data.task == REGRESSION:
-        raise DataError(f"data.class_weights is for classes, but data={data.name} is regression: drop it")
-    if choice == "balanced":
-        counts = np.bincount(train_targets.astype(np.int64), minlength=num_classes)
-        if (counts == 0).any():
-            raise DataError(f"data.class_weights=balanced: class {int(np.argmin(counts))} has no training rows")
-        return [float(w) for w in compute_class_weight("balanced", classes=np.arange(num_classes), y=train_targets)]
-    if isinstance(choice, str) or len(choice) != num_classes:
-        raise DataError(f"data.class_weights={choice!r}: expected balanced or {num_classes} numbers, "
-                        f"one per class (e.g. [{', '.join(['1.0'] * num_classes)}])")
-    return [float(w) for w in choice]
+    counts = np.bincount(train_targets.astype(np.int64), minlength=num_classes) if data.task != REGRESSION else None
+    return class_weights_of(choice, data.task, counts, f"data={data.name}")
 
 
 def split_rows(data: ArrayData, val_fraction: float, test_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
@@ -207,9 +198,11 @@ def _draw(data: ArrayData, pool: np.ndarray, share: float, seed: int, classify: 
         raise DataError(f"data={data.name}: cannot draw the {part} split ({exc})") from None
 
 
-def load_data(data_cfg: dict[str, Any], stored: DataSpec | None = None) -> ArrayData | ImageFiles:
+def load_data(data_cfg: dict[str, Any], stored: DataSpec | None = None, whole: bool = False
+              ) -> ArrayData | ImageFiles | TableSource:
     """The whole data set from its source: `_target_` and every key but LOADER_KEYS; or, where the source
-    streams (data.stream), its listing (`stored`: a checkpoint's spec, whose image channels are kept)."""
+    streams (data.stream), its listing (`stored`: a checkpoint's spec, whose image channels are kept) or a table
+    opened to be streamed, unless `whole` (cross-validation) needs it in memory."""
     source = {k: v for k, v in data_cfg.items() if k not in LOADER_KEYS}
     if data_cfg.get("_target_") == IMAGE_FOLDER:
         listed, line = listed_image_folder(data_cfg, stored)
@@ -219,6 +212,8 @@ def load_data(data_cfg: dict[str, Any], stored: DataSpec | None = None) -> Array
         data.notes.append((logging.INFO, line))
         data.facts["data_path"] = {"streamed": False, "why": line}
         return data
+    if source.get("_target_") == TABLE_SOURCE:
+        return load_table(data_cfg, source, whole)
     if data_cfg.get("stream") is True and data_cfg.get("_target_") != PREPARED:
         refuse_stream(f"data={data_cfg['_target_'].rsplit('.', 1)[-1]}")
     return build(source, "data", _convert_="all")
@@ -242,9 +237,9 @@ def evaluation_loader(dataset: TensorBatchDataset, batch_size: int) -> DataLoade
                       collate_fn=keep_batch)
 
 
-def build_datamodule(data_cfg: dict[str, Any], seed: int, data: ArrayData | ImageFiles | None = None,
+def build_datamodule(data_cfg: dict[str, Any], seed: int, data: ArrayData | ImageFiles | TableSource | None = None,
                      rows: Rows | None = None, stored: DataSpec | None = None
-                     ) -> ArrayDataModule | StreamedImageDataModule:
+                     ) -> ArrayDataModule | StreamedImageDataModule | StreamedTableModule:
     """The data module of a data config (of `data` already loaded, split into `rows`, when given)."""
     if data_cfg.get("_target_") == PREPARED:  # data=streaming: a folder dltrain-prepare wrote, read by LitData
         from dltrain.data.litdata_source import prepared_datamodule
@@ -256,6 +251,8 @@ def build_datamodule(data_cfg: dict[str, Any], seed: int, data: ArrayData | Imag
         options = {k: v for k, v in data_cfg.items() if k in LOADER_KEYS and k != "stream"}
         return StreamedImageDataModule(data, seed=seed, rows=rows, stored=stored, **options)
     options = {k: v for k, v in data_cfg.items() if k in LOADER_KEYS and k not in ("stream", "on_bad_sample")}
+    if isinstance(data, TableSource):
+        return StreamedTableModule(data, seed=seed, stored=stored, **{k: v for k, v in options.items() if k != "augment"})
     options["num_workers"] = worker_count(options.get("num_workers", 0), streamed=False)
     return ArrayDataModule(data, seed=seed, rows=rows, stored=stored, **options)
 

@@ -26,7 +26,7 @@ class TableEncoder:
         columns = []
         for name in frame.columns:
             values = frame[name]
-            if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            if is_numeric(values):
                 numbers = values.astype("float64")
                 mean, std = float(numbers.mean()), float(numbers.std(ddof=0))
                 columns.append({"name": str(name), "kind": "numeric", "mean": 0.0 if np.isnan(mean) else mean,
@@ -131,6 +131,61 @@ class TableEncoder:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TableEncoder":
         return cls(list(data["columns"]))
+
+
+def is_numeric(values: pd.Series) -> bool:
+    """A column standardized as numbers (booleans are categories)."""
+    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+
+
+class RunningFit:
+    """TableEncoder.fit over a table met a batch at a time (a streamed table's training rows): each numeric
+    column's count, mean and sum of squared deviations, combined batch by batch in float64 (Chan, Golub and
+    LeVeque's pairwise update: the mean and population std of the whole column, to rounding), and each other
+    column's categories."""
+
+    def __init__(self) -> None:
+        self.numeric: dict[str, list[float]] = {}  # name -> [count, mean, squared deviations]
+        self.categories: dict[str, set[str]] = {}
+        self.order: list[str] = []
+
+    def update(self, frame: pd.DataFrame) -> None:
+        for name in frame.columns:
+            values = frame[name]
+            if name not in self.order:
+                self.order.append(name)
+                if is_numeric(values):
+                    self.numeric[name] = [0.0, 0.0, 0.0]
+                else:
+                    self.categories[name] = set()
+            if name in self.categories:
+                self.categories[name].update(str(v) for v in values.dropna().unique())
+                continue
+            numbers = values.to_numpy(dtype="float64", na_value=np.nan)
+            numbers = numbers[~np.isnan(numbers)]
+            if len(numbers):
+                self.numeric[name] = combine(self.numeric[name], numbers)
+
+    def encoder(self) -> TableEncoder:
+        columns = []
+        for name in self.order:
+            if name in self.categories:
+                columns.append({"name": str(name), "kind": "categorical", "categories": sorted(self.categories[name])})
+                continue
+            count, mean, squares = self.numeric[name]
+            std = float(np.sqrt(squares / count)) if count else 0.0
+            columns.append({"name": str(name), "kind": "numeric", "mean": float(mean), "std": std if std > 0 else 1.0})
+        return TableEncoder(columns)
+
+
+def combine(moments: list[float], numbers: np.ndarray) -> list[float]:
+    """[count, mean, squared deviations] of the numbers so far joined with `numbers`' (float64)."""
+    count, mean, squares = moments
+    n, m = len(numbers), float(numbers.mean())
+    s = float(((numbers - m) ** 2).sum())
+    total = count + n
+    delta = m - mean
+    return [total, mean + delta * n / total, squares + s + delta * delta * count * n / total]
 
 
 def _listed(names: list[str], shown: int = 8) -> str:

@@ -227,6 +227,35 @@ def read_header(path: str | Path, encoding: str = "utf-8") -> list[str]:
         raise DataError(f"{file}: cannot be read as a table ({first})") from None
 
 
+def input_columns(parts: list[pd.DataFrame], file: Path, target: str, features: list[str] | None,
+                  exclude: list[str] | None, categorical: list[str] | None, split_column: str | None,
+                  text_column: str | None) -> tuple[list[str], list[dict[str, str]], list[tuple[int, str]]]:
+    """The columns the model reads, those left out (each with why, for results.json) and the lines saying so:
+    the text column, data.features, or every column but the target, the split column, data.exclude and the
+    identifier columns found in `parts` (the whole table, or a streamed table's first rows)."""
+    columns = list(parts[0].columns)
+    excluded = [{"column": str(name), "reason": "data.exclude"} for name in exclude or []]
+    if text_column:
+        chosen = [text_column]
+    elif features:
+        chosen = list(features)
+    else:
+        rest = [c for c in columns if c not in (target, split_column, *(exclude or []))]
+        found = identifier_columns(parts, [c for c in rest if c not in (categorical or [])])
+        excluded += [{"column": str(name), "reason": why} for name, why in found.items()]
+        chosen = [c for c in rest if c not in found]
+    if not chosen:
+        raise DataError(f"{file}: no input columns: the table holds only '{target}'"
+                        + (f" and '{split_column}'" if split_column else "")
+                        + (f" and the left-out {', '.join(repr(e['column']) for e in excluded)}" if excluded else "")
+                        + "; add feature columns (or name them with data.features=[...])")
+    notes = [(logging.INFO if e["reason"] == "data.exclude" else logging.WARNING,
+              f"column '{e['column']}' left out of the inputs: {e['reason']}"
+              + ("" if e["reason"] == "data.exclude" else " (in a file sorted by the target it leaks the answer; "
+                 "data.features=[...] lists the columns to use, to keep it)")) for e in excluded]
+    return chosen, excluded, notes
+
+
 def table(
     path: str,
     target: str,
@@ -283,25 +312,8 @@ def table(
                         "data.text_column=<column>, or leave the key out")
     if text_column is not None and features not in (None, [text_column]):
         raise DataError(f"data.text_column={text_column} trains on that column alone: leave data.features out")
-    excluded = [{"column": str(name), "reason": "data.exclude"} for name in exclude or []]
-    if text_column:
-        chosen = [text_column]
-    elif features:
-        chosen = list(features)
-    else:
-        rest = [c for c in columns if c not in (target, split_column, *(exclude or []))]
-        found = identifier_columns([p for p, _, _ in parts], [c for c in rest if c not in (categorical or [])])
-        excluded += [{"column": str(name), "reason": why} for name, why in found.items()]
-        chosen = [c for c in rest if c not in found]
-    if not chosen:
-        raise DataError(f"{file}: no input columns: the table holds only '{target}'"
-                        + (f" and '{split_column}'" if split_column else "")
-                        + (f" and the left-out {', '.join(repr(e['column']) for e in excluded)}" if excluded else "")
-                        + "; add feature columns (or name them with data.features=[...])")
-    notes = [(logging.INFO if e["reason"] == "data.exclude" else logging.WARNING,
-              f"column '{e['column']}' left out of the inputs: {e['reason']}"
-              + ("" if e["reason"] == "data.exclude" else " (in a file sorted by the target it leaks the answer; "
-                 "data.features=[...] lists the columns to use, to keep it)")) for e in excluded]
+    chosen, excluded, notes = input_columns([p for p, _, _ in parts], file, target, features, exclude, categorical,
+                                            split_column, text_column)
     _check_flat(frame[chosen + [target]], file)
     if text_column is not None and (pd.api.types.is_numeric_dtype(frame[text_column])
                                     or pd.api.types.is_bool_dtype(frame[text_column])):
@@ -322,7 +334,7 @@ def table(
     no_target = frame[target].isna().to_numpy(dtype=bool)
     gap = frame[chosen].isna().any(axis=1).to_numpy(dtype=bool) & ~no_target if missing == "drop" else \
         np.zeros(len(frame), dtype=bool)
-    dropped, lines = dropped_rows(split, no_target, gap, missing)
+    dropped, lines = dropped_rows(split, no_target, gap)
     notes += lines
     keep = ~(no_target | gap)
     if not keep.all():
@@ -339,7 +351,7 @@ def _is_blank(texts: pd.Series) -> pd.Series:
     return texts.isna() | (texts.astype("string").str.strip() == "")
 
 
-def dropped_rows(split: np.ndarray, no_target: np.ndarray, gap: np.ndarray, missing: str
+def dropped_rows(split: np.ndarray, no_target: np.ndarray, gap: np.ndarray
                  ) -> tuple[dict[str, dict[str, int]], list[tuple[int, str]]]:
     """Rows read and dropped per part (train/val/test where files or the split column fix it; "all" where
     the split is drawn afterwards), for results.json, and the lines that say them."""
@@ -347,6 +359,11 @@ def dropped_rows(split: np.ndarray, no_target: np.ndarray, gap: np.ndarray, miss
                                       "dropped_missing_target": int(no_target[split == part].sum()),
                                       "dropped_missing_value": int(gap[split == part].sum())}
               for part in sorted(set(split.tolist()))}
+    return counts, dropped_lines(counts)
+
+
+def dropped_lines(counts: dict[str, dict[str, int]]) -> list[tuple[int, str]]:
+    """The lines saying the rows dropped per part (dropped_rows' counts)."""
     lines = []
     for key, why in (("dropped_missing_target", "no target value"),
                      ("dropped_missing_value", "a missing value (data.missing=drop)")):
@@ -361,4 +378,4 @@ def dropped_rows(split: np.ndarray, no_target: np.ndarray, gap: np.ndarray, miss
         if key == "dropped_missing_value" and share > 0.03:
             line += f": {share:.0%} of the rows; data.missing=impute keeps them (the training mean, no category)"
         lines.append((logging.WARNING if share > 0.03 else logging.INFO, line))
-    return counts, lines
+    return lines

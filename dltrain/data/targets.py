@@ -23,6 +23,12 @@ def infer_task(targets: pd.Series) -> str:
     return REGRESSION
 
 
+def label_keys(targets: pd.Series) -> np.ndarray:
+    """Class labels as they are sorted and named: numbers as numbers, anything else as text."""
+    labels = targets.to_numpy()
+    return labels.astype(str) if labels.dtype == object else labels
+
+
 def encode_targets(targets: pd.Series, task: str | None, source: str) -> tuple[np.ndarray, str, list[str] | None]:
     """(encoded targets, task, class names); `task` may be None (inferred) or "classification"."""
     if task not in TASK_CHOICES:
@@ -38,8 +44,7 @@ def encode_targets(targets: pd.Series, task: str | None, source: str) -> tuple[n
             raise DataError(f"{source}: target value {targets.iloc[row]!r} in row {row + 1} is not a number, "
                             "but the task is regression")
         return numbers.astype(np.float32), task, None
-    labels = targets.to_numpy()
-    names, codes = np.unique(labels.astype(str) if labels.dtype == object else labels, return_inverse=True)
+    names, codes = np.unique(label_keys(targets), return_inverse=True)
     if task == "classification":
         task = BINARY if len(names) == 2 else MULTICLASS
     if task == BINARY and len(names) != 2:
@@ -47,3 +52,21 @@ def encode_targets(targets: pd.Series, task: str | None, source: str) -> tuple[n
     if len(names) < 2:
         raise DataError(f"{source}: the target has a single class ({names[0]}); classification needs at least 2")
     return codes.astype(np.int64), task, [str(n) for n in names]
+
+
+def class_weights_of(choice: str | list[float] | None, task: str, counts: np.ndarray | None, name: str
+                     ) -> list[float] | None:
+    """loss_class_weights from the training rows per class (`counts`), as a streamed table's survey counts them."""
+    if choice is None:
+        return None
+    if task == REGRESSION:
+        raise DataError(f"data.class_weights is for classes, but {name} is regression: drop it")
+    num_classes = len(counts)
+    if choice == "balanced":
+        if (counts == 0).any():
+            raise DataError(f"data.class_weights=balanced: class {int(np.argmin(counts))} has no training rows")
+        return [float(w) for w in counts.sum() / (num_classes * counts.astype(np.float64))]
+    if isinstance(choice, str) or len(choice) != num_classes:
+        raise DataError(f"data.class_weights={choice!r}: expected balanced or {num_classes} numbers, "
+                        f"one per class (e.g. [{', '.join(['1.0'] * num_classes)}])")
+    return [float(w) for w in choice]

@@ -41,7 +41,7 @@ def _cross_validate(validated: ValidatedConfig, run_dir: Path, resume: bool) -> 
     cfg = validated.cfg
     started = time.perf_counter()
     config = OmegaConf.to_container(cfg, resolve=True)
-    data = load_data(config["data"])
+    data = load_data(config["data"], whole=True)
     splits = fold_rows(data, cfg.cv.folds, cfg.seed, cfg.data.val_fraction, cfg.data.test_fraction, cfg.cv.all_data)
     if is_rank_zero():  # once the data and its folds are known to be usable
         mark_running(run_dir)

@@ -1,0 +1,157 @@
+"""A streamed table served in batches, on one process or many.
+
+Each epoch has an order: the files shuffled (seeded by the seed and the epoch), a Parquet file's row groups
+shuffled within it (a CSV file's record batches stay in file order: its stream is read once), then rows shuffled
+within bounded windows of SHUFFLE_ROWS rows; validation and test rows keep file order. A split's rows in that
+order are cut into contiguous shares, one per DDP rank (the ranks' shares differ by at most a row), and each
+rank's share into K batches, K = ceil(most rows on one rank / batch size), near-equal: every rank takes the
+same number of training steps, which DDP needs, and every row is in exactly one batch. A rank's batches are
+split among its DataLoader workers in contiguous runs, so each worker reads only the pieces its rows are in.
+A rank reads only its share (at most two pieces beyond it); memory is a few pieces and one window per worker.
+The position (epoch, batches served by each worker) is the dataset's state_dict, which torchdata's
+StatefulDataLoader keeps in checkpoints: a resumed run continues at the very batch it stopped at.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from dltrain.data.spec import MULTICLASS, REGRESSION, DataSpec
+from dltrain.data.encoding import TableEncoder
+from dltrain.data.table_source import BadRow, PieceReader, TableSource
+from dltrain.data.table_survey import Survey
+from dltrain.data.targets import label_keys
+
+SHUFFLE_ROWS = 65_536  # rows shuffled together in a training epoch (the bounded shuffle buffer)
+
+
+def piece_order(source: TableSource, survey: Survey, part: int, epoch: int, seed: int, shuffle: bool) -> np.ndarray:
+    """The epoch's order of the pieces holding rows of `part` (indices into survey.pieces)."""
+    holding = np.flatnonzero(survey.rows[:, part] > 0)
+    if not shuffle:
+        return holding
+    rng = np.random.default_rng([seed, epoch])
+    files = np.array([survey.pieces[i][0] for i in holding])
+    order = []
+    for number in rng.permutation(np.unique(files)):
+        mine = holding[files == number]
+        csv = source.files[number].path.suffix.lower() not in (".parquet", ".pq")
+        order.append(mine if csv else rng.permutation(mine))
+    return np.concatenate(order)
+
+
+def batch_bounds(total: int, rank: int, world: int, batch_size: int, equal: bool) -> np.ndarray:
+    """The batches of rank `rank`'s share of `total` rows, as K+1 row bounds: K near-equal batches with K the
+    same on every rank (`equal`, training), or batches of batch_size and a last smaller one."""
+    low, high = total * rank // world, total * (rank + 1) // world
+    if equal:
+        count = max(1, math.ceil(math.ceil(total / world) / batch_size))
+        return low + (high - low) * np.arange(count + 1) // count
+    count = math.ceil((high - low) / batch_size)
+    return low + np.minimum(np.arange(count + 1) * batch_size, high - low)
+
+
+class TableBatches(IterableDataset):
+    """One split's batches (x, y) for one rank, each DataLoader worker serving its run of them."""
+
+    def __init__(self, source: TableSource, survey: Survey, spec: DataSpec, part: int, *, batch_size: int,
+                 seed: int, shuffle: bool, rank: int = 0, world: int = 1, first_epoch: int = 0) -> None:
+        """`first_epoch`: the trainer's epoch when the loader is made (a run resumed at an epoch's end goes on with
+        the next epoch's order); each pass after it is the next epoch, and a restored state says its own."""
+        self.source, self.survey, self.spec, self.part = source, survey, spec, part
+        self.batch_size, self.seed, self.shuffle, self.rank, self.world = batch_size, seed, shuffle, rank, world
+        self.bounds = batch_bounds(survey.total(part), rank, world, batch_size, equal=shuffle)
+        self.epoch, self.done, self._resume = first_epoch - 1, 0, None
+        self._reader: PieceReader | None = None
+        self._encoder = TableEncoder.from_dict(spec.encoder)
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "done": self.done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = (int(state["epoch"]), int(state["done"]))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        worker = get_worker_info()
+        number, workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
+        if self._resume is not None:
+            (self.epoch, skip), self._resume = self._resume, None
+        else:
+            self.epoch, skip = self.epoch + 1, 0
+        self.done = skip
+        count = len(self)
+        mine = np.arange(count * number // workers, count * (number + 1) // workers)
+        order = piece_order(self.source, self.survey, self.part, self.epoch, self.seed, self.shuffle)
+        starts = np.concatenate([[0], np.cumsum(self.survey.rows[order, self.part])])
+        window = max(1, SHUFFLE_ROWS // self.batch_size)
+        for first in range(skip - skip % window, len(mine), window):
+            batches = mine[first:first + window]
+            low, high = self.bounds[batches[0]], self.bounds[batches[-1] + 1]
+            x, y = self._rows(order, starts, low, high)
+            if self.shuffle:
+                rng = np.random.default_rng([self.seed, self.epoch, self.rank, int(batches[0])])
+                permutation = rng.permutation(len(y))
+                x, y = x[permutation], y[permutation]
+            for batch in batches[max(0, skip - first):]:
+                a, b = self.bounds[batch] - low, self.bounds[batch + 1] - low
+                self.done += 1
+                yield self._tensors(x[a:b], y[a:b])
+
+    def _rows(self, order: np.ndarray, starts: np.ndarray, low: int, high: int) -> tuple[np.ndarray, np.ndarray]:
+        """Encoded rows low..high of the epoch's order."""
+        xs, ys = [], []
+        first = int(np.searchsorted(starts, low, side="right")) - 1
+        for position in range(first, len(order)):
+            if starts[position] >= high:
+                break
+            x, y = self._piece(int(order[position]))
+            a, b = max(low, starts[position]) - starts[position], min(high, starts[position + 1]) - starts[position]
+            xs.append(x[a:b])
+            ys.append(y[a:b])
+        return np.concatenate(xs), np.concatenate(ys)
+
+    def _piece(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """A piece's rows of this split, encoded (the last few pieces read are kept)."""
+        if index in self._cache:
+            return self._cache[index]
+        if self._reader is None:  # opened in the process that reads (each DataLoader worker its own)
+            self._reader = PieceReader(self.source)
+        number, piece = self.survey.pieces[index]
+        _, first, frame, _ = next(self._reader.read(number, [piece]))
+        cleaned = self.source.clean(frame, number, first, self.seed)
+        rows = cleaned.frame[cleaned.parts == self.part]
+        if len(rows) != self.survey.rows[index, self.part]:
+            raise BadRow(f"{self.source.files[number].path} changed while training (its piece {piece} holds "
+                         f"{len(rows)} rows of this split, {self.survey.rows[index, self.part]} when it was "
+                         "surveyed): train again on files that stay as they are")
+        encoded = (self._encoder.transform(rows[self.source.chosen]), encode_targets(rows[self.source.target],
+                                                                                    self.survey))
+        if len(self._cache) >= 2:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[index] = encoded
+        return encoded
+
+    def _tensors(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch as the in-memory path serves it (dltrain.data.datamodule.tensor_dataset)."""
+        targets = torch.from_numpy(np.ascontiguousarray(y))
+        if self.spec.task == REGRESSION:
+            targets = (targets.float() - self.spec.target_mean) / self.spec.target_std
+        elif self.spec.task != MULTICLASS:
+            targets = targets.float()
+        return torch.from_numpy(np.ascontiguousarray(x)), targets
+
+
+def encode_targets(values, survey: Survey) -> np.ndarray:
+    """A piece's targets as training takes them: float32 values, or class numbers (the survey's classes)."""
+    if survey.task == REGRESSION:
+        return values.to_numpy(dtype="float64", na_value=np.nan).astype(np.float32)
+    return np.searchsorted(survey.label_keys, label_keys(values)).astype(np.int64)
