@@ -29,6 +29,9 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
+sys.path.insert(0, str(Path(__file__).parent))
+from processes import descendants, pss  # noqa: E402
+
 CACHE = Path(tempfile.gettempdir()) / "dltrain_bench_images"
 CLASSES = 10
 SIDE, SIZE = 256, 224  # generated, read
@@ -95,38 +98,13 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, sum(_pss(pid) for pid in _tree(self.pid)))
+            self.peak = max(self.peak, sum(pss(pid) for pid in descendants(self.pid)))
             self._stop.wait(self.every)
 
     def stop(self) -> float:
         self._stop.set()
         self._thread.join()
         return self.peak / 2**20
-
-
-def _tree(root: int) -> list[int]:
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    found, frontier = [root], [root]
-    while frontier:
-        frontier = [pid for pid, parent in parents.items() if parent in frontier]
-        found += frontier
-    return found
-
-
-def _pss(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def dltrain_run(folder: Path, stream: bool, arch: str, steps: int, batch: int, workers: int) -> dict:

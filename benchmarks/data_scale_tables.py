@@ -74,38 +74,6 @@ class EpochTimer(pl.Callback):
             path.write_text(json.dumps(times + [[time.perf_counter() - self.started, time.time()]]))
 
 
-def _pss(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def _tree(root: int) -> dict[int, str]:
-    """The processes under `root` (itself included), each with its LOCAL_RANK ('' where unset: rank zero)."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found, todo = {}, [root]
-    while todo:
-        pid = todo.pop()
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        rank = next((v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"LOCAL_RANK=")), "0")
-        found[pid] = rank
-        todo += [child for child, parent in parents.items() if parent == pid]
-    return found
-
-
 def run_dltrain(args: list[str], work: Path) -> tuple[dict[str, int], list[float], float, int]:
     """Run `dltrain args`; returns the peak memory of each rank's processes, the epoch times, the wall time and
     the peak memory of all processes until the first epoch ended (training only: no test, plots or files)."""
@@ -121,8 +89,10 @@ def run_dltrain(args: list[str], work: Path) -> tuple[dict[str, int], list[float
     def watch():
         while proc.poll() is None:
             totals: dict[str, int] = {}
-            for pid, rank in _tree(proc.pid).items():
-                totals[rank] = totals.get(rank, 0) + _pss(pid)
+            for pid in descendants(proc.pid):
+                rank = local_rank(pid)
+                if rank:
+                    totals[rank] = totals.get(rank, 0) + pss(pid)
             for rank, total in totals.items():
                 peaks[rank] = max(peaks.get(rank, 0), total)
             samples.append((time.time(), sum(totals.values())))

@@ -271,28 +271,6 @@ def start(tmp_path: Path, *args: str) -> subprocess.Popen:
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
-@pytest.mark.slow
-def test_a_sigkilled_run_resumes_to_the_same_final_metrics(tmp_path):
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    whole.mkdir(), killed.mkdir()
-    args = [*SLOW_EPOCHS, "trainer.max_epochs=3"]
-    assert dltrain_command(*args, cwd=whole).returncode == 0
-    process = start(killed, *args)
-    wait_for(lambda: list(killed.glob("outputs/runs/*/checkpoints/last.ckpt")) and len(
-        read_metrics(only_run_dir(killed))) >= 1)
-    process.kill()
-    process.wait()
-    run_dir = only_run_dir(killed)
-    assert read_results(run_dir)["status"] == "running"  # what it was when killed: nothing claims completion
-    assert not list(run_dir.glob("checkpoints/.*.tmp"))  # no half-written checkpoint
-    proc = dltrain_command(f"resume={run_dir}", cwd=killed)
-    assert proc.returncode == 0, proc.stderr
-    resumed, uninterrupted = read_results(run_dir), read_results(only_run_dir(whole))
-    assert resumed["test"] == uninterrupted["test"] and resumed["best_val"] == uninterrupted["best_val"]
-    assert [r["epoch"] for r in read_metrics(run_dir)] == [0, 1, 2]
-    assert [r["val_loss"] for r in read_metrics(run_dir)] == [r["val_loss"] for r in read_metrics(only_run_dir(whole))]
-
-
 def test_last_ckpt_is_the_last_epoch_and_best_ckpt_the_best(run):
     """A learning rate too high for the MLP makes val_loss rise again after its best epoch: best.ckpt stays
     there, last.ckpt moves on (Lightning 2.6's save_last writes only when the best improves)."""

@@ -154,7 +154,9 @@ def test_what_the_encoding_inferred_is_said_and_an_identifier_like_text_column_i
     frame.to_csv(path, index=False)
     module = datamodule("data=csv", f"data.path={path}", "data.target=label")
     train_rows = len(module.train_set)  # every training row has its own name
-    assert module.notes == [  # shown by the run once every check has passed (see test_faults: one-line mistakes)
+    path_line, *notes = module.notes  # shown by the run once every check has passed (test_faults: one-line mistakes)
+    assert path_line[0] == logging.INFO and path_line[1].startswith(f"{path}: held in memory: ")
+    assert notes == [
         (logging.INFO, "dropped 1 of 300 rows with a missing value (data.missing=drop), before the split is drawn"),
         (logging.INFO, "2 numeric column(s) standardized with the training split's mean and std: size, noise"),
         (logging.INFO, "text column 'colour': 3 categories, one-hot encoded into 3 inputs"),

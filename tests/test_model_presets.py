@@ -20,7 +20,8 @@ ROWS = {"digits": (5, 1, 8, 8), "sine": (5, 20, 1), "wine": (5, 13)}  # new inpu
                                          ("torchvision", "digits")])
 def test_a_preset_trains_through_the_command_and_its_checkpoint_evaluates_and_predicts(tmp_path, model, data):
     # the presets' layouts, smaller: CI time
-    narrow = {"resnet": ["model.channels=[8,16]"], "torchvision": ["model.arch=shufflenet_v2_x0_5"]}.get(model, [])
+    narrow = {"resnet": ["model.channels=[8,16]"],
+              "torchvision": ["model.arch=shufflenet_v2_x0_5", "trainer.limit_train_batches=8"]}.get(model, [])
     proc = dltrain_command(f"model={model}", f"data={data}", *narrow, "trainer=cpu", "trainer.max_epochs=3",
                            cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -152,7 +152,8 @@ def test_a_worker_killed_mid_trial_leaves_it_failed_and_the_next_start_runs_it_a
 def test_n_jobs_runs_each_trial_in_its_own_process_on_its_own_gpu(tmp_path):
     url = f"sqlite:///{tmp_path / 'search.db'}"
     # CUDA_VISIBLE_DEVICES as on a two-GPU machine: each trial process is given one of them
-    process = worker(tmp_path, "trainer.max_epochs=1", f"hydra.sweeper.storage={url}", "hydra.sweeper.n_trials=3",
+    process = worker(tmp_path, "trainer.max_epochs=1", "trainer.limit_train_batches=4", f"hydra.sweeper.storage={url}",
+                     "hydra.sweeper.n_trials=3",
                      "hydra.sweeper.n_jobs=2", env={"CUDA_VISIBLE_DEVICES": "3,5"})
     err = finished(process, tmp_path)
     trials = optuna.load_study(study_name="mlp_digits", storage=url).trials

@@ -7,7 +7,7 @@ import inspect
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -282,55 +282,23 @@ def table(
 
     `missing`: drop rows with a missing value, or impute (training mean; categories: none; text: empty). The
     split comes from `split_column` (train/val/test per row), from separate val/test files, or is drawn later.
+    Over 50 lines by its signature alone: one argument per data=csv key, each checked by the schema from it.
     """
     if missing not in MISSING_POLICIES:
         raise DataError(f"data.missing={missing!r} is not a policy: expected drop or impute")
     file = Path(path).expanduser()
-    parts = [(read_frame(file, encoding=encoding), TRAIN if (val_path or test_path) else -1, file)]
-    for extra, part, role in ((val_path, VAL, "data.val_path"), (test_path, TEST, "data.test_path")):
-        if extra:
-            parts.append((read_frame(extra, role, encoding), part, Path(extra).expanduser()))
-            _check_same_columns(parts[0][0], file, parts[-1][0], parts[-1][2])
+    parts = _read_parts(file, val_path, test_path, encoding)
     frame = pd.concat([p for p, _, _ in parts], ignore_index=True)
-    split = np.concatenate([np.full(len(p), part) for p, part, _ in parts])
-
-    columns = list(frame.columns)
-    check_columns(columns, file, target=target, features=features, exclude=exclude, categorical=categorical,
-                  split_column=split_column, text_column=text_column)
-    if split_column is not None:
-        names = frame[split_column].astype(str).str.lower()
-        unknown = sorted(set(names) - set(SPLIT_NAMES))
-        if unknown:
-            raise DataError(f"{file}: split column '{split_column}' holds {unknown[0]!r}; expected train, val or test")
-        split = names.map(SPLIT_NAMES).to_numpy()
+    check_columns(list(frame.columns), file, target=target, features=features, exclude=exclude,
+                  categorical=categorical, split_column=split_column, text_column=text_column)
+    split = (_split_of(frame[split_column], split_column, file) if split_column is not None
+             else np.concatenate([np.full(len(p), part) for p, part, _ in parts]))
     text = {"analyzer": analyzer, "max_length": max_length, "min_count": min_count, "max_vocabulary": max_vocabulary,
             "embedding_size": embedding_size}
-    defaults = inspect.signature(table).parameters
-    changed = [key for key, value in text.items() if value != defaults[key].default]
-    if text_column is None and changed:
-        raise DataError(f"data.{changed[0]} sets how a text column is read, and there is none: name it with "
-                        "data.text_column=<column>, or leave the key out")
-    if text_column is not None and features not in (None, [text_column]):
-        raise DataError(f"data.text_column={text_column} trains on that column alone: leave data.features out")
+    _check_text_keys(text, text_column, features)
     chosen, excluded, notes = input_columns([p for p, _, _ in parts], file, target, features, exclude, categorical,
                                             split_column, text_column)
-    _check_flat(frame[chosen + [target]], file)
-    if text_column is not None and (pd.api.types.is_numeric_dtype(frame[text_column])
-                                    or pd.api.types.is_bool_dtype(frame[text_column])):
-        raise DataError(f"data.text_column={text_column}: column '{text_column}' of {file} holds numbers, not text; "
-                        f"leave data.text_column out to use it as a feature column")
-    for name in categorical or []:
-        frame[name] = frame[name].astype("string")
-    where = _line_finder([(source, len(p)) for p, _, source in parts])
-    if text_column is None:
-        _check_numeric(frame[chosen], where)
-    _check_finite(frame[[c for c in chosen + [target] if c != text_column]], where)
-    if text_column is not None and missing == "impute" and _is_blank(frame[text_column]).all():
-        raise DataError(f"{file}: text column '{text_column}' holds no text in any row; name a column of texts "
-                        "with data.text_column")
-    notes += [(logging.WARNING, f"{file}: column '{name}' has no values at all; it is a constant input (leave it "
-                                "out with data.exclude=[...])") for name in chosen if frame[name].isna().all()]
-
+    notes += _checked_values(frame, parts, file, chosen, target, categorical, text_column, missing)
     no_target = frame[target].isna().to_numpy(dtype=bool)
     gap = frame[chosen].isna().any(axis=1).to_numpy(dtype=bool) & ~no_target if missing == "drop" else \
         np.zeros(len(frame), dtype=bool)
@@ -345,6 +313,61 @@ def table(
     return ArrayData(file.stem, frame[chosen], targets, task, TEXT if text_column else TABLE, split=split,
                      class_names=class_names, notes=notes, text={"column": text_column, **text} if text_column else None,
                      facts={"excluded_columns": excluded, "dropped_rows": dropped})
+
+
+def _read_parts(file: Path, val_path: str | None, test_path: str | None, encoding: str
+                ) -> list[tuple[pd.DataFrame, int, Path]]:
+    """The table and its separate validation and test files, each with the part it fixes (-1: drawn later)."""
+    parts = [(read_frame(file, encoding=encoding), TRAIN if (val_path or test_path) else -1, file)]
+    for extra, part, role in ((val_path, VAL, "data.val_path"), (test_path, TEST, "data.test_path")):
+        if extra:
+            parts.append((read_frame(extra, role, encoding), part, Path(extra).expanduser()))
+            _check_same_columns(parts[0][0], file, parts[-1][0], parts[-1][2])
+    return parts
+
+
+def _split_of(names: pd.Series, split_column: str, file: Path) -> np.ndarray:
+    """Each row's part as a split column names it (train, val or test, any case)."""
+    names = names.astype(str).str.lower()
+    unknown = sorted(set(names) - set(SPLIT_NAMES))
+    if unknown:
+        raise DataError(f"{file}: split column '{split_column}' holds {unknown[0]!r}; expected train, val or test")
+    return names.map(SPLIT_NAMES).to_numpy()
+
+
+def _check_text_keys(text: dict[str, Any], text_column: str | None, features: list[str] | None) -> None:
+    """The keys that say how a text column is read come with one, which is then the only input."""
+    defaults = inspect.signature(table).parameters
+    changed = [key for key, value in text.items() if value != defaults[key].default]
+    if text_column is None and changed:
+        raise DataError(f"data.{changed[0]} sets how a text column is read, and there is none: name it with "
+                        "data.text_column=<column>, or leave the key out")
+    if text_column is not None and features not in (None, [text_column]):
+        raise DataError(f"data.text_column={text_column} trains on that column alone: leave data.features out")
+
+
+def _checked_values(frame: pd.DataFrame, parts: list[tuple[pd.DataFrame, int, Path]], file: Path,
+                    chosen: list[str], target: str, categorical: list[str] | None, text_column: str | None,
+                    missing: str) -> list[tuple[int, str]]:
+    """Refuse inputs the model cannot read (nested values, words in numeric columns, non-finite numbers, a text
+    column of numbers or of no text), the file and line named; categorical columns made text in place. Returns
+    the warnings for columns with no values at all."""
+    _check_flat(frame[chosen + [target]], file)
+    if text_column is not None and (pd.api.types.is_numeric_dtype(frame[text_column])
+                                    or pd.api.types.is_bool_dtype(frame[text_column])):
+        raise DataError(f"data.text_column={text_column}: column '{text_column}' of {file} holds numbers, not text; "
+                        f"leave data.text_column out to use it as a feature column")
+    for name in categorical or []:
+        frame[name] = frame[name].astype("string")
+    where = _line_finder([(source, len(p)) for p, _, source in parts])
+    if text_column is None:
+        _check_numeric(frame[chosen], where)
+    _check_finite(frame[[c for c in chosen + [target] if c != text_column]], where)
+    if text_column is not None and missing == "impute" and _is_blank(frame[text_column]).all():
+        raise DataError(f"{file}: text column '{text_column}' holds no text in any row; name a column of texts "
+                        "with data.text_column")
+    return [(logging.WARNING, f"{file}: column '{name}' has no values at all; it is a constant input (leave it "
+                              "out with data.exclude=[...])") for name in chosen if frame[name].isna().all()]
 
 
 def _is_blank(texts: pd.Series) -> pd.Series:
