@@ -19,7 +19,7 @@ def wine():
 
 
 def test_folds_cover_the_training_rows_once_each_stratified_and_leave_the_test_split_alone():
-    from dltrain.data.datamodule import split_rows
+    from dltrain.data.splits import split_rows
     from dltrain.data.folds import fold_rows
 
     data = wine()

@@ -12,7 +12,8 @@ import torch
 from conftest import dltrain_command, read_metrics
 from datafiles import write_cifar10, write_image_folder, write_mnist, write_table
 from dltrain.data.batches import TensorBatchDataset, TensorBatchSampler
-from dltrain.data.datamodule import build_datamodule, split_rows
+from dltrain.data.datamodule import build_datamodule
+from dltrain.data.splits import split_rows
 from dltrain.errors import DataError
 
 

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from sklearn.model_selection import train_test_split
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
@@ -21,8 +20,8 @@ from dltrain.data.scaling import SequenceScaler
 from dltrain.data.streaming import refuse_stream, worker_count
 from dltrain.data.table_module import TABLE_SOURCE, StreamedTableModule, load_table
 from dltrain.data.table_source import TableSource
+from dltrain.data.splits import Rows, loss_class_weights, split_rows
 from dltrain.data.spec import MULTICLASS, REGRESSION, SEQUENCE, TABLE, TEXT, DataSpec
-from dltrain.data.targets import class_weights_of
 from dltrain.data.text import TextEncoder, tokenize
 from dltrain.errors import DataError
 from dltrain.config.instantiate import build
@@ -30,7 +29,6 @@ from dltrain.config.schema import DataLoading
 
 # Keys of a data config that shape the batches; every other key goes to the source (its _target_).
 LOADER_KEYS = tuple(DataLoading.model_fields)
-Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # row indices of train, validation and test
 PREPARED = "dltrain.data.litdata_source.prepared"  # data=streaming's source
 
 
@@ -145,57 +143,6 @@ def target_scale(data: ArrayData, train: np.ndarray, stored: DataSpec | None) ->
         return stored.target_mean, stored.target_std
     numbers = data.targets[train].astype(np.float64)
     return float(numbers.mean()), float(numbers.std()) or 1.0
-
-
-def loss_class_weights(choice: str | list[float] | None, data: ArrayData, train_targets: np.ndarray,
-                       num_classes: int) -> list[float] | None:
-    """The loss's weight of each class: none, given, or balanced (rows / (classes * rows of the class)
-    over the training split, scikit-learn's formula)."""
-    counts = np.bincount(train_targets.astype(np.int64), minlength=num_classes) if data.task != REGRESSION else None
-    return class_weights_of(choice, data.task, counts, f"data={data.name}")
-
-
-def split_rows(data: ArrayData, val_fraction: float, test_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
-    """Row indices of train, validation and test.
-
-    Parts the source fixed are kept; missing ones are drawn (seeded, stratified by class) from the
-    rows left for training: the test part as test_fraction of all rows, then validation as val_fraction of the
-    rows the test part left, whatever fixed it (drawn, a test file, a split column). A share of all rows would
-    ask more than a small training file holds when a large test file comes with it (UCR's ItalyPowerDemand:
-    110 of its 67 training rows).
-    """
-    rows = np.arange(len(data.targets))
-    fixed = data.split if data.split is not None else np.full(len(rows), -1)
-    pool = rows[(fixed == TRAIN) | (fixed == -1)]
-    test, val = rows[fixed == TEST], rows[fixed == VAL]
-    classify = data.task != REGRESSION
-    if not len(test):
-        pool, test = _draw(data, pool, test_fraction, seed, classify, "test")
-    if not len(val):
-        pool, val = _draw(data, pool, val_fraction, seed, classify, "validation")
-    return pool, val, test
-
-
-def smallest_class(data: ArrayData, labels: np.ndarray) -> tuple[Any, int]:
-    """The class among `labels` with the fewest rows, by its name where the data has names, and its count."""
-    values, counts = np.unique(labels, return_counts=True)
-    name = values[counts.argmin()]
-    return (data.class_names[name] if data.class_names else name), int(counts.min())
-
-
-def _draw(data: ArrayData, pool: np.ndarray, share: float, seed: int, classify: bool, part: str):
-    labels = data.targets[pool] if classify else None
-    if classify:
-        shown, count = smallest_class(data, labels)
-        if count < 2:
-            raise DataError(
-                f"data={data.name}: class '{shown}' has {count} row(s) left for training; a stratified "
-                f"{part} split needs at least 2 per class (add rows or drop that class)"
-            )
-    try:
-        return train_test_split(pool, test_size=share, random_state=seed, stratify=labels)
-    except ValueError as exc:
-        raise DataError(f"data={data.name}: cannot draw the {part} split ({exc})") from None
 
 
 def load_data(data_cfg: dict[str, Any], stored: DataSpec | None = None, whole: bool = False

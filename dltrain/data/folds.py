@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from dltrain.data.arrays import ArrayData
-from dltrain.data.datamodule import Rows, smallest_class, split_rows
+from dltrain.data.splits import Rows, smallest_class, split_rows
 from dltrain.data.spec import REGRESSION
 from dltrain.errors import DataError
 

@@ -216,7 +216,7 @@ class StreamedImageDataModule(pl.LightningDataModule):
                  class_weights: str | list[float] | None = None, augment: dict[str, Any] | None = None,
                  on_bad_sample: str = "error", rows: tuple[np.ndarray, ...] | None = None,
                  stored: DataSpec | None = None) -> None:
-        from dltrain.data.datamodule import loss_class_weights, split_rows
+        from dltrain.data.splits import loss_class_weights, split_rows
 
         super().__init__()
         self.batch_size, self.workers_setting = batch_size, num_workers

@@ -258,7 +258,7 @@ def _class_weights(choice: Any, data: PreparedData) -> list[float] | None:
     import numpy as np
 
     from dltrain.data.arrays import ArrayData
-    from dltrain.data.datamodule import loss_class_weights
+    from dltrain.data.splits import loss_class_weights
 
     counts = data.pipeline.get("train_class_counts") or []
     if not all(isinstance(n, int) and n >= 0 for n in counts) or sum(counts) != data.rows["train"]:

@@ -99,7 +99,7 @@ class RowSample:
 def _image_folder(data_cfg: dict[str, Any], seed: int):
     """An image folder's spec, its splits' files (each a (file, class) pair) and its pipeline."""
     from dltrain.data.arrays import ArrayData
-    from dltrain.data.datamodule import split_rows
+    from dltrain.data.splits import split_rows
     from dltrain.data.images import list_image_folder
 
     image_size = list(data_cfg.get("image_size") or (32, 32))
