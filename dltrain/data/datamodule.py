@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
@@ -20,7 +19,7 @@ from dltrain.data.scaling import SequenceScaler
 from dltrain.data.streaming import refuse_stream, worker_count
 from dltrain.data.table_module import TABLE_SOURCE, StreamedTableModule, load_table
 from dltrain.data.table_source import TableSource
-from dltrain.data.splits import Rows, loss_class_weights, split_rows
+from dltrain.data.splits import Rows, SplitLoaders, loss_class_weights, split_rows
 from dltrain.data.spec import MULTICLASS, REGRESSION, SEQUENCE, TABLE, TEXT, DataSpec
 from dltrain.data.text import TextEncoder, tokenize
 from dltrain.errors import DataError
@@ -32,10 +31,8 @@ LOADER_KEYS = tuple(DataLoading.model_fields)
 PREPARED = "dltrain.data.litdata_source.prepared"  # data=streaming's source
 
 
-class ArrayDataModule(pl.LightningDataModule):
+class ArrayDataModule(SplitLoaders):
     """Train, validation and test splits of an ArrayData, as whole tensors sliced into batches."""
-
-    augments_images = False  # the module augments whole batches (see training.builders.build_module)
 
     def __init__(
         self,
@@ -99,15 +96,6 @@ class ArrayDataModule(pl.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
 
 
 def encoded(data: ArrayData, train: np.ndarray, kept: dict[str, Any] | None

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, RandomSampler, SequentialSampler
 
 from dltrain.data.spec import BINARY, IMAGE, MULTICLASS, DataSpec
+from dltrain.data.splits import SplitLoaders, loss_class_weights, split_rows
 from dltrain.data.streaming import choose_stream, streamed_loader, worker_count
 from dltrain.errors import ConfigError, DataError
 
@@ -205,7 +205,7 @@ def collate_images(samples: list[tuple[Tensor, Tensor] | None]) -> tuple[Tensor,
     return default_collate(kept)
 
 
-class StreamedImageDataModule(pl.LightningDataModule):
+class StreamedImageDataModule(SplitLoaders):
     """Train, validation and test splits of an image folder, each image read from its file in the workers:
     training's with the per-image augmentation, the others without."""
 
@@ -216,7 +216,6 @@ class StreamedImageDataModule(pl.LightningDataModule):
                  class_weights: str | list[float] | None = None, augment: dict[str, Any] | None = None,
                  on_bad_sample: str = "error", rows: tuple[np.ndarray, ...] | None = None,
                  stored: DataSpec | None = None) -> None:
-        from dltrain.data.splits import loss_class_weights, split_rows
 
         super().__init__()
         self.batch_size, self.workers_setting = batch_size, num_workers
@@ -258,15 +257,6 @@ class StreamedImageDataModule(pl.LightningDataModule):
             sampler = SequentialSampler(dataset)
         return streamed_loader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
                                pin_memory=self.pin_memory, sampler=sampler, collate_fn=collate_images)
-
-    def train_dataloader(self):
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self):
-        return self._loader(self.val_set, shuffle=False)
-
-    def test_dataloader(self):
-        return self._loader(self.test_set, shuffle=False)
 
     def skipped(self) -> list[str]:
         """Every file skipped as unreadable in any split so far."""

@@ -46,10 +46,7 @@ def read_inputs(source: Path, spec: DataSpec, missing: str = "impute", on_unknow
         from dltrain.data.tables import read_frame
 
         frame = read_frame(source, "input")
-        lacking = [name for name in keep if name not in frame.columns]
-        if lacking:
-            raise DataError(f"keep: input={source} has no column '{lacking[0]}'; its columns are: "
-                            f"{', '.join(map(str, frame.columns))}")
+        check_kept_columns(frame, keep, source)
         faults: dict[int, str] = {}
         features = table_features(frame, spec, missing, on_unknown, source, faults=faults)
         return features, {"row": list(range(1, len(frame) + 1)), **{name: frame[name].tolist() for name in keep}}, \
@@ -147,6 +144,14 @@ def text_features(frame: pd.DataFrame, spec: DataSpec, missing: str, source: Pat
             faults.setdefault(int(row), why)
         texts = texts.fillna("")
     return encoder.transform(texts)
+
+
+def check_kept_columns(frame: pd.DataFrame, keep: list[str], source: Path | str) -> None:
+    """The columns `keep=` copies beside the predictions are columns of the input."""
+    lacking = [name for name in keep if name not in frame.columns]
+    if lacking:
+        raise DataError(f"keep: input={source} has no column '{lacking[0]}'; its columns are: "
+                        f"{', '.join(map(str, frame.columns))}")
 
 
 def _named(source: Path | str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytorch_lightning as pl
 from sklearn.model_selection import train_test_split
 
 from dltrain.data.arrays import TEST, TRAIN, VAL, ArrayData
@@ -65,3 +66,20 @@ def _draw(data: ArrayData, pool: np.ndarray, share: float, seed: int, classify: 
         return train_test_split(pool, test_size=share, random_state=seed, stratify=labels)
     except ValueError as exc:
         raise DataError(f"data={data.name}: cannot draw the {part} split ({exc})") from None
+
+
+class SplitLoaders(pl.LightningDataModule):
+    """A data module whose train, validation and test loaders come from one `_loader(split, shuffle)`, over its
+    `train_set`, `val_set` and `test_set` (training shuffled)."""
+
+    augments_images = False  # the module augments whole batches (see training.builders.build_module)
+
+    def train_dataloader(self):
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader(self.test_set, shuffle=False)
+

@@ -11,11 +11,11 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 
 from dltrain.data.arrays import TEST, TRAIN, VAL, ArrayData
 from dltrain.data.spec import REGRESSION, TABLE, DataSpec
+from dltrain.data.splits import SplitLoaders
 from dltrain.data.streaming import choose_stream, streamed_loader, worker_count
 from dltrain.data.table_loader import TableBatches
 from dltrain.data.table_source import TableSource, decoded_size, table_files
@@ -86,10 +86,8 @@ class StreamedSplit:
             left -= len(y)
 
 
-class StreamedTableModule(pl.LightningDataModule):
+class StreamedTableModule(SplitLoaders):
     """A table too large to hold, read from its files while training (see dltrain.data.table_loader)."""
-
-    augments_images = False  # a table's augmentation (noise) is the module's, on whole batches
 
     def __init__(self, source: TableSource, *, batch_size: int = 64, seed: int = 0,
                  num_workers: int | str = "auto", pin_memory: bool | str = "auto",
@@ -120,15 +118,6 @@ class StreamedTableModule(pl.LightningDataModule):
         workers = worker_count(self.num_workers, True, trainer.num_devices if trainer is not None else 1)
         return streamed_loader(dataset, batch_size=None, num_workers=max(0, min(workers, len(dataset))),
                                pin_memory=self.pin_memory)
-
-    def train_dataloader(self):
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self):
-        return self._loader(self.val_set, shuffle=False)
-
-    def test_dataloader(self):
-        return self._loader(self.test_set, shuffle=False)
 
 
 def _class_weights(choice: str | list[float] | None, found: Survey) -> list[float] | None:

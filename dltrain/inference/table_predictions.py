@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import pandas as pd
 
-from dltrain.data.inputs import table_features
+from dltrain.data.inputs import check_kept_columns, table_features
 from dltrain.errors import DataError
 from dltrain.report.predictions import NOT_PREDICTED, predict_rows
 from dltrain.rundir.files import write_with
@@ -70,10 +70,7 @@ def predict_table(module, source: Path, target: Path, *, missing: str, on_unknow
     with tempfile.TemporaryFile("w+", newline="") as spool:  # every row's line, a not_predicted field last
         rows = 0
         for frame in table_batches(source, batch_size, numeric):
-            lacking = [name for name in keep if name not in frame.columns]
-            if lacking:
-                raise DataError(f"keep: input={source} has no column '{lacking[0]}'; its columns are: "
-                                f"{', '.join(map(str, frame.columns))}")
+            check_kept_columns(frame, keep, source)
             found: dict[int, str] = {}
             features = table_features(frame, spec, missing, on_unknown, source, faults=found)
             predicted, found = predict_rows(module, torch.from_numpy(features), found, batch_size)
