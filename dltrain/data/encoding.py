@@ -69,7 +69,7 @@ class TableEncoder:
         for column in self.columns:
             values = frame[column["name"]]
             if column["kind"] == "numeric":
-                numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+                numbers = as_numbers(values)
                 out[:, start] = (np.where(np.isnan(numbers), column["mean"], numbers) - column["mean"]) / column["std"]
                 start += 1
             else:
@@ -99,7 +99,7 @@ class TableEncoder:
                 found.append((~present, "is empty, and the model was trained with data.missing=drop (rows with a "
                                         "missing value left out): fill it in"))
             if column["kind"] == "numeric":
-                numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+                numbers = as_numbers(values)
                 infinite = np.isinf(numbers)
                 with np.errstate(over="ignore", invalid="ignore"):
                     scaled = (numbers - column["mean"]) / column["std"]
@@ -131,6 +131,13 @@ class TableEncoder:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TableEncoder":
         return cls(list(data["columns"]))
+
+
+def as_numbers(values: pd.Series) -> np.ndarray:
+    """A column's values as float64, missing or unreadable ones NaN (a numeric column is not parsed again)."""
+    if not is_numeric(values):
+        values = pd.to_numeric(values, errors="coerce")
+    return values.to_numpy(dtype="float64", na_value=np.nan)
 
 
 def is_numeric(values: pd.Series) -> bool:

@@ -16,7 +16,7 @@ import torch
 from dltrain.data.arrays import TEST, TRAIN, VAL, ArrayData
 from dltrain.data.spec import REGRESSION, TABLE, DataSpec
 from dltrain.data.splits import SplitLoaders
-from dltrain.data.streaming import choose_stream, streamed_loader, worker_count
+from dltrain.data.streaming import choose_stream, streamed_loader
 from dltrain.data.table_loader import TableBatches
 from dltrain.data.table_source import TableSource, decoded_size, table_files
 from dltrain.data.table_survey import Survey, open_table, survey
@@ -98,8 +98,10 @@ class StreamedTableModule(SplitLoaders):
         self.survey = found = survey(source, seed)
         encoder = TableEncoder.from_dict(stored.encoder) if stored is not None and stored.encoder else found.encoder
         lines, warnings = encoder.describe(found.total(TRAIN))
-        self.notes = [*found.notes, *[(logging.INFO, text) for text in lines],
-                      *[(logging.WARNING, text) for text in warnings]]
+        reading = ("read ahead on a thread of each training process (data.num_workers=auto)" if num_workers == "auto"
+                   else f"read in {num_workers} DataLoader worker process(es) per training process")
+        self.notes = [*found.notes, (logging.INFO, f"table batches {reading}"),
+                      *[(logging.INFO, text) for text in lines], *[(logging.WARNING, text) for text in warnings]]
         self.facts = found.facts
         mean, std = ((stored.target_mean, stored.target_std) if stored is not None
                      else (found.target_mean, found.target_std))
@@ -115,7 +117,9 @@ class StreamedTableModule(SplitLoaders):
         rank, world, epoch = ((trainer.global_rank, trainer.world_size, trainer.current_epoch) if trainer is not None
                               else (0, 1, 0))
         dataset = split.batches(self.batch_size, shuffle, rank, world, epoch)
-        workers = worker_count(self.num_workers, True, trainer.num_devices if trainer is not None else 1)
+        # auto: no worker process. A table's batch is a slice of a window that a thread of this process reads
+        # ahead (TableBatches); passing each batch from a worker process cost more than the slice on 2 cores.
+        workers = 0 if self.num_workers == "auto" else int(self.num_workers)
         return streamed_loader(dataset, batch_size=None, num_workers=max(0, min(workers, len(dataset))),
                                pin_memory=self.pin_memory)
 
