@@ -28,7 +28,7 @@ def main() -> None:
         if len(set(args.images)) > 1:  # the flatness line, measured once every size was
             print(lines[-1])
     if args.only != "images":
-        print(f"tables: generated Parquet, 20 columns, model=mlp")
+        print("tables: generated Parquet, 20 columns, model=mlp")
         for line in table_scale_lines(args.rows):
             print(line, flush=True)
 

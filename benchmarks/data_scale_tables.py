@@ -31,6 +31,7 @@ import pytorch_lightning as pl
 
 sys.path.insert(0, str(Path(__file__).parent))
 from performance import ratio_line  # noqa: E402
+from processes import descendants, local_rank, pss  # noqa: E402
 
 CACHE = Path(tempfile.gettempdir()) / "dltrain_bench_tables"
 COLUMNS = 20  # 19 inputs and the target

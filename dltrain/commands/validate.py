@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from dltrain.errors import ConfigError
 from dltrain.paths import config_dir

@@ -10,7 +10,7 @@ import torch
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
-from dltrain.data.arrays import TEST, TRAIN, VAL, ArrayData
+from dltrain.data.arrays import ArrayData
 from dltrain.data.image_stream import (IMAGE_FOLDER, ImageFiles, StreamedImageDataModule, listed_image_folder,
                                        normalization, normalized)
 from dltrain.data.batches import TensorBatchDataset, TensorBatchSampler, keep_batch
@@ -22,7 +22,6 @@ from dltrain.data.table_source import TableSource
 from dltrain.data.splits import Rows, SplitLoaders, loss_class_weights, split_rows
 from dltrain.data.spec import MULTICLASS, REGRESSION, SEQUENCE, TABLE, TEXT, DataSpec
 from dltrain.data.text import TextEncoder, tokenize
-from dltrain.errors import DataError
 from dltrain.config.instantiate import build
 from dltrain.config.schema import DataLoading
 
