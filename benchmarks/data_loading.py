@@ -2,7 +2,9 @@
 
 (Training throughput against a plain loop: performance.py.)
 
-1. Batch serving alone: dltrain's whole-tensor batches against torch's TensorDataset with per-sample collate.
+1. Batch serving alone: dltrain's whole-tensor batches against torch's TensorDataset with per-sample collate;
+   and a batch's gather, torch.index_select (dltrain's) against advanced indexing (features[index]), on idle
+   cores and with a busy process on each core (a machine shared with other jobs).
 2. Loading a generated 1,000,000 x 20 CSV: dltrain's table reader and encoder against
    pandas.read_csv(engine="pyarrow"), and peak memory against the size of the float32 data.
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -38,6 +41,27 @@ def serving_times(rows: int, features: int, batch_size: int = 256) -> tuple[floa
     ours = epoch(DataLoader(TensorBatchDataset(x, y), batch_size=batch_size, shuffle=True, collate_fn=keep_batch))
     theirs = epoch(DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True))
     return ours, theirs
+
+
+def gather_times(rows: int, features: int, batch_size: int = 256) -> tuple[float, float]:
+    """Seconds to gather one shuffled epoch of batches: torch.index_select against features[index]."""
+    import torch
+
+    x = torch.randn(rows, features)
+    batches = torch.randperm(rows).split(batch_size)
+
+    def epoch(gather) -> float:
+        started = time.perf_counter()
+        for index in batches:
+            gather(index)
+        return time.perf_counter() - started
+    return (min(epoch(lambda index: torch.index_select(x, 0, index)) for _ in range(3)),
+            min(epoch(lambda index: x[index]) for _ in range(3)))
+
+
+def busy_cores() -> list[subprocess.Popen]:
+    """A process spinning on each core, the load another job puts on a shared machine."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
 
 
 def load_in_subprocess(path: str, how: str) -> dict:
@@ -70,6 +94,15 @@ def main() -> None:
     ours, theirs = serving_times(args.train_rows, 20)
     print(f"serving one epoch of batches: dltrain {ours:.3f}s  TensorDataset+collate {theirs:.3f}s  "
           f"ratio {ours / theirs:.2f}")
+    for load in ("idle cores", "a busy process on each core"):
+        spinning = busy_cores() if load != "idle cores" else []
+        try:
+            ours, theirs = gather_times(args.train_rows, 20)
+        finally:
+            for process in spinning:
+                process.kill()
+        print(f"gathering one epoch of batches, {load}: index_select {ours:.3f}s  features[index] {theirs:.3f}s  "
+              f"ratio {ours / theirs:.2f}")
 
     import numpy as np
     import pandas as pd

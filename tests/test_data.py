@@ -66,6 +66,13 @@ def test_batches_are_slices_of_whole_tensors():
     assert torch.equal(y, torch.arange(4)) and x.shape == (4, 1)
 
 
+def test_a_batch_gathered_with_index_select_holds_the_rows_indexing_gives():
+    features, targets = torch.randn(50, 3, 2), torch.randint(0, 5, (50,))
+    index = [7, 0, 49, 7, 12]
+    x, y = TensorBatchDataset(features, targets).__getitems__(index)
+    assert torch.equal(x, features[index]) and torch.equal(y, targets[index])
+
+
 @pytest.mark.parametrize("make_sampler", [
     lambda rows: torch.utils.data.RandomSampler(rows),
     lambda rows: torch.utils.data.SequentialSampler(rows),
