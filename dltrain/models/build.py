@@ -27,31 +27,13 @@ def models_for(task: str, kind: str | None = None) -> list[str]:
     return names
 
 
-def chosen_model(model_cfg: Mapping[str, Any], kind: str) -> dict[str, Any]:
-    """The model config to train: `model_cfg` itself, or for model=auto the preset its data `kind` names
-    (conf/model/auto.yaml), composed as `model=<preset>` on the command line would compose it."""
-    if model_cfg.get("name") != "auto":
-        return dict(model_cfg)
-    choice = (model_cfg.get("choose") or {}).get(kind)
-    if choice is None:
-        raise ConfigError(f"model=auto has no model for {kind} data; name one (model=mlp)")
-    preset = OmegaConf.to_container(_compose([f"model={choice}"]).model, resolve=True)
-    given = {key: value for key, value in model_cfg.items() if key not in ("name", "choose") and value is not None}
-    lacking = [key for key in given if key not in preset]
-    if lacking:
-        raise ConfigError(f"model=auto chose {choice} for {kind} data, which has no {lacking[0]}; name a "
-                          f"model that has it (model=mlp)")
-    return preset | given
-
-
 def choose_model(cfg: DictConfig, kind: str) -> tuple[DictConfig, dict[str, Any]]:
     """The run's config record: `cfg` with the model to train (model=auto: the preset the data's `kind` chooses,
     with the settings its conf/tuning file gives it), resolved once and read-only from here on. Returns it and
     what model=auto chose, to be said and recorded ({} for a model named on the command line)."""
     model = OmegaConf.to_container(cfg.model, resolve=True)
-    chosen = chosen_model(model, kind)
     auto = model.get("name") == "auto"
-    tuning = auto_tuning(cfg, chosen["name"]) if auto else ("", {})
+    chosen, tuning = auto_model(cfg, model, kind) if auto else (dict(model), ("", {}))
     record = copy.deepcopy(cfg)
     with open_dict(record):
         record.model = chosen
@@ -64,28 +46,39 @@ def choose_model(cfg: DictConfig, kind: str) -> tuple[DictConfig, dict[str, Any]
     return record, {"model": chosen["name"], **({"tuning": tuning[0], "tuned": tuning[1]} if tuning[1] else {})}
 
 
-def auto_tuning(cfg: DictConfig, choice: str) -> tuple[str, dict[str, Any]]:
-    """The settings (dotted key -> value) that conf/tuning gives model=auto's `choice` with the run's optimizer,
-    and their file's name (<choice>_<optimizer>), as `model=<choice>` would get them: the config group `tuning`
-    is composed by the model's name, which model=auto only knows once the data has loaded. A key the command
-    line, an experiment or a debug preset sets keeps its value (composed after the tuning, they win over it)."""
+def auto_model(cfg: DictConfig, model: dict[str, Any], kind: str) -> tuple[dict[str, Any], tuple[str, dict[str, Any]]]:
+    """model=auto's choice for `kind` data (conf/model/auto.yaml) as `model=<choice>` composes it, the model
+    keys the run sets kept; and the settings (dotted key -> value) that conf/tuning gives that choice with the
+    run's optimizer, with their file's name (<choice>_<optimizer>). The config group `tuning` is composed by
+    the model's name, which model=auto only knows once the data has loaded, so the config is composed again
+    with the choice. A key the command line, an experiment or a debug preset sets keeps its value (composed
+    after the tuning, they win over it)."""
     from hydra.core.hydra_config import HydraConfig
 
     from dltrain.config.compose import given_overrides
 
+    choice = (model.get("choose") or {}).get(kind)
+    if choice is None:
+        raise ConfigError(f"model=auto has no model for {kind} data; name one (model=mlp)")
     if HydraConfig.initialized():  # the command's own overrides, composed again with the chosen model
         given = list(HydraConfig.get().overrides.task)
     elif (given := given_overrides(cfg)) is None:
         raise ConfigError("model=auto chooses its model as the config is composed again with it: compose the "
                           "config with dltrain.config.load_config, or name a model (model=mlp)")
     given = [o for o in given if not o.lstrip("+~").partition("=")[0].partition(".")[0] == "model"]
-    before, after = (_compose([*given, f"model={model}"]) for model in ("auto", choice))
+    before, after = (_compose([*given, f"model={name}"]) for name in ("auto", choice))
+    preset = OmegaConf.to_container(after.model, resolve=True)
+    kept = {key: value for key, value in model.items() if key not in ("name", "choose") and value is not None}
+    lacking = [key for key in kept if key not in preset]
+    if lacking:
+        raise ConfigError(f"model=auto chose {choice} for {kind} data, which has no {lacking[0]}; name a "
+                          f"model that has it (model=mlp)")
     optimizer = _preset_building("optimizer", OmegaConf.select(after, "optimizer._target_"))
     before, after, now = _flat(before), _flat(after), _flat(cfg)
-    return f"{choice}_{optimizer}", {
+    return preset | kept, (f"{choice}_{optimizer}", {
         key: value for key, value in after.items()
         if not key.startswith(("model.", "hydra.")) and before.get(key, _UNSET) != value
-        and now.get(key, _UNSET) == before.get(key, _UNSET)}
+        and now.get(key, _UNSET) == before.get(key, _UNSET)})
 
 
 _UNSET = object()
