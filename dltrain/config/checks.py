@@ -29,7 +29,6 @@ LOGGER_PACKAGES = {
     "MLFlowLogger": (("mlflow",), "mlflow"),
     "WandbLogger": (("wandb",), "wandb"),
     "CometLogger": (("comet_ml",), "comet"),
-    "AimLogger": (("aim",), "aim"),
 }
 
 

@@ -1,6 +1,6 @@
-"""The run's experiment logger (conf/logger): Lightning's own (TensorBoard, MLflow, Weights & Biases, Comet) or
-Aim's, given the run's folder, name and tags where its preset leaves them null, offline unless the user gave a
-key or a server, and where each one wrote, for results.json and the terminal."""
+"""The run's experiment logger (conf/logger): Lightning's own (TensorBoard, MLflow, Weights & Biases, Comet, or any
+other given by its _target_), given the run's folder, name and tags where its config leaves them null, offline
+unless the user gave a key or a server, and where each one wrote, for results.json and the terminal."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ log = logging.getLogger("dltrain")
 
 
 def logger_kind(logger_cfg: Any) -> str:
-    """A logger's short name, as its preset's: TensorBoardLogger -> tensorboard, AimLogger -> aim."""
+    """A logger's short name, as its preset's: TensorBoardLogger -> tensorboard, WandbLogger -> wandb."""
     return str(logger_cfg["_target_"]).rsplit(".", 1)[-1].removesuffix("Logger").lower()
 
 
@@ -60,14 +60,9 @@ def _in_run_dir(logger_cfg: DictConfig, run_dir: Path, name: str, tags: list[str
     return {"save_dir": str(run_dir)}, ""
 
 
-def _aim(logger_cfg: DictConfig, run_dir: Path, name: str, tags: list[str]) -> tuple[dict[str, Any], str]:
-    remote = str(logger_cfg.get("repo") or "").startswith("aim://")
-    return {"repo": str(run_dir), "run_name": name}, "" if remote else "local (no Aim server in logger.repo)"
-
-
 # logger kind -> (the run's arguments where its config leaves them null, and how it connects, in words)
 RUN_ARGUMENTS: dict[str, Callable[[DictConfig, Path, str, list[str]], tuple[dict[str, Any], str]]] = {
-    "tensorboard": _in_run_dir, "csv": _in_run_dir, "mlflow": _mlflow, "wandb": _wandb, "comet": _comet, "aim": _aim}
+    "tensorboard": _in_run_dir, "csv": _in_run_dir, "mlflow": _mlflow, "wandb": _wandb, "comet": _comet}
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
@@ -81,12 +76,17 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
                                                                     tags)
     logger = build(logger_cfg, "logger", _convert_="all", **{key: value for key, value in arguments.items()
                                                              if logger_cfg.get(key) is None})
-    if kind == "aim":  # Aim takes tags on its run, not as an argument
-        for tag in tags:
-            logger.experiment.add_tag(tag)
     if said:
         log.info(f"logger={kind}: {said}")
     return [logger]
+
+
+def end_tracking(loggers: list[Logger]) -> None:
+    """End the tracked run where its logger leaves that to its user once training is over: Comet's experiment
+    (Lightning only flushes it, so that it can be used on), whose offline archive is then written."""
+    for logger in loggers:
+        if logger_kind({"_target_": type(logger).__name__}) == "comet":
+            logger.experiment.end()
 
 
 def logger_locations(cfg: DictConfig, loggers: list[Logger]) -> dict[str, str]:
@@ -101,11 +101,9 @@ def logger_locations(cfg: DictConfig, loggers: list[Logger]) -> dict[str, str]:
             where[kind] = (f"{folder} (offline run {logger.version}: wandb sync <this folder> sends it)"
                            if logger.experiment.offline else f"{logger.experiment.url} (run {logger.version})")
         elif kind == "comet":
-            folder = Path(logger.save_dir).resolve()
-            where[kind] = (f"{folder} (offline experiment {logger.version}: comet upload <its .zip> sends it)"
-                           if type(logger.experiment).__name__.startswith("Offline")
+            archive = next(Path(logger.save_dir).resolve().glob(f"{logger.version}-*.zip"), None)
+            where[kind] = (f"{archive} (offline experiment: comet upload <this file> sends it)" if archive
                            else f"Comet project {logger.name} (experiment {logger.version})")
         elif logger.log_dir or logger.save_dir:
-            where[kind] = str(Path(logger.log_dir or logger.save_dir).resolve()) + (
-                f" (run {logger.version})" if kind == "aim" else "")
+            where[kind] = str(Path(logger.log_dir or logger.save_dir).resolve())
     return where
