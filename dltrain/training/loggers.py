@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.loggers import Logger
 
 from dltrain.config.instantiate import build
+from dltrain.rundir.layout import FOLD_PREFIX
 
 log = logging.getLogger("dltrain")
 
@@ -72,8 +73,10 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
     if not logger_cfg:
         return []
     kind, tags = logger_kind(logger_cfg), [str(tag) for tag in cfg.get("tags") or []]
-    arguments, said = RUN_ARGUMENTS.get(kind, lambda *_: ({}, ""))(logger_cfg, run_dir, cfg.get("name") or run_dir.name,
-                                                                    tags)
+    name = cfg.get("name") or run_dir.name
+    if cfg.get("name") and run_dir.name.startswith(FOLD_PREFIX):  # a cross-validation fold: baseline fold_2
+        name = f"{name} {run_dir.name}"
+    arguments, said = RUN_ARGUMENTS.get(kind, lambda *_: ({}, ""))(logger_cfg, run_dir, name, tags)
     logger = build(logger_cfg, "logger", _convert_="all", **{key: value for key, value in arguments.items()
                                                              if logger_cfg.get(key) is None})
     if said:
