@@ -1,5 +1,6 @@
-"""`dltrain-runs [outputs] [name=<name>] [tag=<tag>]`: the runs under a folder, newest first (those of a name or tag,
-* and ? as wildcards); `dltrain-runs <run> <run>`: two side by side.
+"""`dltrain-runs [outputs] [name=<name>] [tag=<tag>]`: the runs under a folder, newest first; `dltrain-runs <run> <run>`: two side by side.
+
+name= and tag= keep the runs of that name or with that tag (* and ? as wildcards).
 
 A run is a folder with a results.json (a sweep's jobs and a cross-validation count as runs, its folds do
 not). Each row: when it started, its status (a `running` record whose process is gone shows as `stopped`),
