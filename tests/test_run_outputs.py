@@ -130,13 +130,14 @@ def test_mlflow_tracks_every_epoch_in_a_local_store_where_the_results_say(run, t
     from mlflow.tracking import MlflowClient
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run_dir, results = run(["model=softmax", "trainer.max_epochs=3", "logger=mlflow", f"logger.tracking_uri={store}"])
+    run_dir, results = run(["model=softmax", "trainer.max_epochs=3", "logger=mlflow", f"logger.tracking_uri={store}",
+                            "name=baseline", "tags=[a,b]"])
     where = results["loggers"]["mlflow"]
     assert where.startswith(store)
     run_id = where.split("run ")[-1].rstrip(")")
     client = MlflowClient(tracking_uri=store)
     tracked = client.get_run(run_id)
-    assert tracked.info.run_name == run_dir.name
+    assert tracked.info.run_name == "baseline" and {"a", "b"} <= set(tracked.data.tags)
     history = [m.value for m in sorted(client.get_metric_history(run_id, "val_loss"), key=lambda m: m.step)]
     assert history == pytest.approx([row["val_loss"] for row in read_metrics(run_dir)], rel=1e-6)
 
@@ -234,7 +235,8 @@ def test_an_internal_bug_prints_a_traceback_and_exits_with_2(tmp_path, monkeypat
     assert "internal error (a bug, not your input)" in stderr
 
 
-@pytest.mark.parametrize("logger, package", [("tensorboard", "tensorboard"), ("mlflow", "mlflow")])
+@pytest.mark.parametrize("logger, package", [("tensorboard", "tensorboard"), ("mlflow", "mlflow"), ("wandb", "wandb"),
+                                             ("comet", "comet_ml")])
 def test_a_logger_without_its_package_is_refused_before_training(tmp_path, monkeypatch, capsys, logger, package):
     import importlib.util
 
@@ -242,7 +244,8 @@ def test_a_logger_without_its_package_is_refused_before_training(tmp_path, monke
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name.split(".")[0] in ("tensorboard", "tensorboardX", "mlflow")
+                        lambda name, *a: None if name.split(".")[0] in ("tensorboard", "tensorboardX", "mlflow",
+                                                                        "wandb", "comet_ml")
                         else find_spec(name, *a))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # main() sets it to 1 for Hydra; monkeypatch restores it after
@@ -270,11 +273,14 @@ def test_dltrain_runs_lists_runs_newest_first_and_compares_two(tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("│")]
     assert [row.split("│")[1].strip() for row in rows] == ["runs/killed", f"runs/{second.name}", f"runs/{first.name}"]
-    cells = [cell.strip() for cell in rows[1].split("│")[1:-1]]
+    header = [cell.strip() for cell in next(line for line in proc.stdout.splitlines() if line.startswith("┃"))
+              .split("┃")[1:-1]]
+    cells = dict(zip(header, (cell.strip() for cell in rows[1].split("│")[1:-1])))
     results = read_results(second)
-    assert cells[2:] == ["completed", "softmax", "digits", "trainer=cpu trainer.max_epochs=1 model=softmax "
-                         "optimizer.lr=0.1", "1", f"val_loss {results['best_val']:.4f}",
-                         f"acc {results['test']['test_acc']:.4f}"]
+    assert cells == {"run": f"runs/{second.name}", "started": cells["started"], "status": "completed",
+                     "model": "softmax", "data": "digits",
+                     "set": "trainer=cpu trainer.max_epochs=1 model=softmax optimizer.lr=0.1", "epochs": "1",
+                     "best val_loss": f"{results['best_val']:.4f}", "test acc": f"{results['test']['test_acc']:.4f}"}
     assert rows[0].split("│")[3].strip() == "stopped"
     proc = dltrain_command(str(first), str(second), cwd=tmp_path, env=env, script="dltrain-runs")
     assert proc.returncode == 0, proc.stderr

@@ -7,6 +7,7 @@ with no marker and no output file.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import subprocess
@@ -360,3 +361,52 @@ def test_a_normal_checkpoint_of_every_optimizer_resumes(tmp_path, optimizer):
     train(load_config(FAST + ["model=mlp", f"optimizer={optimizer}", "trainer.max_epochs=1"]), run_dir)
     resumed = train(resumed_config(run_dir, ["trainer.max_epochs=2"]), run_dir, resume=True)
     assert (resumed["status"], resumed["epochs_run"]) == ("completed", 2)
+
+
+STOCK = ["+callbacks.lr_monitor._target_=pytorch_lightning.callbacks.LearningRateMonitor",
+         "+logger._target_=pytorch_lightning.loggers.CSVLogger"]  # Lightning's own, and named by no preset
+
+
+def test_lightning_own_callbacks_and_loggers_need_no_trust_to_evaluate_predict_and_export(tmp_path):
+    """eval, predict and export build neither callbacks nor loggers: a run's Lightning callback and logger are
+    data to them (no trust=); a resume, which builds them, still needs them named on its command line."""
+    marker = tmp_path / "marker"
+    proc = command("dltrain", *FAST, "model=softmax", "trainer.max_epochs=1", *STOCK, cwd=tmp_path, marker=marker)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_dir = next((tmp_path / "outputs" / "runs").iterdir())
+    results = read_results(run_dir)
+    assert (run_dir / "lightning_logs" / "version_0" / "metrics.csv").exists() and "csv" in results["loggers"]
+    np.save(tmp_path / "rows.npy", np.zeros((3, 1, 8, 8), dtype=np.float32))
+    for name, *args in (("dltrain-eval", f"output={tmp_path / 'eval.json'}"),
+                        ("dltrain-predict", f"input={tmp_path / 'rows.npy'}", f"output={tmp_path / 'pred.csv'}"),
+                        ("dltrain-export", "format=safetensors", f"output={tmp_path / 'export'}")):
+        proc = command(name, f"ckpt_path={run_dir}", *args, cwd=tmp_path, marker=marker)
+        assert proc.returncode == 0, (name, proc.stderr[-2000:])
+    evaluated = json.loads((tmp_path / "eval.json").read_text())["metrics"]
+    assert evaluated == pytest.approx(results["test"], rel=1e-5)
+    assert len((tmp_path / "pred.csv").read_text().splitlines()) == 4
+    assert (tmp_path / "export" / "model.safetensors").exists()
+    refused = command("dltrain", f"resume={run_dir}", "trainer.max_epochs=2", cwd=tmp_path, marker=marker)
+    assert refused.returncode == 1 and "callbacks.lr_monitor with _target_=" in refused.stderr
+
+
+@pytest.mark.parametrize("where, target, passes", [
+    ("callbacks.swa", "pytorch_lightning.callbacks.StochasticWeightAveraging", True),
+    ("logger", "pytorch_lightning.loggers.CSVLogger", True),
+    ("callbacks.wandb", "pytorch_lightning.loggers.WandbLogger", False),  # a logger where callbacks go
+    ("model", "pytorch_lightning.callbacks.StochasticWeightAveraging", False),  # a place something is built
+    ("callbacks.swa", "pytorch_lightning.callbacks.lr_monitor.LearningRateMonitor", False),  # only the exact name
+    ("callbacks.swa", "pytorch_lightning.callbacks.progress.rich_progress.os.system", False),  # reached through
+    ("callbacks.swa", "pytorch_lightning.callbacks.os", False),
+])
+def test_only_lightning_own_classes_at_their_place_are_data_and_only_to_a_network_reader(where, target, passes):
+    from dltrain.config.trust import UntrustedConfig, check_stored_config
+
+    config = with_target({"model": {"name": "mlp"}}, where, target)
+    if passes:
+        assert check_stored_config(config, "f.ckpt", network_only=True) == config
+    else:
+        with pytest.raises(UntrustedConfig, match=f"_target_='{target}'"):
+            check_stored_config(config, "f.ckpt", network_only=True)
+    with pytest.raises(UntrustedConfig, match="which is not dltrain's own"):  # a resume builds them
+        check_stored_config(config, "f.ckpt")

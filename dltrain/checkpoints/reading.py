@@ -22,10 +22,12 @@ from dltrain.checkpoints.header import checked_file
 from dltrain.errors import CheckpointError, one_line
 from dltrain.config.trust import check_stored_config, walk
 
-def read_checkpoint(path: str | Path, trusted: Iterable[str] = (), config_dirs: Iterable[Path] = ()) -> dict[str, Any]:
+def read_checkpoint(path: str | Path, trusted: Iterable[str] = (), config_dirs: Iterable[Path] = (),
+                    network_only: bool = False) -> dict[str, Any]:
     """A checkpoint's contents, loaded with weights_only (plain containers and tensors, never code), whose
     stored config names only callables that dltrain's presets (or the user's `config_dirs`, or `trusted`,
-    named on the command line) name: see dltrain.config.trust."""
+    named on the command line) name, or (`network_only`: for a reader that builds no callback nor logger)
+    Lightning's own callbacks and loggers: see dltrain.config.trust."""
     path = checked_file(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -51,7 +53,7 @@ def read_checkpoint(path: str | Path, trusted: Iterable[str] = (), config_dirs: 
     if wrong is not None:
         raise CheckpointError(f"{path}: state_dict[{wrong!r}] is a {type(state[wrong]).__name__} where a tensor "
                               "belongs; refused")
-    stored["config"] = check_stored_config(stored["config"], path, trusted, config_dirs)
+    stored["config"] = check_stored_config(stored["config"], path, trusted, config_dirs, network_only)
     return checkpoint
 
 

@@ -1,13 +1,17 @@
-"""`dltrain-runs [outputs]`: the runs under a folder, newest first; `dltrain-runs <run> <run>`: two side by side.
+"""`dltrain-runs [outputs] [name=<name>] [tag=<tag>]`: the runs under a folder, newest first; `dltrain-runs <run> <run>`: two side by side.
+
+name= and tag= keep the runs of that name or with that tag (* and ? as wildcards).
 
 A run is a folder with a results.json (a sweep's jobs and a cross-validation count as runs, its folds do
 not). Each row: when it started, its status (a `running` record whose process is gone shows as `stopped`),
-model, data, the keys set on its command line, epochs, the best monitored value and the main test metric.
+its name and tags, model, data, the keys set on its command line, epochs, the best monitored value and the main
+test metric; on a narrow terminal the columns that do not fit are left out, and a line says which.
 Two runs compare every config key that differs, then their results. Run folders are read as data only.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import time
 from pathlib import Path
 from typing import Any
@@ -16,8 +20,10 @@ from dltrain.rundir.files import read_record
 from dltrain.rundir.layout import RunDir
 from dltrain.commands.shared import run_tool
 
-KEYS = {"path": "outputs", "other": None}
+KEYS = {"path": "outputs", "other": None, "name": None, "tag": None}
 MAIN_METRICS = ("test_acc", "test_r2", "test_loss")
+# The listing's columns, the first kept longest where the terminal is too narrow for all (the run's folder first).
+KEPT_FIRST = ("run", "status", "test", "best", "tags", "name", "epochs", "model", "data", "started", "set")
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -50,6 +56,8 @@ def summary(run: Path) -> dict[str, Any]:
     return {
         "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(_started(run))),
         "status": status,
+        "name": str(results.get("name") or ""),
+        "tags": ",".join(str(tag) for tag in results.get("tags") or []),
         "model": results.get("model", ""),
         "data": results.get("data", ""),
         "set": " ".join(o for o in _overrides(run) if not o.startswith(("hydra.", "hydra/"))),
@@ -96,14 +104,69 @@ def _shown(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def runs(path: str = "outputs", other: str | None = None) -> None:
-    """List the runs under `path`, or compare the runs `path` and `other`."""
+def _matches(row: dict[str, str], name: str | None, tag: str | None) -> bool:
+    """Whether a run's row has the name (a pattern: * and ?) and a tag (likewise) asked for."""
+    return (name is None or fnmatch.fnmatchcase(row["name"], str(name))) and (
+        tag is None or any(fnmatch.fnmatchcase(t, str(tag)) for t in row["tags"].split(",") if t))
+
+
+def fitting_columns(rows: list[dict[str, str]], width: int, headers: dict[str, str]) -> list[str]:
+    """The columns of the listing that fit `width` characters with no cell wrapped, in table order: the widest
+    set kept in KEPT_FIRST's order (the run's folder always); a column no run fills is left out."""
+    from rich.cells import cell_len
+
+    filled = [c for c in rows[0] if any(row[c] for row in rows)]
+    wide = {c: max(cell_len(headers.get(c, c)), *(cell_len(row[c]) for row in rows)) + 3  # padding, border
+            for c in filled}
+    kept, used = [], 1
+    for column in (c for c in KEPT_FIRST if c in wide):
+        if column == "run" or used + wide[column] <= width:
+            kept.append(column)
+            used += wide[column]
+    return [c for c in rows[0] if c in kept]
+
+
+def _shared_metric_names(rows: list[dict[str, str]]) -> dict[str, str]:
+    """best and test shown as "best val_loss" and "test acc" in the header where every run's is that metric (their
+    cells then hold the value alone, as `rows` is changed to), instead of the metric's name in each cell."""
+    headers = {}
+    for column in ("best", "test"):
+        names = {row[column].split(" ")[0] for row in rows if row[column]}
+        if len(names) == 1:
+            headers[column] = f"{column} {names.pop()}"
+            for row in rows:
+                row[column] = row[column].split(" ", 1)[-1]
+    return headers
+
+
+def _listing(root: Path, found: list[Path], rows: list[dict[str, str]], title: str) -> None:
+    """The runs' table at the terminal's width: no cell wrapped, the columns that do not fit left out and named."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    headers = _shared_metric_names(rows)
+    rows = [{"run": str(run.relative_to(root)) if run != root else ".", **row} for run, row in zip(found, rows)]
+    columns = fitting_columns(rows, console.width, headers)
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(headers.get(column, column), no_wrap=column != "run",
+                         overflow="fold" if column == "run" else "ellipsis")
+    for row in rows:
+        table.add_row(*(row[c] for c in columns))
+    console.print(table)
+    left = [c for c in rows[0] if c not in columns and any(row[c] for row in rows)]
+    if left:
+        console.print(f"not shown at {console.width} columns: {', '.join(left)} (a wider terminal shows them)")
+
+
+def runs(path: str = "outputs", other: str | None = None, name: str | None = None, tag: str | None = None) -> None:
+    """List the runs under `path` (those of `name` and `tag`), or compare the runs `path` and `other`."""
     from rich.console import Console
     from rich.table import Table
 
     from dltrain.errors import DataError
 
-    console = Console(highlight=False)
     root = Path(path).expanduser()
     if other is not None:
         second = Path(other).expanduser()
@@ -115,20 +178,17 @@ def runs(path: str = "outputs", other: str | None = None) -> None:
             table.add_column(column, overflow="fold")
         for row in differences(root, second):
             table.add_row(*row)
-        console.print(table)
+        Console(highlight=False).print(table)
         return
     found = find_runs(root) if root.is_dir() or path != KEYS["path"] else []  # no outputs/ yet: no runs yet
-    if not found:
-        print(f"no runs under {root}")
-        return
     rows = [summary(run) for run in found]
-    table = Table(title=f"{len(rows)} run(s) under {root}, newest first")
-    table.add_column("run", overflow="fold")
-    for column in rows[0]:
-        table.add_column(column, overflow="fold")
-    for run, row in zip(found, rows):
-        table.add_row(str(run.relative_to(root)) if run != root else ".", *row.values())
-    console.print(table)
+    kept = [(run, row) for run, row in zip(found, rows) if _matches(row, name, tag)]
+    asked = " ".join(f"{key}={value}" for key, value in (("name", name), ("tag", tag)) if value is not None)
+    if not kept:
+        print(f"no runs under {root}" + (f" with {asked} (of {len(found)})" if asked and found else ""))
+        return
+    title = f"{len(kept)} run(s) under {root}" + (f" with {asked}" if asked else "") + ", newest first"
+    _listing(root, [run for run, _ in kept], [row for _, row in kept], title)
 
 
 def main() -> None:

@@ -27,6 +27,8 @@ from dltrain.config.schema import (PRESET_KEYS, AutoModel, DataLoading, Scheduli
 LOGGER_PACKAGES = {
     "TensorBoardLogger": (("tensorboard", "tensorboardX"), "tensorboard"),
     "MLFlowLogger": (("mlflow",), "mlflow"),
+    "WandbLogger": (("wandb",), "wandb"),
+    "CometLogger": (("comet_ml",), "comet"),
 }
 
 

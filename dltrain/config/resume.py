@@ -11,7 +11,7 @@ from dltrain.distributed import launcher_rank, scratch_run_dir
 from dltrain.errors import ConfigError, one_line
 from dltrain.paths import config_dir
 from dltrain.config.trust import check_stored_config, targets_of
-from dltrain.rundir.layout import FOLD_PREFIX, HYDRA_FOLDER, LAST_CHECKPOINT, RunDir
+from dltrain.rundir.layout import FOLD_PREFIX, HYDRA_FOLDER, LAST_CHECKPOINT, RunDir, run_folder_name
 
 RUNS = Path("outputs") / "runs"
 
@@ -38,14 +38,15 @@ def _last_checkpoints(where: Path, runs: str = "") -> list[Path]:
     return [*where.glob(f"{runs}{last}"), *where.glob(f"{runs}{FOLD_PREFIX}*/{last}")]
 
 
-def run_dir_resolver(resume: str | None, stamp: str) -> str:
-    """hydra.run.dir: the resumed run's own directory, or a new one under outputs/runs.
+def run_dir_resolver(resume: str | None, stamp: str, name: str | None = None) -> str:
+    """hydra.run.dir: the resumed run's own directory, or a new one under outputs/runs (named by its start time
+    and the run's name=, dltrain.rundir.layout.run_folder_name).
 
     A rank other than zero of an external launcher (torchrun, SLURM) gets a scratch directory instead.
     """
     if resume:
         return str(find_run_dir(resume))
-    return scratch_run_dir(stamp) if launcher_rank() > 0 else str(RUNS / stamp)
+    return scratch_run_dir(stamp) if launcher_rank() > 0 else str(RUNS / run_folder_name(stamp, name))
 
 
 def hydra_subdir_resolver(resume: str | None, run_dir: str) -> str | None:
@@ -64,7 +65,7 @@ def register_resolvers() -> None:
 
 
 # Top-level keys a resume keeps: chosen when the run started, they decide what it trains on and follows.
-FIXED_KEYS = ("seed", "monitor", "mode", "cv")
+FIXED_KEYS = ("seed", "monitor", "mode", "cv", "name")  # name: the run's folder is named by it
 # The data keys a resume may change: how batches are served and weighted, not which rows each split holds.
 OPEN_DATA_KEYS = ("batch_size", "num_workers", "pin_memory", "class_weights", "augment", "download")
 

@@ -138,6 +138,9 @@ class TrainConfig(Section):
 
     model_config = ConfigDict(extra="allow")
     seed: NonNegativeInt = Field(description="data splits, initial weights and shuffling")
+    name: Union[None, Name] = Field(description="the run's name: ends its folder's name; in results.json, the "
+                                                "loggers and dltrain-runs")
+    tags: list[str] = Field(description="the run's tags: in results.json, the loggers and dltrain-runs")
     monitor: Name = Field(description="the metric early stopping and the best checkpoint "
                                                            "follow")
     mode: Literal["min", "max"] = Field(description="whether lower (min) or higher (max) monitor is better")

@@ -23,6 +23,10 @@ from dltrain.paths import config_dir
 
 # Groups whose presets hold named entries (callbacks.early_stopping, ...): any name may hold any of their targets.
 NAMED_ENTRIES = ("callbacks",)
+# Where a stored config names what only training builds, and the Lightning package whose own classes (its
+# __all__) may stand there for a command that builds only the network, its data and its predictions
+# (dltrain-eval, -predict, -export, -serve): to those, a Lightning callback or logger a run used is data.
+LIGHTNING_OWN = {"callbacks.*": "pytorch_lightning.callbacks", "logger": "pytorch_lightning.loggers"}
 _PACKAGE = re.compile(r"^#\s*@package\s+(\S+)", re.MULTILINE)
 # dltrain's own callables whose module has moved, by the name a config stored by an earlier dltrain gives them
 # (a checkpoint, a run's config.yaml, an export's model_config.json): read under their new name before the
@@ -90,20 +94,33 @@ def renamed_targets(config: Any) -> Any:
     return config
 
 
+def lightning_own(place: str, target: Any) -> bool:
+    """Whether `target` is exactly one of Lightning's own callback or logger classes, at the place that holds
+    them (LIGHTNING_OWN): <package>.<name> with the name in the package's __all__, so no longer path through it
+    reaches anything else."""
+    package = LIGHTNING_OWN.get(place)
+    if package is None or not isinstance(target, str) or target.rpartition(".")[0] != package:
+        return False
+    import importlib
+
+    return target.rpartition(".")[2] in getattr(importlib.import_module(package), "__all__", ())
+
+
 def check_stored_config(config: Mapping[str, Any], source: str | Path, trusted: Iterable[str] = (),
-                        config_dirs: Iterable[Path] = ()) -> dict[str, Any]:
+                        config_dirs: Iterable[Path] = (), network_only: bool = False) -> dict[str, Any]:
     """The config from `source` (a file) with its moved targets renamed (renamed_targets), once checked:
     refuse, in one line naming the key and the callable, one that names a `_target_` no preset names at that
     place, or holds an interpolation (${...}: a resolver would compute the value when it is built). The
     presets are the shipped ones and those of the user's `config_dirs`; `trusted` holds callables the user
-    named on the command line."""
+    named on the command line. `network_only`: the reader builds no callback nor logger, so Lightning's own
+    there pass too (lightning_own); a resume, which builds them, passes False."""
     if not isinstance(config, Mapping):
         raise UntrustedConfig(f"{source} holds no config (a {type(config).__name__} where a mapping belongs)")
     config = renamed_targets(config)
     trusted = set(trusted)
     allowed = preset_targets(config_dir()).union(*(preset_targets(Path(d)) for d in config_dirs))
     for path, target in _targets(config):
-        if target in trusted:
+        if target in trusted or (network_only and lightning_own(_place(path), target)):
             continue
         if not isinstance(target, str) or (_place(path), target) not in allowed:
             places = sorted(t for p, t in allowed if p == _place(path))

@@ -195,7 +195,7 @@ def rebuild_network(record: dict[str, Any], weights: dict[str, Tensor], source: 
     if not isinstance(record, dict) or not isinstance(record.get("config"), dict) \
             or not isinstance(record.get("data_spec"), dict):
         raise ExportError(f"{source}: its {NETWORK_CONFIG} holds no config and data_spec mappings")
-    record = {**record, "config": check_stored_config(record["config"], source, trusted)}
+    record = {**record, "config": check_stored_config(record["config"], source, trusted, network_only=True)}
     state = {f"model.{key}": value for key, value in weights.items()}
     config, spec = check_weights_fit({"hyper_parameters": record, "state_dict": state}, network_only=True)
     network = build_model(config["model"], DataSpec.from_dict(spec))

@@ -12,6 +12,16 @@ from pathlib import Path
 BEST_CHECKPOINT, LAST_CHECKPOINT = "best.ckpt", "last.ckpt"
 FOLD_PREFIX = "fold_"  # cross-validation's fold folders: fold_1, fold_2, ...
 HYDRA_FOLDER = ".hydra"  # Hydra's own record of a job (hydra.output_subdir): before dltrain, not a run's file
+_NAME_PART = 60  # at most this many characters of a run's name in its folder's name
+
+
+def run_folder_name(stamp: str, name: str | None) -> str:
+    """A new run's folder name: its start time, then its name= where it has one (`ls outputs/runs` finds it),
+    each character other than a letter, digit, '.', '_' or '-' there as '-' (results.json keeps the name as given)."""
+    if not name:
+        return stamp
+    part = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "-" for c in str(name))[:_NAME_PART]
+    return f"{stamp}_{part.strip('.')}" if part.strip(".") else stamp
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,7 @@ def summarize(records: list[dict[str, Any]], cfg: DictConfig, wall_time_s: float
     first = records[0]
     return {
         "status": "completed" if all(r["status"] == "completed" for r in records) else "incomplete",
+        "name": first.get("name"), "tags": first.get("tags", []),
         "model": first["model"], "data": first["data"], "task": first["task"],
         "monitor": cfg.monitor, "mode": cfg.mode,
         "best_val": mean[best],

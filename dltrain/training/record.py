@@ -104,6 +104,8 @@ def results_record(cfg: DictConfig, trainer: pl.Trainer, datamodule: ArrayDataMo
     stop_reason = stopped_early(trainer)
     results = {
         "status": status,
+        "name": cfg.get("name"),
+        "tags": list(cfg.get("tags") or []),
         "model": cfg.model.name,
         "data": datamodule.spec.name,
         "task": datamodule.spec.task,

@@ -27,7 +27,7 @@ def open_checkpoint(ckpt_path: str | Path, trust: str | None = None
     code, named on the command line), which the stored config may name beside dltrain's presets."""
     path, run = RunDir.of_checkpoint(ckpt_path)
     trusted = [name.strip() for name in (trust or "").split(",") if name.strip()]
-    checkpoint = read_checkpoint(path, trusted)
+    checkpoint = read_checkpoint(path, trusted, network_only=True)  # these commands build no callback nor logger
     return path, run.path, checkpoint, load_module(checkpoint)
 
 
@@ -63,7 +63,8 @@ def check_weights_fit(checkpoint: dict[str, Any], config: dict[str, Any] | None 
             spec = checked_spec(spec)
             check_sizes(config, state)
             try:
-                check_config(OmegaConf.create(config))
+                # the logger is data here (nothing logs): its package need not be installed where this runs
+                check_config(OmegaConf.create({**config, "logger": None}))
             except ConfigError as exc:
                 raise CheckpointError(f"the checkpoint's stored config is not valid: {exc}; refused") from None
         from dltrain.training.builders import build_module  # Lightning's import: only once the cheap checks have passed

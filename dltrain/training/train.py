@@ -34,8 +34,9 @@ from dltrain.rundir.layout import RunDir
 from dltrain.training.record import (best_checkpoint, best_epoch_in, drop_metrics_from, epochs_done, last_val_metrics,
                                      limits_in_force, relative_path, results_record, still_improving, stopped_early,
                                      weight_averagers)
-from dltrain.training.trainer_setup import (build_callbacks, build_loggers, build_trainer, logger_locations,
-                                   say_validation_schedule, skip_nvml_probe_without_gpus)
+from dltrain.training.loggers import build_loggers, end_tracking, logger_locations
+from dltrain.training.trainer_setup import (build_callbacks, build_trainer, say_validation_schedule,
+                                            skip_nvml_probe_without_gpus)
 from dltrain.config.trust import targets_of
 from dltrain.training.preflight import ValidatedConfig, check_before_training, validate
 
@@ -87,7 +88,8 @@ class _Run:
             return {"status": status}
         record = results_record(self.cfg, self.trainer, self.datamodule, self.summary, self.run_dir,
                                 started=self.started, status=status, **extra)
-        if self.loggers:
+        if self.loggers:  # the run is over (results are written once it has ended, however it did)
+            end_tracking(self.loggers)
             record["loggers"] = logger_locations(self.cfg, self.loggers)
         write_json(RunDir(self.run_dir).results, record)
         return record

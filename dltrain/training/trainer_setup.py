@@ -1,5 +1,6 @@
 """The Lightning Trainer of a run, and what it is given: dltrain's callbacks beside the configured ones, the
-loggers, the checkpoint IO plugin, and the environment fix a CPU-only machine needs."""
+loggers (built by dltrain.training.loggers), the checkpoint IO plugin, and the environment fix a CPU-only machine
+needs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import Logger, MLFlowLogger
+from pytorch_lightning.loggers import Logger
 
 from dltrain.training.callbacks import EpochMetricsCSV, InterruptCheckpoint, RngState
 from dltrain.checkpoints.writing import AtomicCheckpointIO
@@ -70,30 +71,6 @@ def _checkpoint_dir(cb_cfg: DictConfig, run_dir: Path) -> dict[str, str]:
     except (ImportError, ValueError, TypeError, AttributeError):  # not a class: build() names the problem
         return {}
     return {"dirpath": str(RunDir(run_dir).checkpoints)} if is_checkpoint else {}
-
-
-def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
-    """The configured experiment logger (TensorBoard, MLflow) writing for this run, if one is chosen."""
-    logger_cfg = cfg.get("logger")
-    if not logger_cfg:
-        return []
-    target = logger_cfg["_target_"]
-    if target.endswith("TensorBoardLogger"):
-        return [build(logger_cfg, "logger", save_dir=str(run_dir))]
-    if target.endswith("MLFlowLogger"):
-        return [build(logger_cfg, "logger", run_name=logger_cfg.get("run_name") or run_dir.name)]
-    return [build(logger_cfg, "logger")]
-
-
-def logger_locations(cfg: DictConfig, loggers: list[Logger]) -> dict[str, str]:
-    """Where each logger wrote, for results.json and the terminal."""
-    where = {}
-    for logger in loggers:
-        if isinstance(logger, MLFlowLogger):
-            where["mlflow"] = f"{cfg.logger.tracking_uri} (experiment {logger.experiment_id}, run {logger.run_id})"
-        elif logger.log_dir:
-            where[type(logger).__name__.removesuffix("Logger").lower()] = str(Path(logger.log_dir).resolve())
-    return where
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], run_dir: Path, loggers: list[Logger]) -> pl.Trainer:
