@@ -37,6 +37,7 @@ from dltrain.training.record import (best_checkpoint, best_epoch_in, drop_metric
 from dltrain.training.trainer_setup import (build_callbacks, build_loggers, build_trainer, logger_locations,
                                    say_validation_schedule, skip_nvml_probe_without_gpus)
 from dltrain.config.trust import targets_of
+from dltrain.training.tuning import kept_on_resume, tune
 from dltrain.training.preflight import ValidatedConfig, check_before_training, validate
 
 log = logging.getLogger("dltrain")
@@ -80,6 +81,7 @@ class _Run:
     summary: ModelSummary
     trainer: pl.Trainer | None = None
     loggers: list = field(default_factory=list)
+    tuned: dict[str, Any] | None = None  # results.json's "tune": what tune=lr or tune=batch_size found and used
 
     def results(self, status: str, **extra: Any) -> dict[str, Any]:
         """The run's results.json record, written by rank zero (the other ranks only say how they ended)."""
@@ -89,6 +91,8 @@ class _Run:
                                 started=self.started, status=status, **extra)
         if self.loggers:
             record["loggers"] = logger_locations(self.cfg, self.loggers)
+        if self.tuned is not None:
+            record["tune"] = self.tuned
         write_json(RunDir(self.run_dir).results, record)
         return record
 
@@ -112,6 +116,8 @@ def _train(cfg: DictConfig, run_dir: Path, resume: bool, callbacks: tuple[pl.Cal
     console.show_start(cfg, run_dir, run.datamodule, run.summary, run.trainer,
                        fold=f"{fold.number}/{fold.of}" if fold else None)
     say_validation_schedule(run.trainer)
+    if cfg.get("tune") is not None:
+        _tune(run, resume)
     if resumed is not None:
         done = epochs_done(resumed)
         within = f", and epoch {done + 1} up to step {resumed['global_step']}" if done == resumed["epoch"] else ""
@@ -120,6 +126,17 @@ def _train(cfg: DictConfig, run_dir: Path, resume: bool, callbacks: tuple[pl.Cal
         log.info(f"resuming from {last} ({done} epoch(s) done{within})")
     stopped = _fit(run, last if resumed is not None else None)
     return stopped if stopped is not None else _test_and_write(run)
+
+
+def _tune(run: _Run, resume: bool) -> None:
+    """tune=lr or tune=batch_size before the first epoch (config.yaml written again with the value found); a resume
+    keeps its run's value and does not search again."""
+    if resume:
+        run.tuned = kept_on_resume(run.cfg, run.run_dir)
+        return
+    run.cfg, run.module, run.tuned = tune(run.cfg, run.run_dir, run.datamodule, run.module)
+    if run.rank_zero:
+        write_atomic(RunDir(run.run_dir).config, OmegaConf.to_yaml(run.cfg))
 
 
 def checked_data_and_module(cfg: DictConfig, fold: Fold | None = None, *, resumed: dict[str, Any] | None = None
