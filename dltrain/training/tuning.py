@@ -25,7 +25,6 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from dltrain.data.streaming import available_memory
 from dltrain.errors import ConfigError, one_line
-from dltrain.rundir.files import read_record
 from dltrain.rundir.layout import RunDir
 from dltrain.training.builders import build_module
 from dltrain.training.trainer_setup import build_trainer, skip_nvml_probe_without_gpus
@@ -59,13 +58,12 @@ def tune(cfg: DictConfig, run_dir: Path, datamodule: ArrayDataModule, module: Tr
     return cfg, module, record
 
 
-def kept_on_resume(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """A resumed run's "tune" record: what its first start found (its results.json's, where one was written),
-    with the value the config holds, and no new search."""
-    earlier = read_record(RunDir(run_dir).results)
-    record = dict(earlier.get("tune") or {}) if isinstance(earlier, dict) else {}
+def kept_on_resume(cfg: DictConfig, earlier: dict[str, Any] | None) -> dict[str, Any]:
+    """A resumed run's "tune" record: what its first start found (`earlier`, its results.json's record where one
+    was written), with the value the config holds, and no new search."""
     key = "optimizer.lr" if cfg.tune.find == "lr" else "data.batch_size"
-    record |= {"find": cfg.tune.find, "used": OmegaConf.select(cfg, key), "searched_again": False}
+    record = dict(earlier or {}) | {"find": cfg.tune.find, "used": OmegaConf.select(cfg, key),
+                                    "searched_again": False}
     log.info(f"tune={cfg.tune.find}: resumed with {key}={record['used']} as the run's start chose it (a resume "
              f"does not search again)")
     return record
