@@ -237,18 +237,21 @@ def test_an_epoch_that_max_steps_cuts_short_has_its_own_train_values_and_no_vali
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("averaging, settings, tested", [
-    ("EMAWeightAveraging", [], "best checkpoint (averaged weights, EMAWeightAveraging)"),
-    ("StochasticWeightAveraging", ["swa_lrs=0.01", "swa_epoch_start=2"],
+@pytest.mark.parametrize("preset, averaging, settings, tested", [
+    ("ema", "EMAWeightAveraging", [], "best checkpoint (averaged weights, EMAWeightAveraging)"),
+    ("swa", "StochasticWeightAveraging", ["swa_lrs=0.01", "swa_epoch_start=2"],
      "averaged weights (StochasticWeightAveraging, epochs 2-3), saved as the best checkpoint"),
 ])
-def test_a_weight_averaging_run_tests_the_weights_dltrain_eval_reads_from_best_ckpt(tmp_path, averaging, settings,
-                                                                                   tested):
-    """A/B: results.json's test metrics against dltrain-eval's on best.ckpt (what -predict, -export and -serve
-    read too): the same weights, the averaged ones."""
+def test_a_weight_averaging_run_tests_the_weights_dltrain_eval_and_export_read_from_best_ckpt(
+        tmp_path, preset, averaging, settings, tested):
+    """A/B: results.json's test metrics against dltrain-eval's on best.ckpt (-predict and -serve read it as eval
+    does), and the exported weights against best.ckpt's: the same weights, the averaged ones. Through the
+    callbacks=ema and callbacks=swa presets."""
+    from safetensors.torch import load_file
+
     target = f"pytorch_lightning.callbacks.{averaging}"
-    run_dir = dltrain_run(tmp_path, "trainer.max_epochs=3", f"+callbacks.avg._target_={target}",
-                          *(f"+callbacks.avg.{setting}" for setting in settings))
+    run_dir = dltrain_run(tmp_path, "trainer.max_epochs=3", f"callbacks={preset}",
+                          *(f"callbacks.{preset}.{setting}" for setting in settings))
     results = read_results(run_dir)
     assert results["tested"] == tested
     evaluated = dltrain_command(f"ckpt_path={run_dir}", f"trust={target}", cwd=tmp_path, script="dltrain-eval")
@@ -256,6 +259,13 @@ def test_a_weight_averaging_run_tests_the_weights_dltrain_eval_reads_from_best_c
     metrics = json.loads((run_dir / "eval_best.json").read_text())["metrics"]
     assert metrics == pytest.approx(results["test"], abs=1e-6)
     state = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
+    exported = dltrain_command(f"ckpt_path={run_dir}", f"trust={target}", "format=safetensors",
+                               f"output={tmp_path / 'export'}", cwd=tmp_path, script="dltrain-export")
+    assert exported.returncode == 0, exported.stderr
+    weights = load_file(next((tmp_path / "export").glob("*.safetensors")))
+    assert weights and all(torch.equal(value, state["state_dict"][f"model.{key}"] if f"model.{key}" in
+                                       state["state_dict"] else state["state_dict"][key])
+                           for key, value in weights.items())
     if averaging == "EMAWeightAveraging":  # the weights before averaging are kept aside, not tested
         assert "current_model_state" in state
     else:  # the averaged weights, validated after training, are the best checkpoint's

@@ -16,7 +16,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dltrain.paths import config_dir
-from dltrain.config.schema import GROUPS, PRESET_KEYS, Section, Target, TrainConfig, describe, signature_types
+from dltrain.config.schema import (GROUPS, PRESET_KEYS, TUNERS, Section, Target, TrainConfig, describe,
+                                   signature_types)
 
 NOT_ARGUMENTS = ("_target_", "_partial_", "defaults", *PRESET_KEYS)  # a preset's keys that no callable takes
 _COMMENT = re.compile(r"^(\w+):[^#]*#\s*(.+)$")
@@ -94,6 +95,8 @@ def preset_rows(group: str, option: str) -> list[tuple[str, str, str, str]]:
                   if isinstance(entry, DictConfig) for key, option in entry.items()]
         return [(group_key, "the preset it chooses", str(value), "") for group_key, value in chosen] + [
             (key, "set by this preset", _shown(value), "") for key, value in _flat(preset)]
+    if group == "tune":  # dltrain's own keys, by what the preset finds
+        return section_rows(TUNERS[preset["find"]], preset, group)
     section = GROUPS.get(group)
     rows = section_rows(section, preset, group) if section is not None and group != "data" else []
     if group == "callbacks":  # named entries, each a callable of its own

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from dltrain.errors import ConfigError, one_line
 from dltrain.paths import config_dir
 from dltrain.config.schema import (PRESET_KEYS, AutoModel, DataLoading, Scheduling, TrainConfig, check_section,
-                                   check_target)
+                                   check_target, check_tune)
 
 
 # logger class -> (modules any one of which it can write with, the dltrain extra that installs one)
@@ -186,7 +186,8 @@ def section_errors(cfg: DictConfig) -> list[ConfigError]:
         lambda: check_section(cfg, TrainConfig),
         lambda: check_section(cfg.data, DataLoading, "data"),
         lambda: not auto or check_section(cfg.model, AutoModel, "model"),
-        lambda: cfg.get("scheduler") is None or check_section(cfg.scheduler, Scheduling, "scheduler"))
+        lambda: cfg.get("scheduler") is None or check_section(cfg.scheduler, Scheduling, "scheduler"),
+        lambda: cfg.get("tune") is None or check_tune(cfg.tune))
 
 
 def component_errors(cfg: DictConfig) -> list[ConfigError]:

@@ -151,6 +151,46 @@ class TrainConfig(Section):
     verbose: bool = Field(description="the whole config and the layer table on the terminal")
 
 
+class LrFinder(Section):
+    """tune=lr: Lightning's Tuner.lr_find on the training split before training."""
+
+    find: Literal["lr"] = Field(description="what the tune preset searches: the learning rate (tune=lr)")
+    apply: bool = Field(description="train with the suggested learning rate (false: only plot and record it)")
+    min_lr: PositiveNumber = Field(description="the smallest learning rate tried")
+    max_lr: PositiveNumber = Field(description="the largest learning rate tried")
+    num_training: Annotated[int, Ge(2)] = Field(description="learning rates tried, one optimizer step each")
+    mode: Literal["exponential", "linear"] = Field(description="how the rate grows from step to step")
+    early_stop_threshold: Union[PositiveNumber, None] = Field(
+        description="stop once the loss exceeds this many times its best (null: try every rate)")
+
+
+class BatchSizeFinder(Section):
+    """tune=batch_size: Lightning's Tuner.scale_batch_size, bounded by the training rows and a memory cap."""
+
+    find: Literal["batch_size"] = Field(description="what the tune preset searches: the batch size (tune=batch_size)")
+    apply: bool = Field(description="train with the batch size found (false: only record it)")
+    mode: Literal["power", "binsearch"] = Field(description="double until it fails (power), then halve the "
+                                                            "difference (binsearch)")
+    init_val: PositiveInt = Field(description="the first batch size tried")
+    steps_per_trial: PositiveInt = Field(description="optimizer steps each batch size is tried for")
+    max_trials: PositiveInt = Field(description="batch sizes tried at most")
+    memory_share: Annotated[float, Gt(0), Le(1)] = Field(
+        description="the cap: a batch's inputs take at most this share of the device's memory (the GPU's, or "
+                    "the memory available on the CPU)")
+
+
+TUNERS: dict[str, type[Section]] = {"lr": LrFinder, "batch_size": BatchSizeFinder}  # tune.find -> its keys
+
+
+def check_tune(node: Mapping[str, Any]) -> None:
+    """The tune group's keys, by what its preset finds (tune.find)."""
+    find = _plain(node).get("find") if isinstance(_plain(node), Mapping) else None
+    if find not in TUNERS:
+        raise ConfigError(f"tune.find={find!r} is not valid: expected one of {', '.join(TUNERS)} "
+                          f"(tune=lr or tune=batch_size)")
+    check_section(node, TUNERS[find], "tune")
+
+
 GROUPS: dict[str, type[Section]] = {"data": DataLoading, "scheduler": Scheduling}  # groups' keys dltrain reads
 
 _OPTIMIZER = {"lr": PositiveNumber, "weight_decay": NonNegativeNumber, "momentum": Fraction}

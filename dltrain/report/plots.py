@@ -144,6 +144,22 @@ def _saved(figure: Figure, path: Path) -> Path:
     return path
 
 
+def plot_lr_find(path: Path, lrs: list[float], losses: list[float], suggestion: float | None, used: float) -> Path:
+    """lr_find.png: the training loss at each learning rate tune=lr tried, the suggestion and the rate used marked."""
+    figure = Figure(figsize=(6, 4))
+    ax = figure.subplots()
+    ax.plot(lrs, losses, "-", marker="o", markersize=2, label="training loss (smoothed)")
+    if suggestion is not None:
+        nearest = min(range(len(lrs)), key=lambda i: abs(math.log(lrs[i]) - math.log(suggestion)))
+        ax.plot([lrs[nearest]], [losses[nearest]], "o", color="tab:red", markersize=8,
+                label=f"suggestion {suggestion:.3g}")
+    ax.axvline(used, color="tab:green", linewidth=1, alpha=0.7, label=f"used {used:.3g}")
+    ax.set(xscale="log", xlabel="learning rate", ylabel="loss", title="learning-rate finder (Tuner.lr_find)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return _saved(figure, path)
+
+
 def plot_folds(run_dir: Path, folds: list[dict[str, Any]], monitor: str) -> Path:
     """Write folds_figure as cv_curves.png in the run directory."""
     return _saved(folds_figure(run_dir, folds, monitor), RunDir(run_dir).plot("cv_curves"))

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +70,7 @@ class TrainingModule(pl.LightningModule):
         self._plateau_pending: dict[str, Any] | None = None  # see on_save_checkpoint
         self._resumed = False  # set when Lightning restores a checkpoint into this module (see on_train_start)
         self.resumed_settings = dict(resumed_settings or {})  # optimizer keys a resume changes (on_train_start)
+        self._stop_on_non_finite = True  # off while a tuner searches (see searching)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -102,7 +104,7 @@ class TrainingModule(pl.LightningModule):
         if not pending.rows:
             return
         losses = torch.stack(pending.losses)
-        if stage == "train" and not torch.isfinite(losses).all():
+        if stage == "train" and self._stop_on_non_finite and not torch.isfinite(losses).all():
             first = int((~torch.isfinite(losses)).nonzero()[0])
             batch = pending.first_batch + first
             raise FloatingPointError(f"loss became {losses[first].item()} at epoch {self.current_epoch + 1}, "
@@ -113,6 +115,22 @@ class TrainingModule(pl.LightningModule):
         mean_loss.update(losses.repeat_interleave(torch.tensor(pending.sizes, device=losses.device)))
         metrics.update(*metric_inputs(self.spec, torch.cat(pending.outputs), torch.cat(pending.targets)))
         pending.clear(pending.first_batch + len(losses))
+
+    @contextmanager
+    def searching(self) -> Iterator[None]:
+        """While a Lightning tuner searches (dltrain.training.tuning): a non-finite loss is where a learning-rate
+        range test ends, not a diverged run; afterwards the stages' values start afresh for the training."""
+        self._stop_on_non_finite = False
+        try:
+            yield
+        finally:
+            self._stop_on_non_finite = True
+            for stage in self._pending:
+                mean_loss, metrics = self._stage(stage)
+                mean_loss.reset()
+                metrics.reset()
+                self._pending[stage].clear()
+            self.logged_epochs.clear()
 
     def _log_epoch(self, stage: str) -> None:
         """Log the stage's epoch values (reduced over every process by torchmetrics), then start afresh."""

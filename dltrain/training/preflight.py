@@ -190,8 +190,25 @@ def component_argument_checks(cfg: DictConfig) -> list[Callable[[], None]]:
             lambda: check_target(OmegaConf.select(cfg, "scheduler.scheduler"), "scheduler.scheduler"),
             lambda: check_target(cfg.get("logger"), "logger"),
             lambda: _check_targets_named(cfg),
+            lambda: _check_no_finder_callbacks(cfg),
             *(lambda name=name, callback=callback: check_target(callback, f"callbacks.{name}")
               for name, callback in callbacks)]
+
+
+# Lightning's finder callbacks -> the tune preset that runs the same search: as callbacks they change the run's
+# learning rate or batch size behind its record (config.yaml, the checkpoint), and search again at every test.
+FINDER_PRESETS = {"LearningRateFinder": "lr", "BatchSizeFinder": "batch_size"}
+
+
+def _check_no_finder_callbacks(cfg: DictConfig) -> None:
+    """Lightning's LearningRateFinder or BatchSizeFinder under callbacks.: refused in one line naming the preset."""
+    for name, entry in (cfg.get("callbacks") or {}).items():
+        target = str(entry.get("_target_", "")) if isinstance(entry, DictConfig) else ""
+        found = FINDER_PRESETS.get(target.rsplit(".", 1)[-1])
+        if found and target.startswith(("pytorch_lightning.", "lightning.")):
+            raise ConfigError(f"callbacks.{name}: Lightning's {target.rsplit('.', 1)[-1]} runs here as tune={found} "
+                              f"(its search before training, the value found recorded in config.yaml and "
+                              f"results.json): use tune={found} instead of the callback")
 
 
 def _shipped_callback_names() -> set[str]:

@@ -29,7 +29,7 @@ from dltrain.models.summary import network_summary
 from dltrain.training.module import TrainingModule
 from dltrain.quiet import quiet_libraries
 from dltrain.rundir.claim import claimed, mark_running
-from dltrain.rundir.files import remove_unfinished_writes, write_atomic, write_json
+from dltrain.rundir.files import read_record, remove_unfinished_writes, write_atomic, write_json
 from dltrain.rundir.layout import RunDir
 from dltrain.training.record import (best_checkpoint, best_epoch_in, drop_metrics_from, epochs_done, last_val_metrics,
                                      limits_in_force, relative_path, results_record, still_improving, stopped_early,
@@ -38,6 +38,7 @@ from dltrain.training.loggers import build_loggers, end_tracking, logger_locatio
 from dltrain.training.trainer_setup import (build_callbacks, build_trainer, say_validation_schedule,
                                             skip_nvml_probe_without_gpus)
 from dltrain.config.trust import targets_of
+from dltrain.training.tuning import kept_on_resume, tune
 from dltrain.training.preflight import ValidatedConfig, check_before_training, validate
 
 log = logging.getLogger("dltrain")
@@ -81,6 +82,7 @@ class _Run:
     summary: ModelSummary
     trainer: pl.Trainer | None = None
     loggers: list = field(default_factory=list)
+    tuned: dict[str, Any] | None = None  # results.json's "tune": what tune=lr or tune=batch_size found and used
 
     def results(self, status: str, **extra: Any) -> dict[str, Any]:
         """The run's results.json record, written by rank zero (the other ranks only say how they ended)."""
@@ -91,6 +93,8 @@ class _Run:
         if self.loggers:  # the run is over (results are written once it has ended, however it did)
             end_tracking(self.loggers)
             record["loggers"] = logger_locations(self.cfg, self.loggers)
+        if self.tuned is not None:
+            record["tune"] = self.tuned
         write_json(RunDir(self.run_dir).results, record)
         return record
 
@@ -104,6 +108,7 @@ def _train(cfg: DictConfig, run_dir: Path, resume: bool, callbacks: tuple[pl.Cal
     resumed = checkpoint_to_resume(cfg, last) if resume and last.is_file() else None
     run = _build(cfg, run_dir, fold, resumed, last, started, rank_zero)
     cfg = run.cfg  # the record: resolved, with the model trained
+    earlier = read_record(RunDir(run_dir).results) if resume and rank_zero else None  # before it says "running"
     if rank_zero:  # the run's files change only once every check has passed
         _start_files(run, resumed, restart=resume and resumed is None)
     run.loggers = build_loggers(cfg, run_dir)
@@ -114,6 +119,8 @@ def _train(cfg: DictConfig, run_dir: Path, resume: bool, callbacks: tuple[pl.Cal
     console.show_start(cfg, run_dir, run.datamodule, run.summary, run.trainer,
                        fold=f"{fold.number}/{fold.of}" if fold else None)
     say_validation_schedule(run.trainer)
+    if cfg.get("tune") is not None:
+        _tune(run, resume, earlier.get("tune") if isinstance(earlier, dict) else None)
     if resumed is not None:
         done = epochs_done(resumed)
         within = f", and epoch {done + 1} up to step {resumed['global_step']}" if done == resumed["epoch"] else ""
@@ -122,6 +129,20 @@ def _train(cfg: DictConfig, run_dir: Path, resume: bool, callbacks: tuple[pl.Cal
         log.info(f"resuming from {last} ({done} epoch(s) done{within})")
     stopped = _fit(run, last if resumed is not None else None)
     return stopped if stopped is not None else _test_and_write(run)
+
+
+def _tune(run: _Run, resume: bool, earlier: dict[str, Any] | None) -> None:
+    """tune=lr or tune=batch_size before the first epoch: config.yaml written again with the value found, and the
+    search's record added to the running record (a run killed later keeps it for its resume). A resume keeps its
+    run's value and record (`earlier`) and does not search again."""
+    if resume:
+        run.tuned = kept_on_resume(run.cfg, earlier)
+        return
+    run.cfg, run.module, run.tuned = tune(run.cfg, run.run_dir, run.datamodule, run.module)
+    if run.rank_zero:
+        write_atomic(RunDir(run.run_dir).config, OmegaConf.to_yaml(run.cfg))
+        running = read_record(RunDir(run.run_dir).results)
+        write_json(RunDir(run.run_dir).results, (running if isinstance(running, dict) else {}) | {"tune": run.tuned})
 
 
 def checked_data_and_module(cfg: DictConfig, fold: Fold | None = None, *, resumed: dict[str, Any] | None = None
