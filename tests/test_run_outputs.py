@@ -13,6 +13,7 @@ import sys
 import termios
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import dltrain_command, read_metrics, read_results
@@ -87,6 +88,10 @@ def test_regression_predictions_name_the_target_and_a_sweep_shows_whole_labels_a
 
     ax = regression_figure(pd.DataFrame({"true": [1.0, 2.0, 3.0], "prediction": [1.1, 1.9, 3.2]}), "price").axes[0]
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("true price", "predicted price")
+    many = pd.DataFrame({"true": np.arange(60_000.0), "prediction": np.arange(60_000.0) + 1})
+    big = regression_figure(many, "price").axes[0]  # a seeded sample drawn, and said; R² of every row
+    assert len(big.collections[0].get_offsets()) == 50_000
+    assert big.get_legend().get_texts()[0].get_text() == "50,000 of 60,000 test rows" and "R² 1.000" in big.get_title()
     long = "optimizer.lr=0.001 model.hidden_sizes=[256,256,128] model.dropout=0.25 data.batch_size=128"
     rows = [{"job": i, "overrides": [f"data={data}", long.replace("0.25", str(i))], "task": task,
              "status": "completed", "best_val_loss": loss, "run_dir": str(tmp_path / str(i))}

@@ -119,12 +119,17 @@ def confusion_figure(predictions: pd.DataFrame) -> Figure:
     return figure
 
 
+SCATTER_ROWS = 50_000  # the most test rows drawn as points (a seeded sample; R² is computed on every row)
+
+
 def regression_figure(predictions: pd.DataFrame, target: str = "target") -> Figure:
     """Predicted against true values of `target` on the test split, with the line of perfect predictions."""
     figure = Figure(figsize=(5.5, 5))
     ax = figure.subplots()
     true, predicted = predictions["true"], predictions["prediction"]
-    ax.scatter(true, predicted, s=10, alpha=0.6, label="test rows")
+    shown = predictions.sample(SCATTER_ROWS, random_state=0) if len(predictions) > SCATTER_ROWS else predictions
+    label = "test rows" if len(shown) == len(predictions) else f"{len(shown):,} of {len(predictions):,} test rows"
+    ax.scatter(shown["true"], shown["prediction"], s=10, alpha=0.6, label=label)
     low, high = min(true.min(), predicted.min()), max(true.max(), predicted.max())
     ax.plot([low, high], [low, high], "k--", linewidth=1, label="predicted = true")
     r2 = 1 - ((true - predicted) ** 2).sum() / max(((true - true.mean()) ** 2).sum(), 1e-12)
