@@ -21,7 +21,8 @@ import pytorch_lightning as pl
 import torch
 
 from dltrain.data.spec import MULTICLASS, DataSpec
-from dltrain.errors import DataError
+from dltrain.data.spec_check import checked_spec
+from dltrain.errors import CheckpointError, DataError
 
 DESCRIPTION = "dltrain.json"  # beside the splits' folders
 FORMAT = "dltrain-prepared/1"
@@ -52,8 +53,6 @@ class PreparedData:
 
 def prepared(path: str) -> PreparedData:
     """data=streaming's source: the folder (or s3:// URL) dltrain-prepare wrote, described by its dltrain.json."""
-    from dltrain.checkpoints.reading import CheckpointError, checked_spec
-
     path = str(path).rstrip("/")
     if "://" in path and not path.startswith("s3://"):
         raise DataError(f"data.path={path}: data=streaming reads a local folder or an s3:// URL")
