@@ -163,3 +163,13 @@ def test_two_ddp_ranks_of_two_workers_read_validation_and_test_rows_once_and_say
     for (stage, epoch), together in seen.items():
         assert len(together) == len(set(together)) == rows[stage] - (left if stage == "train" else 0), (stage, epoch)
     assert set(seen[("train", "0")]) != set(seen[("train", "1")])  # other rows left out each epoch
+
+
+def test_data_stream_false_is_refused_for_data_streaming(tmp_path):
+    from dltrain.config.checks import check_config
+    from dltrain.errors import ConfigError
+
+    for setting in ("auto", "true"):
+        check_config(load_config(["data=streaming", f"data.path={tmp_path}", f"data.stream={setting}"]))
+    with pytest.raises(ConfigError, match=r"^data.stream=false: data=streaming is always streamed \(LitData reads"):
+        check_config(load_config(["data=streaming", f"data.path={tmp_path}", "data.stream=false"]))
