@@ -35,7 +35,7 @@ def tool(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
         ("ckpt_path", "required"), ("input", "optional"), ("output", "optional"), ("split", "default: test"),
         ("trust", "optional"), ("on_unknown_category", "default: error")]]),
     ("dltrain-predict", "-h", [f"{key:21}{what}" for key, what in [
-        ("ckpt_path", "required"), ("input", "required"), ("output", "optional"), ("batch_size", "default: 1024"),
+        ("ckpt_path", "required"), ("input", "required"), ("output", "optional"), ("batch_size", "default: auto"),
         ("trust", "optional"), ("on_unknown_category", "default: error"), ("keep", "optional")]]),
 ])
 def test_eval_and_predict_answer_help_with_their_usage_and_keys(tmp_path, name, flag, keys):
@@ -163,10 +163,10 @@ def test_predict_refuses_rows_training_would_refuse_and_imputes_as_an_imputing_r
     assert proc.returncode == 0 and (tmp_path / "out" / "predictions_table.csv").is_file()
     proc = tool("dltrain-predict", f"ckpt_path={run_dir}", f"input={table}", "batch_size=abc", cwd=tmp_path)
     assert (proc.returncode, proc.stderr.strip()) == (
-        1, "dltrain-predict: error: batch_size=abc is not valid: expected an integer > 0")
+        1, "dltrain-predict: error: batch_size=abc is not valid: expected auto or an integer > 0")
 
 
-def test_predict_reads_image_folders_and_arrays(run, tmp_path):
+def test_predict_reads_image_folders_and_arrays(run, tmp_path, capsys):
     write_image_folder(tmp_path / "images")
     run_dir, _ = run(["data=image_folder", f"data.path={tmp_path / 'images'}", "data.image_size=[8,8]", "model=cnn",
                       "data.val_fraction=0.25", "data.test_fraction=0.25"])
@@ -175,6 +175,28 @@ def test_predict_reads_image_folders_and_arrays(run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     predictions = pd.read_csv(run_dir / "predictions_dark.csv")
     assert len(predictions) == 12 and predictions.file.str.endswith(".png").all()
+    # A folder larger than the batch, read by the run's workers a batch at a time: the whole folder's predictions
+    # row for row; an unreadable image is a row without one, named.
+    from dltrain.commands.predict import predict
+    from dltrain.data.inputs import image_features
+    from dltrain.report.predictions import prediction_table
+    from dltrain.training.restore import open_checkpoint
+
+    files = sorted(str(path) for path in (tmp_path / "images").rglob("*.png"))
+    module = open_checkpoint(run_dir)[3]
+    whole = prediction_table(module, torch.from_numpy(image_features(files, module.spec)))
+    (tmp_path / "out").mkdir()
+    batched = pd.read_csv(predict(str(run_dir), str(tmp_path / "images"), str(tmp_path / "out"), batch_size="5"))
+    assert batched.file.tolist() == files and os.listdir(tmp_path / "out") == ["predictions_images.csv"]
+    pd.testing.assert_frame_equal(batched.drop(columns="file"), whole, check_dtype=False, rtol=1e-6)
+    broken = tmp_path / "images" / "dark" / "10.png"
+    broken.write_bytes(b"not a png")
+    got = pd.read_csv(predict(str(run_dir), str(tmp_path / "images"), str(tmp_path / "out"), batch_size="5"))
+    assert f"1 row(s) not predicted (not a readable image (UnidentifiedImageError); expected a PNG or JPEG file " \
+        f"pillow can read): {broken};" in capsys.readouterr().err
+    assert got.file.tolist() == files and got.not_predicted.notna().tolist() == [file == str(broken) for file in files]
+    pd.testing.assert_frame_equal(got[got.file != str(broken)].iloc[:, 1:-1], whole[batched.file != str(broken)],
+                                  check_dtype=False, rtol=1e-6)
 
     run_dir, _ = run(["model=mlp"])
     np.save(tmp_path / "digits.npy", np.zeros((4, 1, 8, 8), dtype=np.float32))

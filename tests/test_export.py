@@ -283,3 +283,16 @@ def test_an_output_folder_that_cannot_be_written_is_one_line_naming_it(tmp_path,
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert re.match(message, proc.stderr.strip().removeprefix("dltrain-export: error: ")), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and (tmp_path / "mixed" / "notes.txt").read_text() == "mine"
+
+
+def test_an_export_of_a_streamed_table_run_passes_its_own_check_on_the_run_s_test_rows(run, tmp_path):
+    write_table(tmp_path / "t.csv")
+    run_dir, results = run(["data=csv", f"data.path={tmp_path / 't.csv'}", "data.target=label", "data.stream=true",
+                            "model=mlp", *ONE_EPOCH])
+    assert results["data_path"]["streamed"] is True
+    export(str(run_dir), "onnx", output=str(tmp_path / "out"))
+    check = json.loads((tmp_path / "out" / "model.onnx.check.json").read_text())
+    assert check["passed"] and check["max_abs_difference"] <= check["tolerance"]
+    assert check["checked_on"] == "the run's test rows" and check["rows"] == results["dropped_rows"]["test"]["rows_read"]
+    described = json.loads((tmp_path / "out" / "preprocessing.json").read_text())
+    assert [c["name"] for c in described["table"]["columns"]] == ["size", "colour", "noise"]

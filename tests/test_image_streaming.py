@@ -118,11 +118,17 @@ def test_an_unreadable_image_mid_folder_is_named_in_one_line_or_skipped_and_coun
     assert last.startswith(f"dltrain: error: {bad}: not a readable image") and "data.on_bad_sample=skip" in last
     assert "Traceback" not in proc.stderr
 
-    proc = dltrain_command(*args, "data.on_bad_sample=skip", cwd=tmp_path / "skip")
+    # Under DDP each rank's skips are counted: three bad images, read by either rank, all in results.json.
+    others = [folder / "dark" / "9.png", folder / "light" / "2.png"]
+    for file in others:
+        file.write_bytes(b"not an image either")
+    proc = dltrain_command(*args, "data.on_bad_sample=skip", "trainer=ddp_cpu", "trainer.devices=2",
+                           cwd=tmp_path / "skip")
     assert proc.returncode == 0, proc.stderr
     results = read_results(only_run_dir(tmp_path / "skip"))
-    assert results["skipped_samples"] == {"count": 1, "files": [str(bad)]}
-    assert f"1 unreadable image(s) skipped (data.on_bad_sample=skip; results.json lists them): {bad}" in proc.stderr
+    assert results["skipped_samples"]["count"] == 3
+    assert sorted(results["skipped_samples"]["files"]) == sorted(map(str, [bad, *others]))
+    assert "3 unreadable image(s) skipped (data.on_bad_sample=skip; results.json lists them)" in proc.stderr
 
 
 def test_predict_and_eval_on_a_streamed_run_read_images_as_training_did(tmp_path):

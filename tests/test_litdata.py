@@ -123,3 +123,53 @@ def test_prepare_names_an_unreadable_image_in_one_line(tmp_path):
     assert "dltrain-prepare: error: " + str(tmp_path / "photos" / "dark" / "3.png") + ": not a readable image" \
         in refused.stderr
     assert not (tmp_path / "prepared" / "dltrain.json").exists()  # unfinished: nothing says it is whole
+
+
+@pytest.mark.slow
+def test_two_ddp_ranks_of_two_workers_read_validation_and_test_rows_once_and_say_the_training_rows_left_out(
+        tmp_path):
+    import os
+
+    import numpy as np
+
+    from dltrain.data.litdata_source import left_out_rows
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=601)  # 432 training rows, 48 validation, 121 test
+    pd.DataFrame({"rid": np.arange(601), "x0": x, "y": (x > 0).astype(int)}).to_csv(tmp_path / "t.csv", index=False)
+    done = prepare(tmp_path, "data=csv", f"data.path={tmp_path / 't.csv'}", "data.target=y", "data.features=[rid,x0]",
+                   f"output={tmp_path / 'prepared'}")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / "prepared" / "dltrain.json").read_text())["rows"]
+    ids = tmp_path / "ids"
+    ids.mkdir()
+    proc = dltrain_command("data=streaming", f"data.path={tmp_path / 'prepared'}", "data.num_workers=2",
+                           "data.batch_size=16", "trainer=ddp_cpu", "trainer.devices=2", "model=mlp",
+                           "trainer.max_epochs=2", "+callbacks.ids._target_=test_table_streaming.RecordIds",
+                           f"+callbacks.ids.folder={ids}", cwd=tmp_path,
+                           env={"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent),
+                                                                            os.environ.get("PYTHONPATH")]))})
+    assert proc.returncode == 0, proc.stderr
+    left = rows["train"] - rows["train"] // 32 * 32  # each of 2 ranks 13 whole batches of 16
+    assert left == left_out_rows(rows["train"], 16, 2) == 16
+    assert f"data=streaming: 16 of the {rows['train']} training rows left out of each epoch" in proc.stderr
+    results = json.loads(next((tmp_path / "outputs" / "runs").iterdir()).joinpath("results.json").read_text())
+    assert results["streamed"]["train_rows_left_out"] == 16
+    seen = {}
+    for file in ids.iterdir():
+        stage, epoch, _ = file.name.split("_")
+        seen.setdefault((stage, epoch), []).extend(int(i) for i in file.read_text().split())
+    assert sorted(seen) == [("test", "2"), ("train", "0"), ("train", "1"), ("val", "0"), ("val", "1")]
+    for (stage, epoch), together in seen.items():
+        assert len(together) == len(set(together)) == rows[stage] - (left if stage == "train" else 0), (stage, epoch)
+    assert set(seen[("train", "0")]) != set(seen[("train", "1")])  # other rows left out each epoch
+
+
+def test_data_stream_false_is_refused_for_data_streaming(tmp_path):
+    from dltrain.config.checks import check_config
+    from dltrain.errors import ConfigError
+
+    for setting in ("auto", "true"):
+        check_config(load_config(["data=streaming", f"data.path={tmp_path}", f"data.stream={setting}"]))
+    with pytest.raises(ConfigError, match=r"^data.stream=false: data=streaming is always streamed \(LitData reads"):
+        check_config(load_config(["data=streaming", f"data.path={tmp_path}", "data.stream=false"]))

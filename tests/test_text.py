@@ -108,7 +108,8 @@ def test_a_model_that_reads_no_text_and_a_crafted_text_encoding_are_refused(run,
     proc = dltrain_command("data=reviews", "data.augment.noise=0.1", cwd=tmp_path)
     assert proc.returncode == 1 and proc.stderr.strip().endswith(
         "data.augment changes images and numbers, and a text's inputs are token ids: leave its keys off for text")
-    from dltrain.checkpoints.reading import CheckpointError, checked_spec
+    from dltrain.data.spec_check import checked_spec
+    from dltrain.errors import CheckpointError
 
     spec = {"name": "r", "task": "binary", "input_shape": [8], "kind": "text",
             "encoder": {"kind": "text", "column": "text", "analyzer": "word", "max_length": 8,

@@ -198,8 +198,17 @@ def component_errors(cfg: DictConfig) -> list[ConfigError]:
         lambda: check_target(cfg.data, "data", ignore=DataLoading.model_fields),
         lambda: auto or check_target(cfg.model, "model", ignore=PRESET_KEYS),
         lambda: check_target(cfg.get("loss"), "loss", ignore=("name",)))
-    return errors or collected(lambda: _check_cv(cfg), lambda: _check_monitor_direction(cfg),
+    return errors or collected(lambda: _check_cv(cfg), lambda: _check_prepared_streams(cfg),
+                               lambda: _check_monitor_direction(cfg),
                                lambda: _check_batches(cfg), lambda: _check_logger(cfg))
+
+
+def _check_prepared_streams(cfg: DictConfig) -> None:
+    """data=streaming is read by LitData while training, never held in memory: data.stream=false is refused."""
+    if OmegaConf.select(cfg, "data._target_", default=None) == "dltrain.data.litdata_source.prepared" \
+            and OmegaConf.select(cfg, "data.stream", default="auto") is False:
+        raise ConfigError("data.stream=false: data=streaming is always streamed (LitData reads the prepared folder "
+                          "while training); leave data.stream out, or set it to auto or true")
 
 
 def _check_cv(cfg: DictConfig) -> None:

@@ -152,7 +152,8 @@ class BadSample(DataError):
 class ImageFileDataset(Dataset):
     """(image, class) per sample, each image decoded when asked (in a DataLoader worker). An unreadable one is
     an error naming it (on_bad_sample=error) or skipped (None, dropped by collate_images) and marked in
-    `bad`, shared memory that every worker writes: skipped() counts each file once, however many epochs."""
+    `bad`, shared memory that every worker writes: the module's skipped() counts each file once, however many
+    epochs."""
 
     def __init__(self, files: list[str], targets: np.ndarray, transform: Callable[[Any], Tensor], task: str,
                  on_bad_sample: str = "error", num_workers: int = 0) -> None:
@@ -175,10 +176,6 @@ class ImageFileDataset(Dataset):
                 raise BadSample(f"{exc} (data.on_bad_sample=skip skips and counts such images)") from None
             self.bad[index] = 1
             return None
-
-    def skipped(self) -> list[str]:
-        """The files skipped as unreadable so far."""
-        return [self.files[i] for i in np.flatnonzero(np.frombuffer(self.bad, dtype=np.int8)[:len(self.files)])]
 
     def labelled_batches(self, rows: int | None = None, batch_size: int = 256) -> Iterator[tuple[Tensor, Tensor]]:
         """The first `rows` samples (all when None) in order, decoded in batches by the split's workers."""
@@ -259,8 +256,16 @@ class StreamedImageDataModule(SplitLoaders):
                                pin_memory=self.pin_memory, sampler=sampler, collate_fn=collate_images)
 
     def skipped(self) -> list[str]:
-        """Every file skipped as unreadable in any split so far."""
-        return [file for part in (self.train_set, self.val_set, self.test_set) for file in part.skipped()]
+        """Every file skipped as unreadable in any split so far, by any DDP rank: each rank's marks (those of its
+        workers) summed over the ranks, on every rank at once (Lightning calls teardown on each)."""
+        parts = (self.train_set, self.val_set, self.test_set)
+        marks = torch.from_numpy(np.concatenate([np.frombuffer(part.bad, dtype=np.int8)[:len(part)]
+                                                 for part in parts]).astype(np.int32))
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            marks = trainer.strategy.reduce(marks.to(trainer.strategy.root_device), reduce_op="sum").cpu()
+        files = [file for part in parts for file in part.files]
+        return [files[i] for i in np.flatnonzero(marks.numpy())]
 
     def teardown(self, stage: str) -> None:
         """After training and after the test: the images skipped as unreadable, counted for results.json, and

@@ -31,17 +31,25 @@ def check_unknown_category(value: str) -> None:
         raise ConfigError(f"on_unknown_category={value} is not valid: expected {' or '.join(UNKNOWN_CATEGORY)}")
 
 
-def read_inputs(source: Path, spec: DataSpec, missing: str = "impute", on_unknown: str = "zeros", keep: list[str] = ()
-                ) -> tuple[np.ndarray, dict[str, list], dict[int, str]]:
-    """Model-ready features of `source` (a table, an image folder or file, an array file), the columns that
-    identify each row (the row number or file, then a table's `keep` columns), and the rows that cannot be
-    predicted ({row: why}): a table's rows follow training's rules row by row (`missing`: its data.missing;
-    see TableEncoder.check), and an array's rows must be finite numbers."""
+def check_keep_source(source: Path, keep: list[str]) -> None:
+    """keep= names columns of a table: any other input is refused with it."""
     if keep and (source.is_dir() or source.suffix.lower() not in TABLE_SUFFIXES):
         raise DataError(f"keep={','.join(keep)} names columns to copy from a table, and input={source} is not one")
-    if source.is_dir() or _is_image(source):
-        files = _image_files(source, spec)
-        return image_features(files, spec), {"file": files}, {}
+
+
+def is_image_input(source: Path) -> bool:
+    """Whether an input is read as images: a folder, or a file with an image suffix."""
+    return source.is_dir() or _is_image(source)
+
+
+def read_inputs(source: Path, spec: DataSpec, missing: str = "impute", on_unknown: str = "zeros", keep: list[str] = ()
+                ) -> tuple[np.ndarray, dict[str, list], dict[int, str]]:
+    """Model-ready features of `source` (a table or an array file; images are read a batch at a time by
+    dltrain.inference.image_predictions), the columns that identify each row (the row number, then a table's
+    `keep` columns), and the rows that cannot be
+    predicted ({row: why}): a table's rows follow training's rules row by row (`missing`: its data.missing;
+    see TableEncoder.check), and an array's rows must be finite numbers."""
+    check_keep_source(source, keep)
     if source.suffix.lower() in TABLE_SUFFIXES:
         from dltrain.data.tables import read_frame
 
@@ -181,7 +189,8 @@ def _is_image(source: Path) -> bool:
     return source.suffix.lower() in IMG_EXTENSIONS
 
 
-def _image_files(source: Path, spec) -> list[str]:
+def image_files(source: Path, spec: DataSpec) -> list[str]:
+    """An image input's files: the file, or every image under the folder in sorted order."""
     if spec.kind != "image":
         raise DataError(f"input={source} is an image, but the checkpoint was trained on {spec.kind} data")
     if not source.exists():

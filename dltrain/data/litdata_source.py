@@ -21,7 +21,8 @@ import pytorch_lightning as pl
 import torch
 
 from dltrain.data.spec import MULTICLASS, DataSpec
-from dltrain.errors import DataError
+from dltrain.data.spec_check import checked_spec
+from dltrain.errors import CheckpointError, DataError
 
 DESCRIPTION = "dltrain.json"  # beside the splits' folders
 FORMAT = "dltrain-prepared/1"
@@ -52,8 +53,6 @@ class PreparedData:
 
 def prepared(path: str) -> PreparedData:
     """data=streaming's source: the folder (or s3:// URL) dltrain-prepare wrote, described by its dltrain.json."""
-    from dltrain.checkpoints.reading import CheckpointError, checked_spec
-
     path = str(path).rstrip("/")
     if "://" in path and not path.startswith("s3://"):
         raise DataError(f"data.path={path}: data=streaming reads a local folder or an s3:// URL")
@@ -219,13 +218,31 @@ class PreparedDataModule(pl.LightningDataModule):
                                  collate_fn=Collate(split.task), **workers)
 
     def train_dataloader(self):
-        return self._loader(self.train_set, None)  # LitData's default: under DDP every rank the same batches
+        """LitData's default under DDP (drop_last): every rank the same number of whole batches, so the ranks
+        take the same steps; the rows that fill no such batch are left out of the epoch, said and counted."""
+        ranks = self.trainer.world_size if self.trainer is not None else 1
+        left = left_out_rows(self.train_set.rows, self.batch_size, ranks)
+        if left and "train_rows_left_out" not in self.facts["streamed"]:
+            self.facts["streamed"]["train_rows_left_out"] = left
+            if self.trainer.is_global_zero:
+                logging.getLogger("dltrain").warning(
+                    f"data=streaming: {left} of the {self.train_set.rows} training rows left out of each epoch: "
+                    f"LitData gives each of the {ranks} processes the same number of whole batches of "
+                    f"data.batch_size={self.batch_size}, so that they take the same steps (other rows each epoch, "
+                    "as shuffled; validation and test rows are all read)")
+        return self._loader(self.train_set, None)
 
     def val_dataloader(self):
         return self._loader(self.val_set, False)
 
     def test_dataloader(self):
         return self._loader(self.test_set, False)
+
+
+def left_out_rows(rows: int, batch_size: int, ranks: int) -> int:
+    """The training rows an epoch leaves out under LitData's drop_last: each of `ranks` processes takes
+    rows // batch_size // ranks whole batches (litdata.utilities.shuffle); none on one process."""
+    return 0 if ranks == 1 else rows - rows // batch_size // ranks * ranks * batch_size
 
 
 def resuming_loader() -> type:

@@ -80,7 +80,7 @@ class TextEncoder:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TextEncoder:
         """The encoder a data spec stores; ValueError for one whose fields have other types than training writes
-        (a checkpoint is data: dltrain.checkpoints.reading.checked_spec refuses it)."""
+        (a checkpoint is data: dltrain.data.spec_check.checked_spec refuses it)."""
         fields = ("column", "analyzer", "max_length", "vocabulary", "embedding_size")
         sizes = [data.get("max_length"), data.get("embedding_size")]
         if (not all(field in data for field in fields) or data["analyzer"] not in ANALYZERS

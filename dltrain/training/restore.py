@@ -10,8 +10,9 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dltrain.checkpoints.reading import (CheckpointError, checked_spec, describe,
-                                         read_checkpoint, without_start_weights, check_sizes)
+from dltrain.checkpoints.reading import (CheckpointError, describe, read_checkpoint, without_start_weights,
+                                         check_sizes)
+from dltrain.data.spec_check import checked_spec
 from dltrain.config.checks import check_config
 from dltrain.errors import ConfigError, one_line
 from dltrain.rundir.layout import RunDir
