@@ -182,6 +182,7 @@ def test_a_sequence_regression_answers_in_the_target_units_as_dltrain_predict(ru
     (["ckpt_path=run", "workers=0"], "workers=0 is not valid: expected a whole number >= 1"),
     (["ckpt_path=run", "max_body_mb=-1"], "max_body_mb=-1 is not valid: expected a number of megabytes > 0"),
     (["ckpt_path=run", "microbatch_rows=-1"], "microbatch_rows=-1 is not valid: expected a whole number >= 0"),
+    (["ckpt_path=run", "threads=0"], "threads=0 is not valid: expected a whole number >= 1"),
     (["ckpt_path=run", "microbatch_wait_ms=soon"],
      "microbatch_wait_ms=soon is not valid: expected a number of milliseconds >= 0"),
     (["run"], "no checkpoint at run"),

@@ -8,7 +8,8 @@ the run's test metrics), OpenAPI docs at /docs. A row that breaks training's rul
 and the others their predictions (a request with none predictable is a 422). A bad request gets a 4xx JSON
 error naming the field; a body over max_body_mb or a batch over max_batch_rows is refused. Concurrent requests'
 rows are gathered into one forward pass of at most microbatch_rows rows, a request waiting at most
-microbatch_wait_ms for others (microbatch_rows=0: each request its own pass). Ctrl-C stops the server.
+microbatch_wait_ms for others (microbatch_rows=0: each request its own pass), with `threads` torch threads
+(auto: a worker's share of the cores less one for its HTTP event loop). Ctrl-C stops the server.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from dltrain.commands.shared import run_tool
 
 KEYS = {"ckpt_path": None, "host": "127.0.0.1", "port": "8000", "workers": "1", "trust": None,
         "on_unknown_category": "error", "max_batch_rows": "1024", "max_body_mb": "16", "microbatch_rows": "256",
-        "microbatch_wait_ms": "2"}
+        "microbatch_wait_ms": "2", "threads": "auto"}
 PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart"}
 
 
 def serve(ckpt_path: str, *, host: str = "127.0.0.1", port: str = "8000", workers: str = "1", trust: str | None = None,
           on_unknown_category: str = "error", max_batch_rows: str = "1024", max_body_mb: str = "16",
-          microbatch_rows: str = "256", microbatch_wait_ms: str = "2") -> None:
+          microbatch_rows: str = "256", microbatch_wait_ms: str = "2", threads: str = "auto") -> None:
     """Serve the checkpoint's predictions until stopped."""
     import os
 
@@ -36,7 +37,10 @@ def serve(ckpt_path: str, *, host: str = "127.0.0.1", port: str = "8000", worker
                           f"pip install \"dltrain[serve]\"")
     numbers = {key: _whole(key, value, low) for key, value, low in
                (("port", port, 1), ("workers", workers, 1), ("max_batch_rows", max_batch_rows, 1),
-                ("microbatch_rows", microbatch_rows, 0))}
+                ("microbatch_rows", microbatch_rows, 0), *([("threads", threads, 1)] if threads != "auto" else []))}
+    # auto: each worker's share of the cores, less one left to its event loop (HTTP, JSON), whose thread
+    # otherwise preempts torch's team of threads mid-operation (on 2 shared cores: a third of the throughput)
+    numbers.setdefault("threads", max(1, len(os.sched_getaffinity(0)) // numbers["workers"] - 1))
     if numbers["port"] > 65535:
         raise ConfigError(f"port={port} is not valid: expected a port number from 1 to 65535")
     body_mb = _number("max_body_mb", max_body_mb, "a number of megabytes > 0", lambda mb: mb > 0)
@@ -56,7 +60,7 @@ def serve(ckpt_path: str, *, host: str = "127.0.0.1", port: str = "8000", worker
 
     quiet_libraries()
     settings = Settings(ckpt_path, trust, on_unknown_category, numbers["max_batch_rows"], body_mb,
-                        numbers["microbatch_rows"], wait_ms)
+                        numbers["microbatch_rows"], wait_ms, numbers["threads"])
     served = load_served(settings)  # a bad checkpoint is refused here, in one line, before any server starts
     address = f"http://{host}:{numbers['port']}"
     meta = served.metadata
@@ -66,6 +70,8 @@ def serve(ckpt_path: str, *, host: str = "127.0.0.1", port: str = "8000", worker
           f"{settings.microbatch_rows} rows, a request waiting at most {wait_ms:g} ms for others "
           "(microbatch_rows, microbatch_wait_ms)" if settings.microbatch_rows else
           "micro-batching: off (microbatch_rows=0): each request is a forward pass of its own")
+    print(f"torch threads for the forward passes: {numbers['threads']} per worker"
+          + (" (threads=auto: the cores' share of a worker, less one for its HTTP event loop)" if threads == "auto" else ""))
     if numbers["workers"] == 1:
         uvicorn.run(create_app(served, settings), host=host, port=numbers["port"], log_level="info")
     else:  # each uvicorn worker process builds the app from the settings (uvicorn takes an import string then)

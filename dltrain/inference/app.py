@@ -49,6 +49,7 @@ class Settings:
     max_body_mb: float = 16.0
     microbatch_rows: int = 256  # rows of concurrent requests in one forward pass; 0: each request its own
     microbatch_wait_ms: float = 2.0  # how long a request waits at most for others to join its forward pass
+    threads: int | None = None  # torch's intra-op threads for the forward passes; None: torch's own choice
 
 
 class BadRequest(Exception):
@@ -316,6 +317,9 @@ def _forward(served: Served, settings: Settings) -> Callable[[np.ndarray], Await
     import torch
 
     from dltrain.report.predictions import output_numbers
+
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
 
     def run(rows: np.ndarray) -> np.ndarray:
         return output_numbers(served.module, torch.from_numpy(rows), max(len(rows), 1))
