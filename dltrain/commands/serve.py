@@ -35,14 +35,8 @@ def serve(ckpt_path: str, *, host: str = "127.0.0.1", port: str = "8000", worker
     if lacking:
         raise ConfigError(f"dltrain-serve needs the package {lacking[0]}, which is not installed: "
                           f"pip install \"dltrain[serve]\"")
-    numbers = {key: _whole(key, value, low) for key, value, low in
-               (("port", port, 1), ("workers", workers, 1), ("max_batch_rows", max_batch_rows, 1),
-                ("microbatch_rows", microbatch_rows, 0), *([("threads", threads, 1)] if threads != "auto" else []))}
-    # auto: each worker's share of the cores, less one left to its event loop (HTTP, JSON), whose thread
-    # otherwise preempts torch's team of threads mid-operation (on 2 shared cores: a third of the throughput)
-    numbers.setdefault("threads", max(1, len(os.sched_getaffinity(0)) // numbers["workers"] - 1))
-    if numbers["port"] > 65535:
-        raise ConfigError(f"port={port} is not valid: expected a port number from 1 to 65535")
+    numbers = _numbers(port=port, workers=workers, max_batch_rows=max_batch_rows, microbatch_rows=microbatch_rows,
+                       threads=threads)
     body_mb = _number("max_body_mb", max_body_mb, "a number of megabytes > 0", lambda mb: mb > 0)
     wait_ms = _number("microbatch_wait_ms", microbatch_wait_ms, "a number of milliseconds >= 0", lambda ms: ms >= 0)
     from dltrain.checkpoints.header import checkpoint_file
@@ -78,6 +72,23 @@ def serve(ckpt_path: str, *, host: str = "127.0.0.1", port: str = "8000", worker
         os.environ.update(settings_environment(settings))
         uvicorn.run("dltrain.inference.app:app_from_environment", factory=True, host=host, port=numbers["port"],
                     workers=numbers["workers"], log_level="info")
+
+
+def _numbers(**values: str) -> dict[str, int]:
+    """The whole-number keys, checked; threads=auto: a worker's share of the cores, less one left to its event
+    loop (HTTP, JSON), whose thread otherwise preempts torch's team of threads mid-operation (on 2 shared
+    cores: a third of the throughput)."""
+    import os
+
+    from dltrain.errors import ConfigError
+
+    lowest = {"port": 1, "workers": 1, "max_batch_rows": 1, "microbatch_rows": 0, "threads": 1}
+    numbers = {key: _whole(key, value, lowest[key]) for key, value in values.items()
+               if (key, value) != ("threads", "auto")}
+    if numbers["port"] > 65535:
+        raise ConfigError(f"port={values['port']} is not valid: expected a port number from 1 to 65535")
+    numbers.setdefault("threads", max(1, len(os.sched_getaffinity(0)) // numbers["workers"] - 1))
+    return numbers
 
 
 def _number(key: str, value: str, expected: str, valid) -> float:
