@@ -1,10 +1,15 @@
-"""dltrain-serve under a bounded load: requests per second and latency, beside the forward pass alone.
+"""dltrain-serve under a bounded load: requests per second and latency, micro-batching off and on, against the
+figure before this round's changes, with every answer checked against dltrain-predict's.
 
 A digits MLP is trained for a few epochs (or --ckpt names a run), the real server is started on a free port
 of 127.0.0.1, and --clients threads, each with its own HTTP connection, send --requests POST /predict
-requests of --rows image rows in all. Printed: requests per second, p50 / p99 latency, error responses
-(PASS only with none), and as the baseline the same rows' prediction in-process (dltrain.report.predictions, one
-forward pass), so what HTTP, JSON and the encoding add is read off beside it.
+requests of --rows image rows each (drawn in turn from 64 distinct rows). The server runs twice: with
+micro-batching off (microbatch_rows=0: each request its own forward pass) and on (the defaults). Printed
+for each: requests per second, p50 / p99 latency, error responses; the ratio of the batched throughput to the
+off run and to BEFORE (145 requests/s at p50 54 ms, 8 clients, 2 cores: the server of 2026-12-01, which built a
+DataFrame per request), PASS when it is at least 3x BEFORE with p99 under 50 ms; and whether every answer, in
+both runs, equals dltrain-predict's on the same rows (the class, and each probability within 1e-6). Beside
+them, the same rows' prediction in-process (one forward pass, no HTTP).
 
 Run: python benchmarks/serving.py [--requests 2000] [--clients 8] [--rows 1] [--ckpt <run dir>]
 """
@@ -12,6 +17,7 @@ Run: python benchmarks/serving.py [--requests 2000] [--clients 8] [--rows 1] [--
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import socket
 import statistics
@@ -21,6 +27,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+BEFORE = 145.0  # requests/s, 8 clients, one-row requests, 2 cores (benchmarks/README.md, 2026-12-01)
+TARGET_RATIO, TARGET_P99 = 3.0, 0.050
 
 
 def trained_run(folder: Path) -> Path:
@@ -32,49 +41,90 @@ def trained_run(folder: Path) -> Path:
     return run_dir
 
 
-def forward_alone(run_dir: Path, rows: list, repeats: int = 500) -> float:
+def forward_alone(run_dir: Path, rows, repeats: int = 500) -> float:
     """Median seconds of the in-process prediction of `rows` (the server's own work, without HTTP)."""
-    import numpy as np
     import torch
 
+    from dltrain.report.predictions import output_numbers
     from dltrain.training.restore import open_checkpoint
-    from dltrain.report.predictions import prediction_table
 
     module = open_checkpoint(run_dir)[3].eval()
-    x = torch.from_numpy(np.asarray(rows, dtype=np.float32))
+    x = torch.from_numpy(rows)
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        prediction_table(module, x, len(rows))
+        output_numbers(module, x, len(rows))
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
 
-def load(url: str, body: dict, requests: int, clients: int) -> tuple[float, list[float], int]:
-    """(seconds in all, each request's latency, error responses) of `requests` POSTs from `clients` threads."""
+def load(url: str, bodies: list[dict], requests: int, clients: int) -> tuple[float, list[float], int, dict]:
+    """(seconds in all, each request's latency, error responses, {body index: its predictions}) of `requests`
+    POSTs from `clients` threads, request i sending bodies[i % len(bodies)]."""
     import httpx
 
     latencies: list[float] = []
     errors = [0]
+    answers: dict[int, list] = {}
     lock = threading.Lock()
-    share = [requests // clients + (i < requests % clients) for i in range(clients)]
 
-    def client(count: int) -> None:
+    def client(first: int) -> None:
         with httpx.Client(timeout=30) as session:
-            for _ in range(count):
+            for i in range(first, requests, clients):
+                body = bodies[i % len(bodies)]
                 started = time.perf_counter()
                 answer = session.post(f"{url}/predict", json=body)
                 took = time.perf_counter() - started
                 with lock:
                     latencies.append(took)
                     errors[0] += answer.status_code != 200
-    threads = [threading.Thread(target=client, args=(n,)) for n in share]
+                    if answer.status_code == 200:
+                        answers.setdefault(i % len(bodies), answer.json()["predictions"])
+    threads = [threading.Thread(target=client, args=(first,)) for first in range(clients)]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return time.perf_counter() - started, latencies, errors[0]
+    return time.perf_counter() - started, latencies, errors[0], answers
+
+
+def served(run_dir: Path, keys: list[str], bodies: list[dict], args) -> tuple[float, float, float, int, dict]:
+    """(requests/s, p50, p99, error responses, answers) of the real server started with `keys`."""
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([str(Path(sys.executable).with_name("dltrain-serve")), f"ckpt_path={run_dir}",
+                               f"port={port}", *keys], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                httpx.get(f"{url}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        load(url, bodies, 100, args.clients)  # warm-up
+        seconds, latencies, errors, answers = load(url, bodies, args.requests, args.clients)
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=60)
+    latencies.sort()
+    p50, p99 = latencies[len(latencies) // 2], latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return args.requests / seconds, p50, p99, errors, answers
+
+
+def same_as_predict(answers: dict, predicted, rows: int) -> bool:
+    """Whether every body's answers equal dltrain-predict's rows for it: the class, each probability."""
+    for body, predictions in answers.items():
+        for answer, (_, row) in zip(predictions, predicted.iloc[body * rows:(body + 1) * rows].iterrows()):
+            if str(answer["prediction"]) != str(row["prediction"]) or not all(
+                    math.isclose(value, row[f"prob_{name}"], rel_tol=1e-6, abs_tol=1e-7)
+                    for name, value in answer["probabilities"].items()):
+                return False
+    return len(answers) == len(predicted) // rows
 
 
 def main() -> None:
@@ -84,39 +134,35 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1, help="image rows per request")
     parser.add_argument("--ckpt", type=Path, help="a run directory (default: train a digits MLP)")
     args = parser.parse_args()
-    import httpx
+    load_average = Path("/proc/loadavg").read_text().split()[0]  # other work on the machine, before the runs
     import numpy as np
+    import pandas as pd
+
+    from dltrain.commands.predict import predict
 
     with tempfile.TemporaryDirectory() as scratch:
         run_dir = args.ckpt or trained_run(Path(scratch))
-        rows = np.random.default_rng(0).random((args.rows, 1, 8, 8)).round(4).tolist()
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        server = subprocess.Popen([str(Path(sys.executable).with_name("dltrain-serve")), f"ckpt_path={run_dir}",
-                                   f"port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(600):
-                try:
-                    httpx.get(f"{url}/health", timeout=1)
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.2)
-            load(url, {"inputs": rows}, 50, 2)  # warm-up
-            seconds, latencies, errors = load(url, {"inputs": rows}, args.requests, args.clients)
-        finally:
-            server.send_signal(signal.SIGINT)
-            server.wait(timeout=60)
-        alone = forward_alone(run_dir, rows)
-    latencies.sort()
-    p50, p99 = latencies[len(latencies) // 2], latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    print(f"dltrain-serve: {args.requests} requests of {args.rows} row(s) from {args.clients} clients in "
-          f"{seconds:.1f} s")
-    print(f"  throughput {args.requests / seconds:.0f} requests/s; latency p50 {p50 * 1000:.1f} ms, "
-          f"p99 {p99 * 1000:.1f} ms")
-    print(f"  baseline: the same prediction in-process, no HTTP: {alone * 1000:.2f} ms (p50 is {p50 / alone:.1f}x it)")
-    print(f"  error responses: {errors} {'PASS' if errors == 0 else 'FAIL'}")
+        rows = np.random.default_rng(0).random((64 * args.rows, 1, 8, 8)).round(4).astype(np.float32)
+        np.save(Path(scratch) / "rows.npy", rows)
+        predicted = pd.read_csv(predict(str(run_dir), str(Path(scratch) / "rows.npy"),
+                                        str(Path(scratch) / "predicted.csv")), dtype={"prediction": str})
+        bodies = [{"inputs": rows[i * args.rows:(i + 1) * args.rows].tolist()} for i in range(64)]
+        runs = {name: served(run_dir, keys, bodies, args)
+                for name, keys in (("micro-batching off", ["microbatch_rows=0"]), ("micro-batching on", []))}
+        alone = forward_alone(run_dir, rows[:args.rows])
+    print(f"dltrain-serve: {args.requests} requests of {args.rows} row(s) from {args.clients} clients "
+          f"(load average before the runs: {load_average})")
+    for name, (throughput, p50, p99, errors, answers) in runs.items():
+        print(f"  {name:19} {throughput:5.0f} requests/s; latency p50 {p50 * 1000:5.1f} ms, p99 {p99 * 1000:5.1f} ms; "
+              f"error responses {errors}; answers equal to dltrain-predict's: "
+              f"{'yes' if same_as_predict(answers, predicted, args.rows) else 'NO'}")
+    (off, *_), (on, _, p99, errors, answers) = runs.values()
+    passed = on >= TARGET_RATIO * BEFORE and p99 < TARGET_P99 and errors == 0 and all(
+        same_as_predict(run[4], predicted, args.rows) for run in runs.values())
+    print(f"  micro-batching on / off: {on / off:.2f}x; on / before ({BEFORE:.0f} requests/s, p50 54 ms): "
+          f"{on / BEFORE:.2f}x (target >= {TARGET_RATIO:g}x with p99 < {TARGET_P99 * 1000:.0f} ms): "
+          f"{'PASS' if passed else 'FAIL'}")
+    print(f"  the same prediction in-process, no HTTP: {alone * 1000:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -117,6 +117,8 @@ def test_a_table_server_answers_as_dltrain_predict_refuses_bad_requests_and_goes
     finally:
         code, out, err = server.stop()
     assert code == 0 and "Traceback" not in out + err, err[-2000:]
+    assert ("micro-batching: concurrent requests' rows gathered into one forward pass of at most 256 rows, a "
+            "request waiting at most 2 ms for others (microbatch_rows, microbatch_wait_ms)") in out.splitlines()
 
 
 @pytest.mark.slow
@@ -179,6 +181,10 @@ def test_a_sequence_regression_answers_in_the_target_units_as_dltrain_predict(ru
     (["ckpt_path=run", "port=70000"], "port=70000 is not valid: expected a port number from 1 to 65535"),
     (["ckpt_path=run", "workers=0"], "workers=0 is not valid: expected a whole number >= 1"),
     (["ckpt_path=run", "max_body_mb=-1"], "max_body_mb=-1 is not valid: expected a number of megabytes > 0"),
+    (["ckpt_path=run", "microbatch_rows=-1"], "microbatch_rows=-1 is not valid: expected a whole number >= 0"),
+    (["ckpt_path=run", "threads=0"], "threads=0 is not valid: expected a whole number >= 1"),
+    (["ckpt_path=run", "microbatch_wait_ms=soon"],
+     "microbatch_wait_ms=soon is not valid: expected a number of milliseconds >= 0"),
     (["run"], "no checkpoint at run"),
 ])
 def test_serve_refuses_a_bad_key_or_checkpoint_in_one_line_before_starting(tmp_path, keys, message):

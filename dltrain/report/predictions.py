@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dltrain.data.spec import BINARY, MULTICLASS
+
 if TYPE_CHECKING:
     import pandas as pd
     from torch import Tensor
@@ -23,9 +25,21 @@ def prediction_table(module: TrainingModule, features: Tensor | Iterable[Tensor]
     """A DataFrame of the module's predictions: the class and each class's probability, or the value (in
     batches of `batch_size` rows, or in the batches `features` yields, under inference_mode)."""
     import pandas as pd
-    import torch
 
-    from dltrain.data.spec import BINARY, MULTICLASS
+    spec, numbers = module.spec, output_numbers(module, features, batch_size)
+    if spec.task not in (MULTICLASS, BINARY):
+        return pd.DataFrame({"prediction": numbers[:, 0]})
+    names = spec.labels()
+    columns = {"prediction": [names[i] for i in numbers.argmax(axis=1)]}
+    return pd.DataFrame(columns | {f"prob_{name}": numbers[:, i] for i, name in enumerate(names)})
+
+
+def output_numbers(module: TrainingModule, features: Tensor | Iterable[Tensor], batch_size: int = 1024
+                   ) -> np.ndarray:
+    """The module's outputs as what a prediction reads: a classifier's probabilities (rows x classes, the class
+    is their argmax), or a regression's value in the target's units (rows x 1); float32, under inference_mode.
+    dltrain-serve calls it on the rows of concurrent requests gathered into one forward pass."""
+    import torch
 
     spec = module.spec
     was_training = module.training
@@ -34,20 +48,12 @@ def prediction_table(module: TrainingModule, features: Tensor | Iterable[Tensor]
         batches = features.split(batch_size) if isinstance(features, torch.Tensor) else features
         outputs = torch.cat([module(batch.to(module.device)).float().cpu() for batch in batches])
     module.train(was_training)
-    table = pd.DataFrame(index=range(len(outputs)))
     if spec.task == MULTICLASS:
-        probabilities = torch.softmax(outputs, dim=1).numpy()
-    elif spec.task == BINARY:
+        return torch.softmax(outputs, dim=1).numpy()
+    if spec.task == BINARY:
         positive = torch.sigmoid(outputs[:, 0]).numpy()
-        probabilities = np.stack([1 - positive, positive], axis=1)
-    else:
-        table["prediction"] = (outputs[:, 0] * spec.target_std + spec.target_mean).numpy()
-        return table
-    names = spec.labels()
-    table["prediction"] = [names[i] for i in probabilities.argmax(axis=1)]
-    for i, name in enumerate(names):
-        table[f"prob_{name}"] = probabilities[:, i]
-    return table
+        return np.stack([1 - positive, positive], axis=1)
+    return (outputs[:, :1] * spec.target_std + spec.target_mean).numpy()
 
 
 NOT_PREDICTED = "not_predicted"  # the column that says why a row has no prediction
