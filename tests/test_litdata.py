@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import FAST, dltrain_command, train_run
+from conftest import dltrain_command, train_run
 from datafiles import write_image_folder, write_table
 from dltrain.config.compose import load_config
 from dltrain.data.datamodule import build_datamodule
