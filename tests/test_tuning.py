@@ -84,3 +84,22 @@ def test_lightnings_finder_callbacks_are_refused_in_one_line_naming_the_preset(t
     assert (f"callbacks.find: Lightning's {finder} runs here as tune={preset} (its search before training, the "
             f"value found recorded in config.yaml and results.json): use tune={preset} instead of the callback"
             in proc.stderr)
+
+
+def test_an_out_of_memory_error_in_the_batch_search_backs_off_to_the_last_size_that_fit(tmp_path, monkeypatch):
+    """Lightning's own back-off after a GPU's out-of-memory error, not broken by dltrain's search: the error is
+    raised here on the CPU by any training batch over 32 rows, as CUDA words it."""
+    from conftest import train_run
+    from dltrain.models.mlp import MLP
+
+    forward = MLP.forward
+
+    def tight(self, x):
+        if self.training and len(x) > 32:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(self, x)
+    monkeypatch.setattr(MLP, "forward", tight)
+    results = train_run(tmp_path / "run", ["model=mlp", "trainer.max_epochs=1", "tune=batch_size",
+                                           "tune.init_val=4", "data.batch_size=16"])
+    assert results["tune"]["found"] == results["tune"]["used"] == 32  # 4, 8, 16, 32 fit; 64 failed
+    assert results["status"] == "completed" and results["epochs_run"] == 1

@@ -142,8 +142,7 @@ class TableBatches(IterableDataset):
             self._reader = PieceReader(self.source)
         number, piece = self.survey.pieces[index]
         _, first, frame, _ = next(self._reader.read(number, [piece]))
-        cleaned = self.source.clean(frame, number, first, self.seed)
-        rows = cleaned.frame[cleaned.parts == self.part]
+        rows = self.source.clean(frame, number, first, self.seed, part=self.part).frame
         if len(rows) != self.survey.rows[index, self.part]:
             raise BadRow(f"{self.source.files[number].path} changed while training (its piece {piece} holds "
                          f"{len(rows)} rows of this split, {self.survey.rows[index, self.part]} when it was "

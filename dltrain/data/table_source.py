@@ -98,10 +98,16 @@ class TableSource:
         """The columns read from each piece."""
         return list(dict.fromkeys([*self.chosen, self.target, *([self.split_column] if self.split_column else [])]))
 
-    def clean(self, frame: pd.DataFrame, number: int, first_row: int, seed: int) -> Cleaned:
-        """The rows of a piece (the file's rows first_row...) that training uses, each with its part."""
+    def clean(self, frame: pd.DataFrame, number: int, first_row: int, seed: int, part: int | None = None
+              ) -> Cleaned:
+        """The rows of a piece (the file's rows first_row...) that training uses, each with its part; with
+        `part`, the rows of that part only, picked before the rules are applied (a loader reads one split:
+        validation's tenth of a piece is cleaned and encoded, not the whole piece)."""
         file = self.files[number]
         rows = first_row + np.arange(len(frame))
+        if part is not None:
+            mine = self._parts(frame, file, rows, seed) == part
+            frame, rows = frame[mine].reset_index(drop=True), rows[mine]
         bad = self._bad_rows(frame, file, rows)
         parts = self._parts(frame, file, rows, seed)
         no_target = frame[self.target].isna().to_numpy(dtype=bool) & ~bad
