@@ -195,7 +195,7 @@ def hand_loop(folder: Path, arch: str, steps: int, batch: int, workers: int) -> 
     return {"starts": starts, "ends": ends}
 
 
-def image_lines(sizes: list[int], arch: str = "cnn", steps: int = 12, batch: int = 32,
+def image_lines(sizes: list[int], arch: str = "cnn", steps: int = 40, batch: int = 32,
                 workers: int = 2, in_memory_max: int = 4000, echo=None) -> list[str]:
     """The report: for each size, the streamed run's figures against their bounds and the hand loop, and the
     in-memory path's beside them; then the memory's flatness across sizes. `echo` (print) is given each
@@ -246,7 +246,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 16000], help="images per folder")
     parser.add_argument("--arch", default="cnn", help="cnn (small, the default) or a torchvision classifier "
                         "(resnet18, mobilenet_v3_small, ...)")
-    parser.add_argument("--steps", type=int, default=12, help="training steps measured per run (2 warm up)")
+    parser.add_argument("--steps", type=int, default=40, help="training steps measured per run (2 warm up)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers, both sides")
     parser.add_argument("--in-memory-max", type=int, default=4000, help="largest folder also run in memory")
