@@ -391,7 +391,7 @@ def test_lightning_own_callbacks_and_loggers_need_no_trust_to_evaluate_predict_a
 
 
 @pytest.mark.parametrize("where, target, passes", [
-    ("callbacks.swa", "pytorch_lightning.callbacks.StochasticWeightAveraging", True),
+    ("callbacks.timer", "pytorch_lightning.callbacks.Timer", True),  # no preset of dltrain's names it
     ("logger", "pytorch_lightning.loggers.CSVLogger", True),
     ("callbacks.wandb", "pytorch_lightning.loggers.WandbLogger", False),  # a logger where callbacks go
     ("model", "pytorch_lightning.callbacks.StochasticWeightAveraging", False),  # a place something is built
