@@ -109,7 +109,7 @@ class TableSource:
             mine = self._parts(frame, file, rows, seed) == part
             frame, rows = frame[mine].reset_index(drop=True), rows[mine]
         bad = self._bad_rows(frame, file, rows)
-        parts = self._parts(frame, file, rows, seed)
+        parts = self._parts(frame, file, rows, seed) if part is None else np.full(len(frame), part, dtype=np.int64)
         no_target = frame[self.target].isna().to_numpy(dtype=bool) & ~bad
         gap = (frame[self.chosen].isna().any(axis=1).to_numpy(dtype=bool) & ~no_target & ~bad
                if self.missing == "drop" else np.zeros(len(frame), dtype=bool))
