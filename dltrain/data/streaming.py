@@ -46,7 +46,8 @@ def choose_stream(setting: bool | str, decoded_bytes: int, source: str) -> tuple
 
 def worker_count(setting: int | str, streamed: bool, ranks: int = 1) -> int:
     """DataLoader workers: as set, or auto: none in memory (slicing tensors needs no process), and streamed the
-    cores this process may use shared among the ranks on this machine."""
+    cores this process may use shared among the ranks on this machine. (A streamed table's auto is none: it reads
+    ahead on a thread, dltrain.data.table_module.)"""
     if setting != "auto":
         return int(setting)
     if not streamed:
