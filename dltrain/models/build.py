@@ -66,7 +66,7 @@ def auto_model(cfg: DictConfig, model: dict[str, Any], kind: str) -> tuple[dict[
         raise ConfigError("model=auto chooses its model as the config is composed again with it: compose the "
                           "config with dltrain.config.load_config, or name a model (model=mlp)")
     given = [o for o in given if not o.lstrip("+~").partition("=")[0].partition(".")[0] == "model"]
-    before, after = (_compose([*given, f"model={name}"]) for name in ("auto", choice))
+    after = _compose([*given, f"model={choice}"])  # `cfg` is the same composition with model=auto
     preset = OmegaConf.to_container(after.model, resolve=True)
     kept = {key: value for key, value in model.items() if key not in ("name", "choose") and value is not None}
     lacking = [key for key in kept if key not in preset]
@@ -74,11 +74,10 @@ def auto_model(cfg: DictConfig, model: dict[str, Any], kind: str) -> tuple[dict[
         raise ConfigError(f"model=auto chose {choice} for {kind} data, which has no {lacking[0]}; name a "
                           f"model that has it (model=mlp)")
     optimizer = _preset_building("optimizer", OmegaConf.select(after, "optimizer._target_"))
-    before, after, now = _flat(before), _flat(after), _flat(cfg)
+    after, before = _flat(after), _flat(cfg)
     return preset | kept, (f"{choice}_{optimizer}", {
         key: value for key, value in after.items()
-        if not key.startswith(("model.", "hydra.")) and before.get(key, _UNSET) != value
-        and now.get(key, _UNSET) == before.get(key, _UNSET)})
+        if not key.startswith(("model.", "hydra.")) and before.get(key, _UNSET) != value})
 
 
 _UNSET = object()
