@@ -397,7 +397,7 @@ def main() -> None:
                  Case("small CNN, 1,000 JPEGs streamed", ["data=image_folder", f"data.path={images}",
                                                           f"data.image_size=[{SIZE},{SIZE}]", "data.stream=true",
                                                           "data.num_workers=2", "data.batch_size=32",
-                                                          *model_overrides("cnn")], 1, floor=True, tries=2,
+                                                          *model_overrides("cnn")], 2, floor=True, tries=3,
                       in_memory=False)]
         if args.compile:  # once: its compiling is part of what is measured
             cases.append(Case("CNN, digits, compiled", ["model=cnn", "compile.enabled=true"], 20, tries=1, target=False))

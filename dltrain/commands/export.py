@@ -1,11 +1,14 @@
-"""`dltrain-export ckpt_path=<checkpoint or run dir> format=onnx|torch_export|safetensors [output=<dir>]`: the model, for use elsewhere.
+"""`dltrain-export ckpt_path=<checkpoint or run dir> format=onnx|onnx_int8|torch_export|safetensors [output=<dir>]`: the model, for use elsewhere.
 
 onnx: one self-contained .onnx file (torch's dynamo exporter, a dynamic batch dimension, input "input",
 output "logits" or "output"); torch_export: a .pt2 that torch.export.load runs without dltrain; safetensors:
-the network's weights plus model_config.json, which rebuilds it with dltrain. Several formats: format=[onnx,
-safetensors] or format=all. Each file is run on the run's test rows by its own runtime right after it is made
-and must give the checkpoint's outputs (within 1e-5) and classes on every row; the figures are printed and
-written beside it (<file>.check.json). preprocessing.json beside them says what an input must be and what the
+the network's weights plus model_config.json, which rebuilds it with dltrain; onnx_int8: model.int8.onnx,
+the ONNX file with int8 weights (onnxruntime's dynamic quantization of the dense layers). Several formats:
+format=[onnx,safetensors] or format=all (every one). Each file is run on the run's test rows by its own runtime
+right after it is made and must give the checkpoint's outputs (within 1e-5) and classes on every row; the int8
+file instead may cost at most max_accuracy_drop points of test accuracy (default 1; a regression: its RMSE's
+rise in hundredths of the target's standard deviation), and its size and onnxruntime latency are measured
+against the float file's. The figures are printed and written beside each file (<file>.check.json). preprocessing.json beside them says what an input must be and what the
 outputs mean, and manifest.json, written last, each file's SHA-256. The set is written into a hidden sibling
 folder and renamed into place whole (an older export there is replaced), so a killed export never leaves a
 part of a set; the next export clears its leftovers. Default output: <run>/export.
@@ -22,14 +25,23 @@ from pathlib import Path
 
 from dltrain.commands.shared import listed, run_tool
 
-KEYS = {"ckpt_path": None, "format": "onnx", "output": None, "trust": None}
+KEYS = {"ckpt_path": None, "format": "onnx", "output": None, "trust": None, "max_accuracy_drop": "1.0"}
 
 
-def export(ckpt_path: str, format: str = "onnx", output: str | None = None, trust: str | None = None) -> list[Path]:
+def export(ckpt_path: str, format: str = "onnx", output: str | None = None, trust: str | None = None,
+           max_accuracy_drop: str | float = "1.0") -> list[Path]:
     """Write the checkpoint's network in each of `format`'s formats to `output`; returns the files written."""
     from dltrain.checkpoints.header import checkpoint_file
     from dltrain.errors import ConfigError
     from dltrain.inference.formats import FORMATS, missing_packages
+
+    try:
+        bound = float(max_accuracy_drop)
+    except ValueError:
+        bound = float("nan")
+    if not 0 <= bound <= 100:  # NaN too
+        raise ConfigError(f"max_accuracy_drop={max_accuracy_drop} is not valid: expected points of accuracy the "
+                          "int8 file may lose, a number from 0 to 100 (default 1)")
 
     formats = list(FORMATS) if format == "all" else listed(format)
     unknown = [fmt for fmt in formats if fmt not in FORMATS]
@@ -43,10 +55,12 @@ def export(ckpt_path: str, format: str = "onnx", output: str | None = None, trus
         raise ConfigError(f"format={','.join(formats)} needs the package {lacking[0]}, which is not installed: "
                           f"pip install \"dltrain[export]\"")
     checkpoint_file(ckpt_path)
-    return _write(ckpt_path, list(dict.fromkeys(formats)), output, trust)
+    if "onnx_int8" in formats and "onnx" not in formats:  # the int8 file is written beside its float one
+        formats.insert(formats.index("onnx_int8"), "onnx")
+    return _write(ckpt_path, list(dict.fromkeys(formats)), output, trust, bound)
 
 
-def _write(ckpt_path: str, formats: list[str], output: str | None, trust: str | None) -> list[Path]:
+def _write(ckpt_path: str, formats: list[str], output: str | None, trust: str | None, bound: float) -> list[Path]:
     from dltrain.training.restore import open_checkpoint
     from dltrain.quiet import quiet_libraries
 
@@ -63,8 +77,8 @@ def _write(ckpt_path: str, formats: list[str], output: str | None, trust: str | 
     record = {"config": module.hparams.config, "data_spec": module.hparams.data_spec}
     lines = []
     with staged(folder) as stage:  # every file in a hidden sibling folder, renamed into place once all are there
-        split, rows = _check_rows(stored_datamodule(record["config"], module.spec))
-        made = export_network(module.model, module.spec, record, formats, rows, tuple(listed(trust)))
+        split, rows, targets = _check_rows(stored_datamodule(record["config"], module.spec))
+        made = export_network(module.model, module.spec, record, formats, rows, tuple(listed(trust)), targets, bound)
         for exported in made:
             write_with(stage / exported.name, lambda handle, content=exported.content: handle.write(content),
                        sync=False)
@@ -84,7 +98,7 @@ def _write(ckpt_path: str, formats: list[str], output: str | None, trust: str | 
 
 
 MANIFEST = "manifest.json"
-_EXPORT_FILES = {"model.onnx", "model.pt2", "model.safetensors", "model_config.json", "preprocessing.json", MANIFEST}
+_EXPORT_FILES = {"model.onnx", "model.int8.onnx", "model.pt2", "model.safetensors", "model_config.json", "preprocessing.json", MANIFEST}
 
 
 def check_folder(folder: Path) -> None:
@@ -154,15 +168,29 @@ def write_manifest(folder: Path, facts: dict) -> None:
 
 
 def _check_rows(datamodule):
-    """The split an export is checked on, and its input rows: the test split, or the first non-empty one."""
+    """The split an export is checked on, its input rows and their targets (as the module reads them): the test
+    split, or the first non-empty one."""
+    import torch
+
     for split, dataset in (("test", datamodule.test_set), ("val", datamodule.val_set), ("train", datamodule.train_set)):
         if len(dataset):
-            return split, dataset.head(None)
+            rows, targets = zip(*dataset.labelled_batches(None))
+            return split, torch.cat(rows), torch.cat(targets)
     raise AssertionError("a data module always has training rows")
 
 
 def _check_line(fmt: str, target: Path, check: dict) -> str:
-    """One line saying what was written and what its check measured."""
+    """One line saying what was written and what its check measured (the int8 file: three)."""
+    if fmt == "onnx_int8":
+        timed = check["latency_ms"]
+        return (f"onnx_int8: {target}; run by onnxruntime on {check['checked_on']} ({check['rows']}): "
+                f"{check['metric']} {check['float']:g} (float) -> {check['int8']:g} (int8), a cost of "
+                f"{check['drop_points']:.2f} points (allowed {check['max_accuracy_drop']:g})\n"
+                f"  size: {check['int8_bytes']:,} bytes against the float file's {check['float_bytes']:,} "
+                f"({check['size_ratio']:.2f}x)\n"
+                f"  onnxruntime latency, median ms: batch of 1 {timed['int8_ms_batch_1']:.3f} (float "
+                f"{timed['float_ms_batch_1']:.3f}), batch of 256 {timed['int8_ms_batch_256']:.3f} (float "
+                f"{timed['float_ms_batch_256']:.3f})")
     runtime = {"onnx": "onnxruntime", "torch_export": "torch.export.load",
                "safetensors": "the rebuilt network"}[fmt]
     extra = f" (opset {check['opset']})" if "opset" in check else ""

@@ -1,6 +1,9 @@
 """A trained network in the formats other tools load - ONNX, torch.export's .pt2, safetensors - each proven to
 compute what the network computes: the file is run on real rows by its own runtime (onnxruntime,
-torch.export.load, a network rebuilt from the safetensors weights) before anything is written.
+torch.export.load, a network rebuilt from the safetensors weights) before anything is written. The int8 ONNX
+file (onnxruntime's dynamic quantization) cannot compute the same numbers: it is checked by what its rounding
+costs on the labelled rows (accuracy, or a regression's error), refused past a bound, and timed against the
+float file.
 
 Every file is made in memory and checked first, then all are written (each atomically): a format that
 fails leaves no file of this export behind, and none that looks complete without having passed its check.
@@ -24,11 +27,14 @@ from dltrain.data.spec import BINARY, MULTICLASS, DataSpec
 from dltrain.errors import UserError, one_line
 from dltrain.inference.preprocessing import INPUT_NAME, output_name
 
-FORMATS = ("onnx", "torch_export", "safetensors")
-FILES = {"onnx": "model.onnx", "torch_export": "model.pt2", "safetensors": "model.safetensors"}
+FORMATS = ("onnx", "onnx_int8", "torch_export", "safetensors")
+FILES = {"onnx": "model.onnx", "onnx_int8": "model.int8.onnx", "torch_export": "model.pt2",
+         "safetensors": "model.safetensors"}
 NETWORK_CONFIG = "model_config.json"  # beside model.safetensors: the config and data spec that rebuild it
 TOLERANCE = 1e-5  # the largest difference allowed between a file's outputs and the network's (float32)
-PACKAGES = {"onnx": ("onnx", "onnxruntime", "onnxscript"), "torch_export": (), "safetensors": ("safetensors",)}
+PACKAGES = {"onnx": ("onnx", "onnxruntime", "onnxscript"), "onnx_int8": ("onnx", "onnxruntime", "onnxscript"),
+            "torch_export": (), "safetensors": ("safetensors",)}
+MAX_ACCURACY_DROP = 1.0  # dltrain-export's default bound on the int8 file's cost, in points of accuracy
 
 
 class ExportError(UserError):
@@ -53,10 +59,12 @@ def missing_packages(formats: list[str]) -> list[str]:
 
 
 def export_network(network: nn.Module, spec: DataSpec, record: dict[str, Any], formats: list[str],
-                   rows: Tensor, trusted: tuple[str, ...] = ()) -> list[Exported]:
+                   rows: Tensor, trusted: tuple[str, ...] = (), targets: Tensor | None = None,
+                   max_accuracy_drop: float = MAX_ACCURACY_DROP) -> list[Exported]:
     """Each format's file of `network` (eval mode, a dynamic batch dimension), checked on `rows`; `record`:
     the config and data spec the network was built from, stored beside the safetensors weights (`trusted`:
-    the callables the user vouched for when the checkpoint was opened)."""
+    the callables the user vouched for when the checkpoint was opened). onnx_int8 is checked against the rows'
+    `targets` instead: refused where it costs more than `max_accuracy_drop` points (see quantized_check)."""
     network = network.eval()
     reference = _in_chunks(lambda x: _inferred(network, x), rows)
     example = rows[:2] if len(rows) > 1 else rows.repeat(2, *[1] * (rows.dim() - 1))
@@ -65,7 +73,12 @@ def export_network(network: nn.Module, spec: DataSpec, record: dict[str, Any], f
         try:
             with warnings.catch_warnings():  # torch's exporters warn about their own internals
                 warnings.simplefilter("ignore")
-                content, facts = _WRITERS[fmt](network, example, spec)
+                float_onnx = next((m for m in made if m.format == "onnx"), None) if fmt == "onnx_int8" else None
+                if float_onnx is not None:  # the float file this export just made and checked
+                    content, facts = _quantized(float_onnx.content, {key: float_onnx.check[key]
+                                                                     for key in ("opset", "exporter")})
+                else:
+                    content, facts = _WRITERS[fmt](network, example, spec)
                 run = _RUNNERS[fmt](content, record, trusted)
                 outputs = _in_chunks(run, rows)
         except UserError:  # the weights' own config refused (rebuild_network): not the exporter's failure
@@ -74,6 +87,11 @@ def export_network(network: nn.Module, spec: DataSpec, record: dict[str, Any], f
             raise ExportError(f"model={record['config']['model']['name']} cannot be exported as {fmt} "
                               f"({type(exc).__name__}: {one_line(exc)[:300]}); formats that work for it: "
                               f"{', '.join(_working(network, example, fmt)) or 'none'}") from None
+        if fmt == "onnx_int8":
+            timed = _latencies(facts.pop("float_file"), content, rows)
+            made.append(Exported(fmt, FILES[fmt], content, facts | quantized_check(
+                outputs, reference, targets, spec, max_accuracy_drop, record) | timed))
+            continue
         check = facts | _compare(outputs, reference, spec)
         if not check["passed"]:
             raise ExportError(f"the {fmt} file of model={record['config']['model']['name']} does not compute what "
@@ -92,7 +110,7 @@ def _working(network: nn.Module, example: Tensor, failed: str) -> list[str]:
     """The formats that work for a network for which `failed` did not: safetensors (weights) always does, and
     torch_export where torch.export can trace it (ONNX's dynamo exporter starts from torch.export)."""
     working = []
-    if failed == "onnx":
+    if failed in ("onnx", "onnx_int8"):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -115,6 +133,79 @@ def _write_onnx(network: nn.Module, example: Tensor, spec: DataSpec) -> tuple[by
     onnx.checker.check_model(proto)
     opset = next(entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx"))
     return proto.SerializeToString(), {"opset": int(opset), "exporter": f"torch.onnx (dynamo) {torch.__version__}"}
+
+
+def _write_onnx_int8(network: nn.Module, example: Tensor, spec: DataSpec) -> tuple[bytes, dict[str, Any]]:
+    """The ONNX file with its weights quantized to int8 by onnxruntime's dynamic quantization (activations
+    quantized as they come, per batch): MatMul and Gemm, the dense layers, whose int8 kernels pay on a CPU;
+    convolutions stay float (onnxruntime's dynamic ConvInteger has no CPU kernel as fast as its float Conv)."""
+    return _quantized(*_write_onnx(network, example, spec))
+
+
+def _quantized(content: bytes, facts: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """A float ONNX file's int8 twin (see _write_onnx_int8), with the figures its check reports."""
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as folder:  # onnxruntime's quantizer reads and writes files
+        source, prepared, target = (Path(folder, name) for name in ("float.onnx", "prepared.onnx", "int8.onnx"))
+        source.write_bytes(content)
+        quant_pre_process(source, prepared)  # shapes inferred and the graph optimized, as onnxruntime advises
+        quantize_dynamic(prepared, target, op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8)
+        quantized = target.read_bytes()
+    return quantized, facts | {"quantization": "onnxruntime dynamic, int8 weights (MatMul, Gemm)",
+                               "float_bytes": len(content), "int8_bytes": len(quantized),
+                               "size_ratio": round(len(quantized) / len(content), 4), "float_file": content}
+
+
+def quantized_check(outputs: np.ndarray, reference: np.ndarray, targets: Tensor | None, spec: DataSpec,
+                    bound: float, record: dict[str, Any]) -> dict[str, Any]:
+    """What int8 costs on labelled rows: accuracy (in points) of the float network and of the file, for a
+    classifier; for a regression the root mean squared error of both in units of the target's standard
+    deviation, its rise times 100 compared with the same bound. Refused past `bound`, nothing written."""
+    if targets is None or not len(targets):
+        raise ExportError("onnx_int8 is checked on labelled rows, and the run's data has none to read")
+    y = targets.numpy().reshape(len(targets), -1)[:, 0]
+    if spec.task in (MULTICLASS, BINARY):
+        predicted = (lambda out: out.argmax(axis=1)) if spec.task == MULTICLASS else (lambda out: out[:, 0] > 0)
+        before, after = (float((predicted(out) == y).mean() * 100) for out in (reference, outputs))
+        check = {"metric": "accuracy (%)", "float": round(before, 4), "int8": round(after, 4),
+                 "drop_points": round(before - after, 4)}
+    else:
+        before, after = (float(np.sqrt(((out[:, 0] - y) ** 2).mean())) for out in (reference, outputs))
+        check = {"metric": "RMSE (target standard deviations)", "float": round(before, 6), "int8": round(after, 6),
+                 "drop_points": round((after - before) * 100, 4)}
+    check |= {"rows": len(y), "max_accuracy_drop": bound, "passed": check["drop_points"] <= bound,
+              "max_abs_difference": float(np.abs(outputs.astype(np.float64) - reference).max())}
+    if not check["passed"]:
+        raise ExportError(f"the onnx_int8 file of model={record['config']['model']['name']} costs "
+                          f"{check['drop_points']:.2f} points ({check['metric']} {check['float']:g} -> {check['int8']:g} "
+                          f"on {len(y)} rows), more than max_accuracy_drop={bound:g}; nothing was written (export "
+                          "format=onnx, or allow more with max_accuracy_drop=...)")
+    return check
+
+
+def _latencies(float_file: bytes, int8_file: bytes, rows: Tensor) -> dict[str, Any]:
+    """onnxruntime's median milliseconds a batch of 1 and of 256 rows, the float file against the int8 one (the
+    same session options, one after the other, in this process)."""
+    import time
+
+    import onnxruntime
+
+    timed = {}
+    for name, model in (("float", float_file), ("int8", int8_file)):
+        session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+        for size in (1, 256):
+            batch = rows[:size].repeat(-(-size // len(rows)), *[1] * (rows.dim() - 1))[:size].numpy()
+            session.run(None, {INPUT_NAME: batch})  # the first run allocates
+            seconds = []
+            for _ in range(20):
+                started = time.perf_counter()
+                session.run(None, {INPUT_NAME: batch})
+                seconds.append(time.perf_counter() - started)
+            timed[f"{name}_ms_batch_{size}"] = round(float(np.median(seconds)) * 1000, 4)
+    return {"latency_ms": timed}
 
 
 def _run_onnx(content: bytes, record: dict[str, Any], trusted: tuple[str, ...]) -> Callable[[Tensor], np.ndarray]:
@@ -164,8 +255,10 @@ def _in_chunks(run: Callable[[Tensor], np.ndarray], rows: Tensor, size: int = 10
     return np.concatenate([run(chunk) for chunk in rows.split(size)])
 
 
-_WRITERS = {"onnx": _write_onnx, "torch_export": _write_torch_export, "safetensors": _write_safetensors}
-_RUNNERS = {"onnx": _run_onnx, "torch_export": _run_torch_export, "safetensors": _run_safetensors}
+_WRITERS = {"onnx": _write_onnx, "onnx_int8": _write_onnx_int8, "torch_export": _write_torch_export,
+            "safetensors": _write_safetensors}
+_RUNNERS = {"onnx": _run_onnx, "onnx_int8": _run_onnx, "torch_export": _run_torch_export,
+            "safetensors": _run_safetensors}
 
 
 def _compare(outputs: np.ndarray, reference: np.ndarray, spec: DataSpec) -> dict[str, Any]:
