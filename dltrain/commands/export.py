@@ -91,6 +91,12 @@ def _write(ckpt_path: str, formats: list[str], output: str | None, trust: str | 
         write_json(stage / "preprocessing.json", describe(module.spec, record["config"]))
         write_manifest(stage, {"checkpoint": str(path.resolve()), "epoch": checkpoint["epoch"] + 1,
                                "formats": formats})
+    from dltrain.rundir.layout import RunDir
+
+    if RunDir(run_dir).model_card.is_file():  # a completed run's card: it names its export's checks too
+        from dltrain.report.model_card import write_model_card
+
+        lines.append(f"model card updated: {write_model_card(run_dir, folder)}")
     print("\n".join(lines))
     print(f"preprocessing.json (inputs and outputs, for use without dltrain): {folder / 'preprocessing.json'}")
     print(f"{MANIFEST} (each file's SHA-256; written last, so a set without it is incomplete): {folder / MANIFEST}")

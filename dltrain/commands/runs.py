@@ -23,7 +23,8 @@ from dltrain.commands.shared import run_tool
 KEYS = {"path": "outputs", "other": None, "name": None, "tag": None}
 MAIN_METRICS = ("test_acc", "test_r2", "test_loss")
 # The listing's columns, the first kept longest where the terminal is too narrow for all (the run's folder first).
-KEPT_FIRST = ("run", "status", "test", "best", "tags", "name", "epochs", "model", "data", "started", "set")
+KEPT_FIRST = ("run", "status", "test", "data", "best", "tags", "name", "epochs", "model", "started", "set")
+SHOWN_HEX = 8  # a data fingerprint's first hex digits in the listing (results.json holds all 64)
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -59,12 +60,29 @@ def summary(run: Path) -> dict[str, Any]:
         "name": str(results.get("name") or ""),
         "tags": ",".join(str(tag) for tag in results.get("tags") or []),
         "model": results.get("model", ""),
-        "data": results.get("data", ""),
+        "data": _data_cell(results),
         "set": " ".join(o for o in _overrides(run) if not o.startswith(("hydra.", "hydra/"))),
         "epochs": str(results.get("epochs_run", "")),
         "best": f"{results.get('monitor')} {best:.4f}" if isinstance(best, float) else "",
         "test": f"{main.removeprefix('test_')} {metrics[main]:.4f}" if main else "",
     }
+
+
+def _data_cell(results: dict[str, Any]) -> str:
+    """The data's name and its fingerprint's first digits: two runs of one name on different data differ."""
+    digest = (results.get("data_fingerprint") or {}).get("sha256")
+    return f"{results.get('data', '')} {digest[:SHOWN_HEX]}" if isinstance(digest, str) else str(results.get("data", ""))
+
+
+def different_data(rows: list[dict[str, str]]) -> list[str]:
+    """A line for each data name that the listed runs read in more than one version (fingerprint)."""
+    versions: dict[str, set[str]] = {}
+    for row in rows:
+        name, _, digest = row["data"].partition(" ")
+        if digest:
+            versions.setdefault(name, set()).add(digest)
+    return [f"data={name}: the runs read {len(seen)} different versions of it ({', '.join(sorted(seen))}): "
+            "compare their metrics with care" for name, seen in sorted(versions.items()) if len(seen) > 1]
 
 
 def _overrides(run: Path) -> list[str]:
@@ -94,8 +112,8 @@ def differences(first: Path, second: Path) -> list[tuple[str, str, str]]:
             if configs[0].get(key, "-") != configs[1].get(key, "-")]
     results = [_flat(_read_dict(RunDir(run).results)) for run in (first, second)]
     figures = [key for key in dict.fromkeys([*results[0], *results[1]])
-               if key.split(".")[0] in ("status", "epochs_run", "best_val", "best_epoch", "early_stopped", "val",
-                                        "test", "cv", "wall_time_s", "num_parameters")
+               if key.split(".")[0] in ("status", "data_fingerprint", "epochs_run", "best_val", "best_epoch",
+                                        "early_stopped", "val", "test", "cv", "wall_time_s", "num_parameters")
                and not key.startswith("cv.folds")]
     return rows + [(key, _shown(results[0].get(key, "-")), _shown(results[1].get(key, "-"))) for key in figures]
 
@@ -158,6 +176,8 @@ def _listing(root: Path, found: list[Path], rows: list[dict[str, str]], title: s
     left = [c for c in rows[0] if c not in columns and any(row[c] for row in rows)]
     if left:
         console.print(f"not shown at {console.width} columns: {', '.join(left)} (a wider terminal shows them)")
+    for line in different_data(rows):
+        console.print(line)
 
 
 def runs(path: str = "outputs", other: str | None = None, name: str | None = None, tag: str | None = None) -> None:
@@ -179,6 +199,10 @@ def runs(path: str = "outputs", other: str | None = None, name: str | None = Non
         for row in differences(root, second):
             table.add_row(*row)
         Console(highlight=False).print(table)
+        digests = [(_read_dict(RunDir(run).results).get("data_fingerprint") or {}).get("sha256") for run in (root, second)]
+        if all(digests) and digests[0] != digests[1]:
+            print(f"the two runs read different data (fingerprints {digests[0][:SHOWN_HEX]} and "
+                  f"{digests[1][:SHOWN_HEX]}): compare their metrics with care")
         return
     found = find_runs(root) if root.is_dir() or path != KEYS["path"] else []  # no outputs/ yet: no runs yet
     rows = [summary(run) for run in found]

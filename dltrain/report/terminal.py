@@ -168,6 +168,8 @@ def show_results(results: dict[str, Any], run_dir: Path) -> None:
         log.info(f"plots: {', '.join(str(run_dir / p) for p in results['plots'])}")
     for name, where in results.get("loggers", {}).items():
         log.info(f"{name}: {where}")
+    if (run_dir / "model_card.md").is_file():
+        log.info(f"model card (data fingerprint, test intervals, how to reproduce): {run_dir / 'model_card.md'}")
     log.info(f"run directory: {run_dir}")
 
 

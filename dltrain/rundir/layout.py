@@ -83,6 +83,11 @@ class RunDir:
         return self.path / "test_predictions.csv"
 
     @property
+    def model_card(self) -> Path:
+        """What the run trained, on which data, how good, how made (dltrain.report.model_card)."""
+        return self.path / "model_card.md"
+
+    @property
     def hydra_overrides(self) -> Path:
         """Hydra's record of the command line's overrides of the job."""
         return self.path / HYDRA_FOLDER / "overrides.yaml"

@@ -23,13 +23,11 @@ from dltrain.config.checks import (check_monitor_logged, collected, component_er
                                    unknown_key_errors)
 from dltrain.errors import ConfigError, DataError
 from dltrain.config.schema import check_target
+from dltrain.data.fingerprint import DATA_FILE_KEYS
 
 if TYPE_CHECKING:
     from dltrain.data.datamodule import ArrayDataModule
     from dltrain.training.module import TrainingModule
-
-
-DATA_FILE_KEYS = ("path", "targets_path", "val_path", "test_path")  # data keys that name a file or folder
 
 
 @dataclass(frozen=True)

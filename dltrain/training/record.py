@@ -124,6 +124,9 @@ def results_record(cfg: DictConfig, trainer: pl.Trainer, datamodule: ArrayDataMo
         "best_checkpoint": relative_path(checkpoint.best_model_path, run_dir) if checkpoint else None,
         "last_checkpoint": relative_path(last, run_dir) if last.exists() else None,
         "seed": cfg.seed,
+        "rows": {split: len(getattr(datamodule, f"{split}_set")) for split in ("train", "val", "test")},
+        "device": {"type": trainer.strategy.root_device.type, "devices": trainer.num_devices,
+                   "nodes": trainer.num_nodes},
         "loss": loss_name(cfg.get("loss"), datamodule.spec.task),
         "class_weights": datamodule.spec.class_weights,
         # what the source left out of the user's table (identifier columns, rows with gaps), as its start lines say

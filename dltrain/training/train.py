@@ -21,6 +21,7 @@ from dltrain.training.callbacks import InterruptCheckpoint, sigterm_to_lightning
 from dltrain.checkpoints.reading import check_training_state, read_checkpoint, without_start_weights
 from dltrain.training.restore import check_weights_fit
 from dltrain.data.datamodule import ArrayDataModule, build_datamodule, load_data
+from dltrain.data.fingerprint import data_fingerprint
 from dltrain.data.folds import Fold
 from dltrain.distributed import is_rank_zero, share_cpu_threads
 from dltrain.errors import ConfigError, DiskError, RunInterrupted, RunStopped, TrainingDiverged, one_line
@@ -159,6 +160,8 @@ def checked_data_and_module(cfg: DictConfig, fold: Fold | None = None, *, resume
     datamodule = build_datamodule(config["data"], cfg.seed, data, fold.rows if fold else None)
     if chose:
         datamodule.facts["model_auto"] = chose  # said with the model at the start, and in results.json
+    if is_rank_zero():  # what the run read, for its results.json, model card and dltrain-runs
+        datamodule.facts["data_fingerprint"] = data_fingerprint(config["data"], data)
     module = build_module(without_start_weights(config) if resumed else config, datamodule.spec.to_dict(),
                           _changed_on_resume(resumed, config) if resumed else None,
                           per_image=not datamodule.augments_images)
@@ -265,6 +268,9 @@ def _test_and_write(run: _Run) -> dict[str, Any]:
                                                                              cfg.monitor, cfg.mode),
                         limits=limits, plots=[relative_path(str(p), run_dir) for p in plots], **extra)
     if run.rank_zero:
+        from dltrain.report.model_card import write_model_card
+
+        write_model_card(run_dir)
         console.show_results(final, run_dir)
     return final
 

@@ -1,0 +1,196 @@
+"""model_card.md: what a completed run trained, on which data, how good it is, how it was made and how to make it
+again, and the checks of its export. Written from the run directory's own files (config.yaml, results.json,
+test_predictions.csv, .hydra/overrides.yaml, an export's manifest and checks), so that the card says what the
+files say: at the end of training, and again after each dltrain-export.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dltrain.rundir.files import read_record, write_atomic
+from dltrain.rundir.layout import RunDir
+
+RESAMPLES = 1000  # bootstrap resamples of the test rows for each interval
+
+
+def write_model_card(run_dir: Path, export_folder: Path | None = None) -> Path:
+    """Write <run>/model_card.md from the run's files; `export_folder`: an export of it (default <run>/export,
+    where there is one). Returns the card's path."""
+    run = RunDir(run_dir)
+    results = read_record(run.results) or {}
+    config = read_record(run.config) or {}
+    overrides = read_record(run.hydra_overrides) or []
+    export = export_folder or (Path(run_dir) / "export")
+    parts = [f"# Model card: {Path(run_dir).name}", "", *_trained(results, config, overrides), "",
+             *_data(results), "", *_quality(results, run.test_predictions), "", *_making(results, config), "",
+             *_reproduce(overrides), "", *_export(export)]
+    write_atomic(run.model_card, "\n".join(parts).rstrip() + "\n")
+    return run.model_card
+
+
+def _trained(results: dict[str, Any], config: dict[str, Any], overrides: list[str]) -> list[str]:
+    chosen = results.get("model_auto") or {}
+    model = results.get("model") + (" (model=auto's choice for this data)" if chosen else "")
+    keys = [o for o in overrides if not str(o).startswith("resume=")]
+    lines = ["## What was trained", "",
+             f"- Model: {model}, {results.get('num_parameters', 0):,} parameters "
+             f"({results.get('trainable_parameters', 0):,} trainable); task: {results.get('task')}; loss: "
+             f"{results.get('loss')}; seed {results.get('seed')}.",
+             f"- Optimizer: {_target_name(config.get('optimizer'))}"
+             f"{', lr ' + str(config['optimizer'].get('lr')) if isinstance(config.get('optimizer'), dict) else ''}; "
+             f"epochs at most {results.get('max_epochs')}; batch size "
+             f"{(config.get('data') or {}).get('batch_size')}.",
+             f"- Keys set on the command line: {', '.join(f'`{k}`' for k in keys) if keys else 'none (the defaults)'}."]
+    if chosen.get("tuned"):
+        lines.append(f"- Settings of conf/tuning/{chosen.get('tuning')}.yaml: "
+                     + ", ".join(f"`{k}={v}`" for k, v in chosen["tuned"].items()) + ".")
+    if results.get("name") or results.get("tags"):
+        lines.append(f"- Name: {results.get('name') or '-'}; tags: {', '.join(results.get('tags') or []) or '-'}.")
+    return lines
+
+
+def _target_name(section: Any) -> str:
+    target = section.get("_target_") if isinstance(section, dict) else None
+    return str(target).rpartition(".")[2] if target else "-"
+
+
+def _data(results: dict[str, Any]) -> list[str]:
+    rows = results.get("rows") or {}
+    print_rows = " / ".join(f"{split} {rows[split]:,}" for split in ("train", "val", "test") if split in rows)
+    lines = ["## Data", "", f"- Source: {results.get('data')}; rows: {print_rows or 'not recorded'}."]
+    print_ = results.get("data_fingerprint") or {}
+    if print_.get("sha256"):
+        if print_.get("of") == "files":
+            what = (f"{print_.get('files'):,} file(s), {print_.get('bytes'):,} bytes: "
+                    + ", ".join(f"`{p}`" for p in print_.get("paths") or []))
+        else:
+            what = f"the loaded arrays of the embedded set {print_.get('set')} ({print_.get('provider')})"
+        lines.append(f"- Fingerprint: SHA-256 `{print_['sha256']}` of {what}.")
+    else:
+        lines.append(f"- Fingerprint: none ({print_.get('why', 'not recorded by this run')}).")
+    dropped = results.get("dropped_rows") or results.get("skipped")
+    if dropped:
+        lines.append(f"- Rows and columns the source left out: see results.json (`{json.dumps(dropped)[:200]}`).")
+    return lines
+
+
+def _quality(results: dict[str, Any], predictions: Path) -> list[str]:
+    test = results.get("test") or {}
+    intervals = bootstrap_intervals(predictions, results.get("task"))
+    lines = ["## How good", "", f"Test metrics on the test split ({(results.get('rows') or {}).get('test', '?')} "
+             f"rows), with a 95% interval from {RESAMPLES} bootstrap resamples of test_predictions.csv where it "
+             "has one:", "", "| metric | value | 95% interval |", "|---|---|---|"]
+    values = {name: float(value) for name, value in test.items()} | {
+        name: point for name, (point, _, _) in intervals.items() if name not in test}
+    for name, value in sorted(values.items()):
+        bounds = intervals.get(name)
+        lines.append(f"| {name} | {value:.4f} | {f'{bounds[1]:.4f} - {bounds[2]:.4f}' if bounds else ''} |")
+    best, stopped = results.get("best_epoch"), results.get("early_stopped")
+    lines += ["", f"- Best epoch: {best} of {results.get('epochs_run')} run"
+                  f"{'; stopped early: ' + str(results.get('stop_reason')) if stopped else ''}; tested: "
+                  f"{results.get('tested')}."]
+    calibration = results.get("calibration")
+    if isinstance(calibration, dict) and calibration.get("temperature") is not None:
+        on_test = calibration.get("test") or {}
+        lines.append(f"- Calibration: temperature {calibration['temperature']:.4f} fitted on the "
+                     f"{calibration.get('fitted_on', 'validation')} split; test ECE {on_test.get('ece_before', 0):.4f}"
+                     f" -> {on_test.get('ece_after', 0):.4f}, Brier {on_test.get('brier_before', 0):.4f} -> "
+                     f"{on_test.get('brier_after', 0):.4f}.")
+    else:
+        lines.append("- Calibration: none (the probabilities are the network's own).")
+    if results.get("limits"):
+        lines.append(f"- Limits in force: `{json.dumps(results['limits'])}`.")
+    return lines
+
+
+def bootstrap_intervals(predictions: Path, task: str | None, seed: int = 0
+                        ) -> dict[str, tuple[float, float, float]]:
+    """The test metrics test_predictions.csv gives (accuracy for a classifier, RMSE and MAE for a regression),
+    each as (value, low, high): its 95% percentile interval over RESAMPLES resamples of the rows (seeded: the
+    same card every time)."""
+    scores = _row_scores(predictions, task)
+    if not scores:
+        return {}
+    rng = np.random.default_rng(seed)
+    rows = len(next(iter(scores.values())))
+    picks = rng.integers(0, rows, size=(RESAMPLES, rows))
+    intervals = {}
+    for name, values in scores.items():
+        point, means = values.mean(), values[picks].mean(axis=1)
+        if name.endswith("rmse"):
+            point, means = np.sqrt(point), np.sqrt(means)
+        intervals[name] = (float(point), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
+    return intervals
+
+
+def _row_scores(predictions: Path, task: str | None) -> dict[str, np.ndarray]:
+    """Each test row's contribution to a metric: 1/0 for a right class; its squared and absolute errors."""
+    if not predictions.is_file():
+        return {}
+    import pandas as pd
+
+    frame = pd.read_csv(predictions, dtype={"true": str, "prediction": str} if task != "regression" else None)
+    if not len(frame) or "true" not in frame or "prediction" not in frame:
+        return {}
+    if task == "regression":
+        error = frame["prediction"].to_numpy(float) - frame["true"].to_numpy(float)
+        return {"test_rmse": error ** 2, "test_mae": np.abs(error)}
+    return {"test_acc": (frame["true"] == frame["prediction"]).to_numpy(float)}
+
+
+def _making(results: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    def installed(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    device = results.get("device") or {}
+    return ["## How it was made", "",
+            f"- dltrain {installed('dltrain')}, torch {installed('torch')}, pytorch-lightning "
+            f"{installed('pytorch-lightning')}, Python {platform.python_version()} on {platform.system()}.",
+            f"- Device: {device.get('type', '?')}, {device.get('devices', '?')} device(s) on "
+            f"{device.get('nodes', '?')} node(s); precision {(config.get('trainer') or {}).get('precision')}.",
+            f"- Time: {results.get('wall_time_s', 0):.1f} s from start to results; status {results.get('status')}."]
+
+
+def _reproduce(overrides: list[str]) -> list[str]:
+    keys = [str(o) for o in overrides if not str(o).startswith("resume=")]
+    command = " ".join(["dltrain", *(_quoted(k) for k in keys)])
+    return ["## Reproduce", "", "The same config, from the same data (check its fingerprint), in a new run folder; "
+            "with the same seed on the CPU it gives the same metrics:", "", "```bash", command, "```"]
+
+
+def _quoted(override: str) -> str:
+    return f"'{override}'" if any(c in override for c in " []{}'\"*$,") else override
+
+
+def _export(folder: Path) -> list[str]:
+    manifest = folder / "manifest.json"
+    if not manifest.is_file():
+        return ["## Export", "", "Not exported yet (`dltrain-export ckpt_path=<this run>`)."]
+    record = read_record(manifest) or {}
+    lines = ["## Export", "", f"In `{folder}` (epoch {record.get('epoch')}'s weights); each file run by its own "
+                              "runtime on the run's test rows:", ""]
+    for name in sorted(record.get("files") or {}):
+        check = read_record(folder / f"{name}.check.json") if not name.endswith(".json") else None
+        if not isinstance(check, dict):
+            continue
+        if check.get("format") == "onnx_int8":
+            lines.append(f"- `{name}` (int8): {check.get('metric')} {check.get('float')} -> {check.get('int8')} "
+                         f"(a cost of {check.get('drop_points')} points, allowed {check.get('max_accuracy_drop')}); "
+                         f"{check.get('size_ratio')}x the float file's size.")
+        else:
+            same = check.get("same_class_rows")
+            lines.append(f"- `{name}` ({check.get('format')}): largest difference from the checkpoint "
+                         f"{check.get('max_abs_difference', 0):.2g} on {check.get('rows')} rows"
+                         f"{f', the same class on {same}' if same is not None else ''}; "
+                         f"{'passed' if check.get('passed') else 'FAILED'}.")
+    return lines
