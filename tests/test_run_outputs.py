@@ -283,7 +283,7 @@ def test_dltrain_runs_lists_runs_newest_first_and_compares_two(tmp_path):
     cells = dict(zip(header, (cell.strip() for cell in rows[1].split("│")[1:-1])))
     results = read_results(second)
     assert cells == {"run": f"runs/{second.name}", "started": cells["started"], "status": "completed",
-                     "model": "softmax", "data": "digits",
+                     "model": "softmax", "data": f"digits {results['data_fingerprint']['sha256'][:8]}",
                      "set": "trainer=cpu trainer.max_epochs=1 model=softmax optimizer.lr=0.1", "epochs": "1",
                      "best val_loss": f"{results['best_val']:.4f}", "test acc": f"{results['test']['test_acc']:.4f}"}
     assert rows[0].split("│")[3].strip() == "stopped"

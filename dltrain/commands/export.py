@@ -68,17 +68,20 @@ def _write(ckpt_path: str, formats: list[str], output: str | None, trust: str | 
     path, run_dir, checkpoint, module = open_checkpoint(ckpt_path, trust)  # a refused file costs no Lightning import
 
     from dltrain.data.datamodule import stored_datamodule
-    from dltrain.inference.formats import NETWORK_CONFIG, export_network
+    from dltrain.inference.formats import NETWORK_CONFIG, export_network, with_temperature
     from dltrain.inference.preprocessing import describe
     from dltrain.rundir.files import write_json, write_with
 
     folder = Path(output).expanduser() if output else run_dir / "export"
     check_folder(folder)
     record = {"config": module.hparams.config, "data_spec": module.hparams.data_spec}
+    if module.temperature != 1.0:  # the calibration's, inside every file (see formats.Calibrated)
+        record["temperature"] = module.temperature
     lines = []
     with staged(folder) as stage:  # every file in a hidden sibling folder, renamed into place once all are there
         split, rows, targets = _check_rows(stored_datamodule(record["config"], module.spec))
-        made = export_network(module.model, module.spec, record, formats, rows, tuple(listed(trust)), targets, bound)
+        made = export_network(with_temperature(module.model, module.temperature), module.spec, record, formats, rows,
+                              tuple(listed(trust)), targets, bound)
         for exported in made:
             write_with(stage / exported.name, lambda handle, content=exported.content: handle.write(content),
                        sync=False)
@@ -88,7 +91,7 @@ def _write(ckpt_path: str, formats: list[str], output: str | None, trust: str | 
             lines.append(_check_line(exported.format, folder / exported.name, check))
         if "safetensors" in formats:
             write_json(stage / NETWORK_CONFIG, record)
-        write_json(stage / "preprocessing.json", describe(module.spec, record["config"]))
+        write_json(stage / "preprocessing.json", describe(module.spec, record["config"], module.temperature))
         write_manifest(stage, {"checkpoint": str(path.resolve()), "epoch": checkpoint["epoch"] + 1,
                                "formats": formats})
     from dltrain.rundir.layout import RunDir

@@ -144,6 +144,9 @@ class TrainConfig(Section):
     monitor: Name = Field(description="the metric early stopping and the best checkpoint "
                                                            "follow")
     mode: Literal["min", "max"] = Field(description="whether lower (min) or higher (max) monitor is better")
+    calibration: Literal["auto", "temperature", "none"] = Field(
+        description="after training, a classifier's probabilities by temperature scaling fitted on the validation "
+                    "split (auto: classifiers only)")
     compile: Compile
     regularization: Regularization
     cv: CrossValidation

@@ -37,6 +37,27 @@ PACKAGES = {"onnx": ("onnx", "onnxruntime", "onnxscript"), "onnx_int8": ("onnx",
 MAX_ACCURACY_DROP = 1.0  # dltrain-export's default bound on the int8 file's cost, in points of accuracy
 
 
+class Calibrated(nn.Module):
+    """A classifier's network with its calibration's temperature inside: logits / temperature, so that the
+    softmax (or sigmoid) of every exported file's output is the calibrated probability dltrain-predict gives.
+    Its weights are the network's own, under the network's own names (state_dict)."""
+
+    def __init__(self, network: nn.Module, temperature: float) -> None:
+        super().__init__()
+        self.network, self.temperature = network, float(temperature)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.network(x) / self.temperature
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return self.network.state_dict(*args, **kwargs)
+
+
+def with_temperature(network: nn.Module, temperature: float) -> nn.Module:
+    """`network` with a calibration's temperature inside (Calibrated), or as it is where there is none (1)."""
+    return network if temperature == 1.0 else Calibrated(network, temperature)
+
+
 class ExportError(UserError):
     """A network that cannot be written in a format, or whose file does not compute what it computes."""
 
@@ -293,7 +314,10 @@ def rebuild_network(record: dict[str, Any], weights: dict[str, Tensor], source: 
     config, spec = check_weights_fit({"hyper_parameters": record, "state_dict": state}, network_only=True)
     network = build_model(config["model"], DataSpec.from_dict(spec))
     network.load_state_dict(weights, strict=True)
-    return network.eval()
+    temperature = record.get("temperature", 1.0)
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 < temperature < float("inf"):
+        raise ExportError(f"{source}: temperature={temperature!r} is not a positive number")
+    return with_temperature(network, float(temperature)).eval()
 
 
 def load_safetensors(folder: str | Path, trusted: tuple[str, ...] = ()) -> nn.Module:

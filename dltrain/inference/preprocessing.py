@@ -19,8 +19,9 @@ def output_name(spec: DataSpec) -> str:
     return "output" if spec.task not in (MULTICLASS, BINARY) else "logits"
 
 
-def describe(spec: DataSpec, config: dict[str, Any]) -> dict[str, Any]:
-    """preprocessing.json: the input (its shape and, by kind, how raw data becomes it) and the output."""
+def describe(spec: DataSpec, config: dict[str, Any], temperature: float = 1.0) -> dict[str, Any]:
+    """preprocessing.json: the input (its shape and, by kind, how raw data becomes it) and the output (with the
+    calibration's temperature, which an export's files hold inside: their logits are already divided by it)."""
     data = config.get("data") or {}
     description: dict[str, Any] = {
         "format": FORMAT,
@@ -62,6 +63,11 @@ def describe(spec: DataSpec, config: dict[str, Any]) -> dict[str, Any]:
                 "scale": "input[row, step, feature] = (value - mean[feature]) / std[feature]: each feature's mean "
                          "and std over the training split's rows and steps"}
     description["output"] = _output(spec, data.get("target"))
+    if temperature != 1.0:
+        description["output"]["calibration"] = {
+            "temperature": temperature, "note": "the exported files' outputs are the network's logits divided by "
+                                                "the temperature (fitted on the validation split): apply the "
+                                                "softmax or sigmoid to them as they are"}
     return description
 
 

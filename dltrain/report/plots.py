@@ -119,6 +119,32 @@ def confusion_figure(predictions: pd.DataFrame) -> Figure:
     return figure
 
 
+def reliability_diagram(before: Any, after: Any, targets: Any, temperature: float, path: Path, bins: int = 15) -> None:
+    """calibration.png: in each of `bins` bins of the top probability, how often the class was right against how
+    sure the model was, before and after temperature scaling (a calibrated model's points lie on the diagonal)."""
+    import numpy as np
+
+    figure = Figure(figsize=(5.2, 4.8))
+    ax = figure.subplots()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    truth = np.asarray(targets).reshape(-1).astype(int)
+    edges = np.linspace(0, 1, bins + 1)
+    for probs, label, marker in ((before, "before", "o"), (after, f"after (temperature {temperature:.2f})", "s")):
+        probs = np.asarray(probs)
+        confidence, right = probs.max(axis=1), probs.argmax(axis=1) == truth
+        where = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+        used = [b for b in range(bins) if (where == b).any()]
+        ax.plot([confidence[where == b].mean() for b in used], [right[where == b].mean() for b in used],
+                marker=marker, label=label)
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy in the bin")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"test reliability ({len(truth)} rows)")
+    ax.legend(loc="upper left")
+    save_figure(figure, path)
+
+
 SCATTER_ROWS = 50_000  # the most test rows drawn as points (a seeded sample; R² is computed on every row)
 
 

@@ -48,10 +48,11 @@ def output_numbers(module: TrainingModule, features: Tensor | Iterable[Tensor], 
         batches = features.split(batch_size) if isinstance(features, torch.Tensor) else features
         outputs = torch.cat([module(batch.to(module.device)).float().cpu() for batch in batches])
     module.train(was_training)
+    temperature = getattr(module, "temperature", 1.0)  # the calibration's; 1: none
     if spec.task == MULTICLASS:
-        return torch.softmax(outputs, dim=1).numpy()
+        return torch.softmax(outputs / temperature, dim=1).numpy()
     if spec.task == BINARY:
-        positive = torch.sigmoid(outputs[:, 0]).numpy()
+        positive = torch.sigmoid(outputs[:, 0] / temperature).numpy()
         return np.stack([1 - positive, positive], axis=1)
     return (outputs[:, :1] * spec.target_std + spec.target_mean).numpy()
 

@@ -71,6 +71,10 @@ class TrainingModule(pl.LightningModule):
         self._resumed = False  # set when Lightning restores a checkpoint into this module (see on_train_start)
         self.resumed_settings = dict(resumed_settings or {})  # optimizer keys a resume changes (on_train_start)
         self._stop_on_non_finite = True  # off while a tuner searches (see searching)
+        # Temperature scaling's T (dltrain.training.calibration), which predictions divide the logits by: set
+        # after training, and from the checkpoint's "calibration" entry when a module is loaded; training and
+        # Lightning's loops never read it.
+        self.temperature = 1.0
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)

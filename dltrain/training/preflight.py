@@ -109,6 +109,9 @@ def check_before_training(cfg: DictConfig, datamodule: ArrayDataModule, module: 
                                           config.items() if isinstance(callback, dict) and callback.get("monitor")}
     check_monitor_logged(monitors, module.epoch_columns())
     _check_first_validation(cfg, config, datamodule)
+    from dltrain.training.calibration import calibration_method
+
+    calibration_method(cfg.get("calibration", "auto"), datamodule.spec)  # temperature on a regression: refused
     check_forward(cfg, datamodule, module)
 
 

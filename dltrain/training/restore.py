@@ -20,6 +20,8 @@ from dltrain.rundir.layout import RunDir
 if TYPE_CHECKING:
     from dltrain.training.module import TrainingModule
 
+CALIBRATION_KEY = "dltrain_calibration"  # the best checkpoint's temperature, added once training has ended
+
 
 def open_checkpoint(ckpt_path: str | Path, trust: str | None = None
                     ) -> tuple[Path, Path, dict[str, Any], TrainingModule]:
@@ -41,7 +43,23 @@ def load_module(checkpoint: dict[str, Any], config: dict[str, Any] | None = None
 
     module = build_module(config, spec)
     module.load_state_dict(checkpoint["state_dict"], strict=True)
+    module.temperature = stored_temperature(checkpoint)
     return module
+
+
+def stored_temperature(checkpoint: dict[str, Any]) -> float:
+    """The temperature a completed run's calibration stored in its best checkpoint (1: none), refused unless a
+    finite positive number (the file is data)."""
+    import math
+
+    entry = checkpoint.get(CALIBRATION_KEY)
+    if entry is None:
+        return 1.0
+    temperature = entry.get("temperature") if isinstance(entry, dict) else None
+    if not isinstance(temperature, float) or not math.isfinite(temperature) or temperature <= 0:
+        raise CheckpointError(f"the checkpoint's {CALIBRATION_KEY} entry holds no positive temperature "
+                              f"({str(entry)[:80]}): not a checkpoint dltrain wrote")
+    return temperature
 
 
 def check_weights_fit(checkpoint: dict[str, Any], config: dict[str, Any] | None = None,

@@ -255,11 +255,14 @@ def _test_and_write(run: _Run) -> dict[str, Any]:
     # The module holds the tested weights: no ckpt_path, which would let a weight-averaging callback restore its
     # checkpoint's "current_model_state" (the weights before averaging) rather than the state_dict others read.
     tested = trainer.test(run.module, datamodule=run.datamodule, verbose=False)
+    calibration = _calibrate(run, best_path) if run.rank_zero else None
     limits = limits_in_force(trainer, run.datamodule)
     plots = _predictions_and_plots(run.module, run.datamodule, run_dir, {"monitor": cfg.monitor,
                                                                          "best_epoch": best_epoch},
                                    rows=limits.get("test", {}).get("rows")) if run.rank_zero else []
     extra = {"best_val": val.get(cfg.monitor)} if weights.val is not None else {}
+    if calibration is not None:
+        extra["calibration"] = calibration
     if trainer.max_steps and trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
         extra["max_steps_reached"] = trainer.max_steps
     final = run.results("completed", early_stopped=stop_reason is not None, stop_reason=stop_reason,
@@ -273,6 +276,26 @@ def _test_and_write(run: _Run) -> dict[str, Any]:
         write_model_card(run_dir)
         console.show_results(final, run_dir)
     return final
+
+
+def _calibrate(run: _Run, best_path: str) -> dict[str, Any] | None:
+    """Temperature scaling of a classifier's tested weights (dltrain.training.calibration), the temperature
+    stored in the best checkpoint that every later command reads (written whole again, atomically, by the
+    trainer's checkpoint IO); the record for results.json, or None where nothing is calibrated."""
+    from dltrain.training.calibration import calibrate
+    from dltrain.training.restore import CALIBRATION_KEY
+
+    record = calibrate(run.module, run.datamodule, str(run.cfg.get("calibration", "auto")), run.run_dir)
+    if not record or not record.get("method"):
+        return record
+    if not best_path:
+        log.warning("calibration: no best checkpoint to store the temperature in (callbacks.model_checkpoint=null): "
+                    "test_predictions.csv holds calibrated probabilities, later commands the network's own")
+        return record | {"stored_in": None}
+    stored = read_checkpoint(best_path, trusted=targets_of(OmegaConf.to_container(run.cfg)))
+    stored[CALIBRATION_KEY] = {"temperature": float(run.module.temperature)}
+    run.trainer.strategy.checkpoint_io.save_checkpoint(stored, best_path)
+    return record | {"stored_in": relative_path(best_path, run.run_dir)}
 
 
 @dataclass
