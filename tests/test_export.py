@@ -81,7 +81,7 @@ def test_every_model_preset_exports_in_every_format_and_each_file_computes_what_
     for batch in (1, 7):
         x = torch.rand(batch, *spec.input_shape)
         with torch.no_grad():
-            want = module(x).numpy()
+            want = module(x).numpy() / module.temperature  # the calibration's temperature is inside the files
             assert np.abs(session.run(None, {"input": x.numpy()})[0] - want).max() <= 1e-5
             assert np.abs(program(x).numpy() - want).max() <= 1e-5
             assert np.abs(rebuilt(x).numpy() - want).max() == 0
@@ -155,7 +155,7 @@ def test_the_readmes_onnx_example_runs_as_written_without_dltrain_and_agrees_wit
 def test_a_format_unknown_or_a_runtime_missing_is_one_line(tmp_path, monkeypatch):
     proc = dltrain_command("ckpt_path=nowhere", "format=tflite", cwd=tmp_path, script="dltrain-export")
     assert proc.returncode == 1 and proc.stderr.strip() == (
-        "dltrain-export: error: format=tflite is not valid: expected onnx | torch_export | safetensors, several as "
+        "dltrain-export: error: format=tflite is not valid: expected onnx | onnx_int8 | torch_export | safetensors, several as "
         "format=[onnx,safetensors], or all")
     import importlib.util
 

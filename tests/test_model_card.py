@@ -53,7 +53,10 @@ def test_a_completed_run_writes_its_card_with_the_numbers_of_its_files(two_runs)
     predictions = pd.read_csv(first / "test_predictions.csv", dtype=str)
     assert (predictions["true"] == predictions["prediction"]).mean() == pytest.approx(accuracy, abs=1e-6)
     assert f"{results['num_parameters']:,} parameters" in card and "torch " in card and "pytorch-lightning " in card
-    assert "Calibration: none" in card and "Not exported yet" in card
+    calibration = results["calibration"]
+    assert f"Calibration: temperature {calibration['temperature']:.4f} fitted on the val split" in card
+    assert f"test ECE {calibration['test']['ece_before']:.4f} -> {calibration['test']['ece_after']:.4f}" in card
+    assert "Not exported yet" in card
 
 
 def test_the_fingerprint_changes_with_one_byte_of_the_data(two_runs, tmp_path):

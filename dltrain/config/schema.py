@@ -147,6 +147,8 @@ class TrainConfig(Section):
     calibration: Literal["auto", "temperature", "none"] = Field(
         description="after training, a classifier's probabilities by temperature scaling fitted on the validation "
                     "split (auto: classifiers only)")
+    explain: bool = Field(description="after training, why the model decides: permutation importance of a "
+                                      "table's columns, integrated gradients of a few test images")
     compile: Compile
     regularization: Regularization
     cv: CrossValidation

@@ -92,8 +92,14 @@ class RunDir:
         """Hydra's record of the command line's overrides of the job."""
         return self.path / HYDRA_FOLDER / "overrides.yaml"
 
+    @property
+    def importance(self) -> Path:
+        """explain=true's permutation importance of a table's columns (dltrain.report.explanations)."""
+        return self.path / "importance.csv"
+
     def plot(self, name: str) -> Path:
-        """A plot's file: curves, confusion_matrix, predictions (a regression's), cv_curves, summary (a sweep's)."""
+        """A plot's file: curves, confusion_matrix, predictions (a regression's), calibration, importance,
+        attributions, cv_curves, summary (a sweep's)."""
         return self.path / f"{name}.png"
 
     def fold(self, number: int) -> RunDir:

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from dltrain.data.spec import BINARY, MULTICLASS, DataSpec
 from dltrain.errors import ConfigError
+from dltrain.rundir.layout import RunDir
 
 log = logging.getLogger("dltrain")
 BINS = 15
@@ -114,7 +115,7 @@ def calibrate(module: Any, datamodule: Any, choice: str, run_dir: Path | None) -
             from dltrain.report.plots import reliability_diagram
 
             reliability_diagram(probabilities(logits, spec.task), probabilities(logits, spec.task, temperature),
-                                targets, temperature, Path(run_dir) / "calibration.png")
+                                targets, temperature, RunDir(run_dir).plot("calibration"))
             record["plot"] = "calibration.png"
     on_test = record.get("test")
     log.info(f"calibration: temperature {temperature:.3f} fitted on the validation split ({len(val_targets)} rows)"

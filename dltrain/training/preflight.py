@@ -112,6 +112,10 @@ def check_before_training(cfg: DictConfig, datamodule: ArrayDataModule, module: 
     from dltrain.training.calibration import calibration_method
 
     calibration_method(cfg.get("calibration", "auto"), datamodule.spec)  # temperature on a regression: refused
+    if cfg.get("explain"):
+        from dltrain.report.explanations import check_explainable
+
+        check_explainable(datamodule.spec)
     check_forward(cfg, datamodule, module)
 
 

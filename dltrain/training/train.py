@@ -263,6 +263,10 @@ def _test_and_write(run: _Run) -> dict[str, Any]:
     extra = {"best_val": val.get(cfg.monitor)} if weights.val is not None else {}
     if calibration is not None:
         extra["calibration"] = calibration
+    if cfg.get("explain") and run.rank_zero:
+        from dltrain.report.explanations import explain
+
+        extra["explanations"] = explain(run.module, run.datamodule.test_set, run_dir, cfg.seed)
     if trainer.max_steps and trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
         extra["max_steps_reached"] = trainer.max_steps
     final = run.results("completed", early_stopped=stop_reason is not None, stop_reason=stop_reason,
