@@ -109,6 +109,14 @@ def test_the_temperature_is_stored_and_predict_serve_and_every_export_give_the_s
         assert np.abs(torch.sigmoid(torch.from_numpy(output[:, 0])).numpy() - want).max() < 1e-5, name
     prep = json.loads((tmp_path / "export" / "preprocessing.json").read_text())
     assert prep["output"]["calibration"]["temperature"] == pytest.approx(module.temperature)
+    # dltrain-eval on the test split: the training's figures of the calibrated probabilities.
+    from dltrain.commands.evaluate import evaluate
+
+    figures = evaluate(str(run_dir), output=str(tmp_path / "eval.json"))["calibration"]
+    on_test = results["calibration"]["test"]
+    assert (figures["ece"], figures["uncalibrated_ece"]) == pytest.approx((on_test["ece_after"], on_test["ece_before"]),
+                                                                          abs=1e-5)
+    assert figures["brier"] == pytest.approx(on_test["brier_after"], abs=1e-5)
 
 
 def test_temperature_scaling_fits_the_temperature_that_made_the_logits_over_confident():

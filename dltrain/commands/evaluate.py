@@ -57,12 +57,21 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None, tru
     tested = trainer.test(module, dataloaders=loader, verbose=False)[0]
     metrics = {k.replace("test_", f"{scored['split']}_", 1): float(v) for k, v in sorted(tested.items())}
     result = {"checkpoint": str(path.resolve()), **scored, "epoch": checkpoint["epoch"] + 1, "metrics": metrics}
+    if module.temperature != 1.0:  # the metrics above are the network's (the classes do not change with it)
+        from dltrain.training.calibration import calibrated_figures
+
+        result["calibration"] = calibrated_figures(module, loader)
     default = RunDir(run_dir).evaluation(path, Path(input).expanduser() if input else None)
     target = Path(output).expanduser() if output else default
     if target.is_dir():  # a folder: the file goes inside it
         target = target / default.name
     write_json(target, result)
     console.show_metrics(metrics, f"{Path(input).name if input else split} metrics of {path.name}")
+    if "calibration" in result:
+        figures = result["calibration"]
+        print(f"calibrated by the run's temperature {figures['temperature']:.4f} (what dltrain-predict and -serve "
+              f"give): loss {figures['loss']:.4f}, ECE {figures['uncalibrated_ece']:.4f} -> {figures['ece']:.4f}, "
+              f"Brier {figures['uncalibrated_brier']:.4f} -> {figures['brier']:.4f}")
     print(f"written to {target}")
     return result
 

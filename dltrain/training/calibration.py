@@ -85,6 +85,22 @@ def scores(probs: Tensor, targets: Tensor) -> dict[str, float]:
     return {"ece": float(ece), "brier": float(((probs - one_hot) ** 2).sum(dim=1).mean())}
 
 
+def calibrated_figures(module: Any, batches: Any) -> dict[str, float]:
+    """dltrain-eval's figures of a calibrated checkpoint on labelled `batches`: its temperature, and the loss
+    (negative log-likelihood), ECE and Brier score of its calibrated probabilities beside the network's own."""
+    was_training = module.training
+    module.eval()
+    with torch.inference_mode():
+        pairs = [(module(x.to(module.device)).float().cpu(), y) for x, y in batches]
+    module.train(was_training)
+    logits, targets = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+    task, temperature = module.spec.task, module.temperature
+    own, calibrated = (scores(probabilities(logits, task, t), targets) for t in (1.0, temperature))
+    return {"temperature": temperature, "loss": float(_nll(logits / temperature, targets, task)),
+            "ece": round(calibrated["ece"], 6), "brier": round(calibrated["brier"], 6),
+            "uncalibrated_ece": round(own["ece"], 6), "uncalibrated_brier": round(own["brier"], 6)}
+
+
 def calibrate(module: Any, datamodule: Any, choice: str, run_dir: Path | None) -> dict[str, Any] | None:
     """Fit the temperature on the validation split, put it into `module` (module.temperature: every prediction
     reads it), measure the test split before and after, draw calibration.png into `run_dir`; the record for
