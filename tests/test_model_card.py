@@ -120,3 +120,17 @@ def test_bootstrap_intervals_bracket_the_value_and_narrow_with_more_rows(tmp_pat
     regression = bootstrap_intervals(tmp_path / "r.csv", "regression")
     assert regression["test_mae"][0] == pytest.approx(0.375) and regression["test_rmse"][0] == pytest.approx(
         np.sqrt((0.25 + 1) / 4))
+
+
+def test_a_command_line_runs_card_names_its_presets_and_the_command_that_reproduces_it(tmp_path):
+    from conftest import only_run_dir
+
+    proc = dltrain_command("data=iris", "trainer.max_epochs=1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = only_run_dir(tmp_path)
+    card = (run_dir / "model_card.md").read_text()
+    assert "- Keys set on the command line: `data=iris`, `trainer.max_epochs=1`." in card
+    assert "`data=iris`" in card.split("Config presets:")[1].splitlines()[0]
+    assert "`optimizer=adam`" in card and "```bash\ndltrain data=iris trainer.max_epochs=1\n```" in card
+    assert f"model card (data fingerprint, test intervals, how to reproduce): {run_dir / 'model_card.md'}" in \
+        proc.stdout + proc.stderr

@@ -27,15 +27,17 @@ def write_model_card(run_dir: Path, export_folder: Path | None = None) -> Path:
     results = read_record(run.results) or {}
     config = read_record(run.config) or {}
     overrides = read_record(run.hydra_overrides) or []
+    hydra = read_record(run.hydra_overrides.with_name("hydra.yaml")) or {}
+    choices = ((hydra.get("hydra") or {}).get("runtime") or {}).get("choices") if isinstance(hydra, dict) else None
     export = export_folder or (Path(run_dir) / "export")
-    parts = [f"# Model card: {Path(run_dir).name}", "", *_trained(results, config, overrides), "",
+    parts = [f"# Model card: {Path(run_dir).name}", "", *_trained(results, config, overrides, choices), "",
              *_data(results), "", *_quality(results, run.test_predictions), "", *_making(results, config), "",
              *_reproduce(overrides), "", *_export(export)]
     write_atomic(run.model_card, "\n".join(parts).rstrip() + "\n")
     return run.model_card
 
 
-def _trained(results: dict[str, Any], config: dict[str, Any], overrides: list[str]) -> list[str]:
+def _trained(results: dict[str, Any], config: dict[str, Any], overrides: list[str], choices: Any) -> list[str]:
     chosen = results.get("model_auto") or {}
     model = results.get("model") + (" (model=auto's choice for this data)" if chosen else "")
     keys = [o for o in overrides if not str(o).startswith("resume=")]
@@ -48,6 +50,10 @@ def _trained(results: dict[str, Any], config: dict[str, Any], overrides: list[st
              f"epochs at most {results.get('max_epochs')}; batch size "
              f"{(config.get('data') or {}).get('batch_size')}.",
              f"- Keys set on the command line: {', '.join(f'`{k}`' for k in keys) if keys else 'none (the defaults)'}."]
+    if isinstance(choices, dict):  # Hydra's record of the preset each config group resolved to
+        chosen_presets = [f"{group}={option}" for group, option in choices.items()
+                          if option is not None and not str(group).startswith("hydra/") and group != "tuning"]
+        lines.append(f"- Config presets: {' '.join(f'`{p}`' for p in chosen_presets)}.")
     if chosen.get("tuned"):
         lines.append(f"- Settings of conf/tuning/{chosen.get('tuning')}.yaml: "
                      + ", ".join(f"`{k}={v}`" for k, v in chosen["tuned"].items()) + ".")
