@@ -92,7 +92,7 @@ def test_the_temperature_is_stored_and_predict_serve_and_every_export_give_the_s
     assert np.abs(served - predicted[["prob_no", "prob_yes"]].to_numpy()).max() < 1e-5
     # Those are the network's logits divided by the temperature (here on the test rows as the module reads them),
     # and every exported file gives them too; preprocessing.json says so.
-    rows = stored_datamodule(module.hparams.config, module.spec).test_set.head(None)[:40]
+    rows = stored_datamodule(module.hparams.config, module.spec).test_set.labelled_head(None)[0][:40]
     want = output_numbers(module, rows)[:, 1]
     with torch.inference_mode():
         logits = module(rows)[:, 0]

@@ -65,3 +65,42 @@ def test_explain_on_data_it_cannot_explain_is_refused_in_one_line(tmp_path):
     assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0
     assert "explain=true explains tables (permutation importance) and images (integrated gradients), and " \
            "data=sine is sequence data: set explain=false" in proc.stderr
+
+
+def test_a_large_test_split_is_explained_on_a_seeded_sample_drawn_from_all_of_it(monkeypatch):
+    """Above SAMPLE_ROWS test rows, permutation importance reads a seeded sample, batch by batch (a streamed
+    split is never held whole), taken from every part of the split, not its first rows."""
+    import torch
+
+    from dltrain.report import explanations
+
+    class Split:  # 1,000 rows whose one feature is the row's number, read in batches of 64
+        def __len__(self):
+            return 1000
+
+        def labelled_batches(self, rows=None):
+            numbers = torch.arange(1000, dtype=torch.float32)
+            return zip(numbers[:, None].split(64), (numbers % 2).split(64))
+
+    monkeypatch.setattr(explanations, "SAMPLE_ROWS", 100)
+    rows, targets = explanations.test_rows(Split(), seed=0)
+    drawn = rows[:, 0]
+    assert len(drawn) == 100 and len(set(drawn.tolist())) == 100 and torch.equal(targets, drawn % 2)
+    assert drawn.min() < 200 and drawn.max() > 800  # from the whole split
+    again, _ = explanations.test_rows(Split(), seed=0)
+    assert torch.equal(again, rows) and not torch.equal(explanations.test_rows(Split(), seed=1)[0], rows)
+    monkeypatch.setattr(explanations, "SAMPLE_ROWS", 5000)
+    assert torch.equal(explanations.test_rows(Split(), seed=0)[0][:, 0], torch.arange(1000, dtype=torch.float32))
+
+
+def test_a_sampled_explanation_says_so_in_its_line_and_in_results(tmp_path, monkeypatch, caplog):
+    from dltrain.report import explanations
+
+    planted_table(tmp_path / "planted.csv")
+    monkeypatch.setattr(explanations, "SAMPLE_ROWS", 50)
+    with caplog.at_level("INFO", logger="dltrain"):
+        results = train_run(tmp_path / "run", ["data=csv", f"data.path={tmp_path / 'planted.csv'}",
+                                               "data.target=label", "trainer.max_epochs=2", "explain=true"])
+    record = results["explanations"]
+    assert (record["rows"], record["test_rows"]) == (50, results["rows"]["test"])
+    assert f"permutation importance on a seeded sample of 50 of the {record['test_rows']} test rows" in caplog.text

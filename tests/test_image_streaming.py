@@ -49,6 +49,9 @@ def test_streamed_and_in_memory_paths_give_the_same_splits_tensors_and_metrics(t
         a, b = getattr(streamed, part), getattr(held, part)
         assert len(a) == len(b) and torch.equal(a.targets, b.targets)
         assert torch.equal(torch.cat([x for x, _ in a.labelled_batches()]), b.features)
+    # After training, a split goes through the network in the run's batches (data.batch_size=8), which fit
+    # in memory as the training's did, not in larger ones.
+    assert [len(y) for _, y in streamed.train_set.labelled_batches()] == [8, 8, 5]  # its 21 rows
     assert any("streamed from its files (data.stream=true" in note for _, note in streamed.notes)
     assert any("held in memory (data.stream=false" in note for _, note in held.notes)
 

@@ -134,3 +134,29 @@ def test_a_command_line_runs_card_names_its_presets_and_the_command_that_reprodu
     assert "`optimizer=adam`" in card and "```bash\ndltrain data=iris trainer.max_epochs=1\n```" in card
     assert f"model card (data fingerprint, test intervals, how to reproduce): {run_dir / 'model_card.md'}" in \
         proc.stdout + proc.stderr
+
+
+def test_the_intervals_are_the_row_resampling_bootstraps_at_any_size(tmp_path, monkeypatch):
+    """Accuracy's resamples drawn as binomial counts, and a large regression's normal approximation, give the
+    interval that resampling the rows one by one gives (within its Monte Carlo noise), with bounded memory."""
+    from dltrain.report import model_card
+
+    rng = np.random.default_rng(2)
+    right = rng.random(3000) < 0.7
+    pd.DataFrame({"true": ["a"] * 3000, "prediction": np.where(right, "a", "b")}).to_csv(tmp_path / "p.csv",
+                                                                                        index=False)
+    by_rows = right[rng.integers(0, 3000, size=(2000, 3000))].mean(axis=1)
+    _, low, high = bootstrap_intervals(tmp_path / "p.csv", "multiclass")["test_acc"]
+    assert (low, high) == pytest.approx((np.percentile(by_rows, 2.5), np.percentile(by_rows, 97.5)), abs=0.004)
+    true = rng.normal(size=3000)
+    pd.DataFrame({"true": true, "prediction": true + rng.gamma(2.0, 0.5, 3000)}).to_csv(tmp_path / "r.csv",
+                                                                                       index=False)
+    resampled = bootstrap_intervals(tmp_path / "r.csv", "regression")
+    monkeypatch.setattr(model_card, "RESAMPLED_ROWS", 1000)  # 3,000 rows: now the normal approximation
+    approximated = bootstrap_intervals(tmp_path / "r.csv", "regression")
+    for name in ("test_rmse", "test_mae"):
+        assert approximated[name][0] == resampled[name][0]
+        assert approximated[name][1:] == pytest.approx(resampled[name][1:], abs=0.01)
+    said = model_card._approximated({"task": "regression", "rows": {"test": 3000}})
+    assert "above 1,000 rows: the normal approximation" in said
+    assert model_card._approximated({"task": "multiclass", "rows": {"test": 3000}}) == ""

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, Dataset, RandomSampler, SequentialSampler
+
+
+def joined(batches: Iterable[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """(inputs, targets) batches as one pair of tensors (empty ones for no batch)."""
+    pairs = list(batches)
+    if not pairs:
+        return torch.empty(0), torch.empty(0)
+    return torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs])
 
 
 class TensorBatchDataset(Dataset):
@@ -30,9 +40,9 @@ class TensorBatchDataset(Dataset):
         """The first `rows` rows (all when None) in order, as (features, targets) batches."""
         return zip(self.features[:rows].split(batch_size), self.targets[:rows].split(batch_size))
 
-    def head(self, rows: int | None) -> Tensor:
-        """The features of the first `rows` rows (all when None)."""
-        return self.features[:rows]
+    def labelled_head(self, rows: int | None) -> tuple[Tensor, Tensor]:
+        """The features and targets of the first `rows` rows (all when None)."""
+        return self.features[:rows], self.targets[:rows]
 
 
 class TensorBatchSampler(BatchSampler):

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, RandomSampler, SequentialSampler
 
+from dltrain.data.batches import joined
 from dltrain.data.spec import BINARY, IMAGE, MULTICLASS, DataSpec
 from dltrain.data.splits import SplitLoaders, loss_class_weights, split_rows
 from dltrain.data.streaming import choose_stream, streamed_loader, worker_count
@@ -153,14 +154,15 @@ class ImageFileDataset(Dataset):
     """(image, class) per sample, each image decoded when asked (in a DataLoader worker). An unreadable one is
     an error naming it (on_bad_sample=error) or skipped (None, dropped by collate_images) and marked in
     `bad`, shared memory that every worker writes: the module's skipped() counts each file once, however many
-    epochs."""
+    epochs. `batch_size` is the run's: labelled_batches' batches go through the network whole after training
+    (test predictions, calibration), and a batch the training took fits in memory, on the CPU or a GPU."""
 
     def __init__(self, files: list[str], targets: np.ndarray, transform: Callable[[Any], Tensor], task: str,
-                 on_bad_sample: str = "error", num_workers: int = 0) -> None:
+                 on_bad_sample: str = "error", num_workers: int = 0, batch_size: int = 64) -> None:
         self.files, self.transform, self.on_bad_sample = files, transform, on_bad_sample
         self.targets = torch.from_numpy(targets) if task == MULTICLASS else torch.from_numpy(targets).float()
         self.bad = multiprocessing.RawArray("b", max(1, len(files)))
-        self.num_workers = num_workers
+        self.num_workers, self.batch_size = num_workers, batch_size
 
     def __len__(self) -> int:
         return len(self.files)
@@ -177,18 +179,21 @@ class ImageFileDataset(Dataset):
             self.bad[index] = 1
             return None
 
-    def labelled_batches(self, rows: int | None = None, batch_size: int = 256) -> Iterator[tuple[Tensor, Tensor]]:
-        """The first `rows` samples (all when None) in order, decoded in batches by the split's workers."""
+    def labelled_batches(self, rows: int | None = None, batch_size: int | None = None
+                         ) -> Iterator[tuple[Tensor, Tensor]]:
+        """The first `rows` samples (all when None) in order, decoded in batches (the run's size unless given)
+        by the split's workers."""
         from torch.utils.data import DataLoader, Subset
 
+        batch_size = batch_size or self.batch_size
         subset = Subset(self, range(len(self) if rows is None else min(rows, len(self))))
         workers = self.num_workers if len(subset) > batch_size else 0  # a batch or less: no processes to start
         yield from DataLoader(subset, batch_size=batch_size, num_workers=workers, collate_fn=collate_images)
 
-    def head(self, rows: int | None) -> Tensor:
-        """The inputs of the first `rows` samples, at most HEAD_ROWS (a streamed split is never decoded whole)."""
-        limit = HEAD_ROWS if rows is None else min(rows, HEAD_ROWS)
-        return torch.cat([x for x, _ in self.labelled_batches(limit)])
+    def labelled_head(self, rows: int | None) -> tuple[Tensor, Tensor]:
+        """The inputs and targets of the first `rows` samples, at most HEAD_ROWS (a streamed split is never
+        decoded whole)."""
+        return joined(self.labelled_batches(HEAD_ROWS if rows is None else min(rows, HEAD_ROWS)))
 
 
 def collate_images(samples: list[tuple[Tensor, Tensor] | None]) -> tuple[Tensor, Tensor]:
@@ -230,7 +235,7 @@ class StreamedImageDataModule(SplitLoaders):
         training = image_pipeline(data.image_size, data.channels, augment, normalize)
         self.train_set, self.val_set, self.test_set = (
             ImageFileDataset([data.files[i] for i in part], data.targets[part], transform, data.task,
-                             on_bad_sample, self.num_workers)
+                             on_bad_sample, self.num_workers, batch_size)
             for part, transform in ((train, training), (val, plain), (test, plain)))
         self.notes.append((logging.INFO, f"{self.num_workers} DataLoader worker(s) read and transform the images "
                                          f"(data.num_workers={num_workers}; the cores shared among DDP ranks on a "

@@ -20,6 +20,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from dltrain.data.batches import joined
 from dltrain.data.spec import MULTICLASS, DataSpec
 from dltrain.data.spec_check import checked_spec
 from dltrain.errors import CheckpointError, DataError
@@ -30,6 +31,7 @@ SPLITS = ("train", "val", "test")
 # LitData's formats of the fields dltrain-prepare writes (tensors and numbers): the only ones read back.
 SAFE_FORMATS = ("no_header_tensor", "tensor", "int", "float")
 UNPICKLING_FORMATS = ("pickle", "graph")
+HEAD_ROWS = 512  # the most rows labelled_head reads of a split (export's check on the run's rows)
 
 
 @dataclass
@@ -153,10 +155,12 @@ class Collate:
 
 
 class PreparedSplit:
-    """One split of a prepared folder: its row count, and a StreamingDataset over it for each loader."""
+    """One split of a prepared folder: its row count, and a StreamingDataset over it for each loader;
+    labelled_batches reads the run's `batch_size` at a time (a batch the training took fits in memory)."""
 
-    def __init__(self, path: str, rows: int, task: str, shuffle: bool, seed: int) -> None:
+    def __init__(self, path: str, rows: int, task: str, shuffle: bool, seed: int, batch_size: int = 64) -> None:
         self.path, self.rows, self.task, self.shuffle, self.seed = path, rows, task, shuffle, seed
+        self.batch_size = batch_size
 
     def __len__(self) -> int:
         return self.rows
@@ -167,18 +171,19 @@ class PreparedSplit:
         return StreamingDataset(self.path, shuffle=self.shuffle if shuffle is None else shuffle, seed=self.seed,
                                 drop_last=drop_last, serializers=safe_serializers())
 
-    def labelled_batches(self, rows: int | None = None, batch_size: int = 256
+    def labelled_batches(self, rows: int | None = None, batch_size: int | None = None
                          ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The split's first `rows` rows (all: None) in their stored order, in batches: read by index, so in one
         process of several too (a loader would give it its share only)."""
-        wanted = self.rows if rows is None else min(rows, self.rows)
+        wanted, batch_size = self.rows if rows is None else min(rows, self.rows), batch_size or self.batch_size
         dataset, collate = self.dataset(shuffle=False, drop_last=False), Collate(self.task)
         for start in range(0, wanted, batch_size):
             yield collate([dataset[row] for row in range(start, min(start + batch_size, wanted))])
 
-    def head(self, rows: int | None) -> torch.Tensor:
-        """The inputs of the first `rows` rows (all: None)."""
-        return torch.cat([x for x, _ in self.labelled_batches(rows)] or [torch.empty(0)])
+    def labelled_head(self, rows: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The inputs and targets of the first `rows` rows, at most HEAD_ROWS (a streamed split is never read
+        whole)."""
+        return joined(self.labelled_batches(HEAD_ROWS if rows is None else min(rows, HEAD_ROWS)))
 
 
 class PreparedDataModule(pl.LightningDataModule):
@@ -202,7 +207,8 @@ class PreparedDataModule(pl.LightningDataModule):
         self.notes = list(data.notes)
         self.facts = {"streamed": {"engine": "litdata", "path": data.path, "rows": dict(data.rows)}}
         self.train_set, self.val_set, self.test_set = (
-            PreparedSplit(f"{data.path}/{split}", data.rows[split], data.spec.task, split == "train", seed)
+            PreparedSplit(f"{data.path}/{split}", data.rows[split], data.spec.task, split == "train", seed,
+                          batch_size)
             for split in SPLITS)
 
     def _loader(self, split: PreparedSplit, drop_last: bool | None):

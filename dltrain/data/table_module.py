@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from dltrain.data.arrays import TEST, TRAIN, VAL, ArrayData
+from dltrain.data.batches import joined
 from dltrain.data.spec import REGRESSION, TABLE, DataSpec
 from dltrain.data.splits import SplitLoaders
 from dltrain.data.streaming import choose_stream, streamed_loader
@@ -52,7 +53,7 @@ def load_table(data_cfg: dict[str, Any], source: dict[str, Any], whole: bool = F
     return table
 
 
-CHECK_ROWS = 4096  # the most rows head() reads of a split (export's check on the run's rows)
+CHECK_ROWS = 4096  # the most rows labelled_head() reads of a split (export's check on the run's rows)
 
 
 class StreamedSplit:
@@ -70,10 +71,10 @@ class StreamedSplit:
         return TableBatches(module.source, module.survey, module.spec, self.part, batch_size=batch_size,
                             seed=module.seed, shuffle=shuffle, rank=rank, world=world, first_epoch=epoch)
 
-    def head(self, rows: int | None) -> torch.Tensor:
-        """The inputs of the split's first `rows` rows, at most CHECK_ROWS (a streamed split is never held whole)."""
-        limit = CHECK_ROWS if rows is None else min(rows, CHECK_ROWS)
-        return torch.cat([x for x, _ in self.labelled_batches(limit)] or [torch.empty(0)])
+    def labelled_head(self, rows: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The inputs and targets of the split's first `rows` rows, at most CHECK_ROWS (a streamed split is never
+        held whole)."""
+        return joined(self.labelled_batches(CHECK_ROWS if rows is None else min(rows, CHECK_ROWS)))
 
     def labelled_batches(self, rows: int | None = None, batch_size: int = 8192
                          ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -25,6 +25,7 @@ log = logging.getLogger("dltrain")
 REPEATS = 5  # shuffles of each column
 IMAGES = 4  # test images explained
 TOP = 5  # columns named on the terminal and in results.json
+SAMPLE_ROWS = 20_000  # the most test rows permutation importance shuffles: a seeded sample of a larger split
 
 
 def check_explainable(spec: DataSpec) -> None:
@@ -45,10 +46,27 @@ def explain(module: Any, test_set: Any, run_dir: Path, seed: int = 0) -> dict[st
     if not len(test_set):
         log.warning("explain=true: the test split is empty, so nothing was explained")
         return {"method": None, "why": "no test rows"}
-    rows, targets = (torch.cat(parts) for parts in zip(*test_set.labelled_batches(None)))
     if module.spec.kind == IMAGE:
-        return _image_attributions(module, rows, run_dir)
-    return _permutation_importance(module, rows, targets, run_dir, seed)
+        return _image_attributions(module, torch.cat([x for x, _ in test_set.labelled_batches(IMAGES)]), run_dir)
+    rows, targets = test_rows(test_set, seed)
+    return _permutation_importance(module, rows, targets, run_dir, seed, len(test_set))
+
+
+def test_rows(test_set: Any, seed: int) -> tuple[Tensor, Tensor]:
+    """The test split's rows and targets, or a seeded sample of SAMPLE_ROWS of them where it has more (read a
+    batch at a time: a streamed split is never held whole; every row equally likely, whatever the file's order)."""
+    total = len(test_set)
+    keep = None
+    if total > SAMPLE_ROWS:
+        keep = torch.zeros(total, dtype=torch.bool)
+        keep[torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:SAMPLE_ROWS]] = True
+    xs, ys, start = [], [], 0
+    for x, y in test_set.labelled_batches(None):
+        chosen = slice(None) if keep is None else keep[start:start + len(y)]
+        xs.append(x[chosen])
+        ys.append(y[chosen])
+        start += len(y)
+    return torch.cat(xs), torch.cat(ys)
 
 
 def column_groups(spec: DataSpec) -> list[tuple[str, list[int]]]:
@@ -78,7 +96,8 @@ def score(module: Any, rows: Tensor, targets: Tensor) -> float:
     return float(error.pow(2).mean().sqrt())
 
 
-def _permutation_importance(module: Any, rows: Tensor, targets: Tensor, run_dir: Path, seed: int) -> dict[str, Any]:
+def _permutation_importance(module: Any, rows: Tensor, targets: Tensor, run_dir: Path, seed: int, total: int
+                            ) -> dict[str, Any]:
     spec = module.spec
     classifier = spec.task in (MULTICLASS, BINARY)
     metric = "accuracy drop" if classifier else "RMSE rise (target units)"
@@ -100,11 +119,12 @@ def _permutation_importance(module: Any, rows: Tensor, targets: Tensor, run_dir:
     found.sort(key=lambda item: -item[1])
     _write_importance(found, metric, base, run_dir)
     top = [{"column": name, "mean": round(mean, 6), "std": round(std, 6)} for name, mean, std in found[:TOP]]
-    log.info(f"explanations: permutation importance on the {len(rows)} test rows ({metric}, {REPEATS} shuffles "
+    which = f"a seeded sample of {len(rows)} of the {total}" if total > len(rows) else f"the {len(rows)}"
+    log.info(f"explanations: permutation importance on {which} test rows ({metric}, {REPEATS} shuffles "
              f"each), top: " + ", ".join(f"{t['column']} {t['mean']:.4f} +- {t['std']:.4f}" for t in top)
              + f"; {RunDir(run_dir).importance}")
     return {"method": "permutation importance", "metric": metric, "baseline": round(base, 6), "repeats": REPEATS,
-            "rows": len(rows), "top": top, "files": ["importance.csv", "importance.png"]}
+            "rows": len(rows), "test_rows": total, "top": top, "files": ["importance.csv", "importance.png"]}
 
 
 def _write_importance(found: list[tuple[str, float, float]], metric: str, base: float, run_dir: Path) -> None:

@@ -18,6 +18,7 @@ from dltrain.rundir.files import read_record, write_atomic
 from dltrain.rundir.layout import RunDir
 
 RESAMPLES = 1000  # bootstrap resamples of the test rows for each interval
+RESAMPLED_ROWS = 100_000  # the most test rows an error's interval is resampled from (see bootstrap_intervals)
 
 
 def write_model_card(run_dir: Path, export_folder: Path | None = None) -> Path:
@@ -92,7 +93,7 @@ def _quality(results: dict[str, Any], predictions: Path) -> list[str]:
     intervals = bootstrap_intervals(predictions, results.get("task"))
     lines = ["## How good", "", f"Test metrics on the test split ({(results.get('rows') or {}).get('test', '?')} "
              f"rows), with a 95% interval from {RESAMPLES} bootstrap resamples of test_predictions.csv where it "
-             "has one:", "", "| metric | value | 95% interval |", "|---|---|---|"]
+             f"has one{_approximated(results)}:", "", "| metric | value | 95% interval |", "|---|---|---|"]
     values = {name: float(value) for name, value in test.items()} | {
         name: point for name, (point, _, _) in intervals.items() if name not in test}
     for name, value in sorted(values.items()):
@@ -116,24 +117,50 @@ def _quality(results: dict[str, Any], predictions: Path) -> list[str]:
     return lines
 
 
+def _approximated(results: dict[str, Any]) -> str:
+    """What the card says where a regression's intervals are the normal approximation (bootstrap_intervals)."""
+    rows = (results.get("rows") or {}).get("test")
+    if results.get("task") != "regression" or not isinstance(rows, int) or rows <= RESAMPLED_ROWS:
+        return ""
+    return f" (an error's interval, above {RESAMPLED_ROWS:,} rows: the normal approximation of its mean)"
+
+
 def bootstrap_intervals(predictions: Path, task: str | None, seed: int = 0
                         ) -> dict[str, tuple[float, float, float]]:
     """The test metrics test_predictions.csv gives (accuracy for a classifier, RMSE and MAE for a regression),
     each as (value, low, high): its 95% percentile interval over RESAMPLES resamples of the rows (seeded: the
-    same card every time)."""
+    same card every time).
+
+    A resample's accuracy is its count of right rows over n, drawn from Binomial(n, accuracy): that is the
+    bootstrap's own distribution, at any n. An error's mean is resampled row by row, RESAMPLES x n draws, so
+    above RESAMPLED_ROWS rows its interval is the normal approximation of the mean (which the bootstrap's
+    approaches at that size) instead: the card says so."""
     scores = _row_scores(predictions, task)
     if not scores:
         return {}
     rng = np.random.default_rng(seed)
-    rows = len(next(iter(scores.values())))
-    picks = rng.integers(0, rows, size=(RESAMPLES, rows))
     intervals = {}
     for name, values in scores.items():
-        point, means = values.mean(), values[picks].mean(axis=1)
+        point, (low, high) = values.mean(), _mean_interval(values, name == "test_acc", rng)
         if name.endswith("rmse"):
-            point, means = np.sqrt(point), np.sqrt(means)
-        intervals[name] = (float(point), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
+            point, low, high = np.sqrt(point), np.sqrt(max(low, 0.0)), np.sqrt(high)
+        intervals[name] = (float(point), float(low), float(high))
     return intervals
+
+
+def _mean_interval(values: np.ndarray, right_or_wrong: bool, rng: np.random.Generator) -> tuple[float, float]:
+    """The 95% interval of the mean of per-row values (see bootstrap_intervals)."""
+    rows, mean = len(values), values.mean()
+    if right_or_wrong:
+        means = rng.binomial(rows, mean, size=RESAMPLES) / rows
+    elif rows <= RESAMPLED_ROWS:
+        chunk = max(1, 4_000_000 // rows)  # resamples at a time: their row indices stay under 32 MB
+        means = np.concatenate([values[rng.integers(0, rows, size=(min(chunk, RESAMPLES - start), rows))]
+                                .mean(axis=1) for start in range(0, RESAMPLES, chunk)])
+    else:
+        half = 1.959964 * values.std() / np.sqrt(rows)
+        return mean - half, mean + half
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def _row_scores(predictions: Path, task: str | None) -> dict[str, np.ndarray]:
@@ -142,8 +169,12 @@ def _row_scores(predictions: Path, task: str | None) -> dict[str, np.ndarray]:
         return {}
     import pandas as pd
 
-    frame = pd.read_csv(predictions, dtype={"true": str, "prediction": str} if task != "regression" else None)
-    if not len(frame) or "true" not in frame or "prediction" not in frame:
+    try:
+        frame = pd.read_csv(predictions, usecols=["true", "prediction"],
+                            dtype={"true": str, "prediction": str} if task != "regression" else None)
+    except ValueError:  # not the two columns test_predictions.csv has
+        return {}
+    if not len(frame):
         return {}
     if task == "regression":
         error = frame["prediction"].to_numpy(float) - frame["true"].to_numpy(float)

@@ -129,7 +129,7 @@ def check_forward(cfg: DictConfig, datamodule: ArrayDataModule, module: Training
 
     from dltrain.training.metrics import shape_outputs
 
-    x = datamodule.train_set.head(2)
+    x, _ = datamodule.train_set.labelled_head(2)
     if len(x) == 0:
         return
     network = copy.deepcopy(module.model).train()
