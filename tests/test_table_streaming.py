@@ -176,3 +176,32 @@ def test_a_loader_restored_mid_epoch_serves_the_batches_the_uninterrupted_one_wo
     resumed.load_state_dict(state)
     assert head + [y.tolist() for _, y in resumed] == epochs[0]
     assert [y.tolist() for _, y in resumed] == epochs[1]  # and the epoch after it is the next epoch's
+
+
+def test_reading_ahead_on_a_thread_serves_the_very_batches_read_in_place(tmp_path, monkeypatch):
+    """The read-ahead lever changes when a window is read, never what is served: two epochs and a resumed
+    position are equal either way; the module reads ahead only where a core is spare for it."""
+    from dltrain.data import table_module
+    from dltrain.data.datamodule import build_datamodule
+
+    make_table(3000).to_parquet(tmp_path / "t.parquet", row_group_size=200)
+    config = {"_target_": "dltrain.data.tables.table", "path": str(tmp_path / "t.parquet"), "target": "y",
+              "missing": "impute", "stream": True, "val_fraction": 0.1, "test_fraction": 0.2, "batch_size": 16}
+    module = build_datamodule(config, seed=0)
+    monkeypatch.setattr("dltrain.data.table_loader.SHUFFLE_ROWS", 256)  # several windows an epoch
+
+    def served(read_ahead: bool, state=None):
+        batches = module.train_set.batches(16, shuffle=True, read_ahead=read_ahead)
+        if state is not None:
+            batches.load_state_dict(state)
+        return [[torch.cat([x, y[:, None].float()], dim=1) for x, y in batches] for _ in range(2)]
+
+    ahead, in_place = served(True), served(False)
+    assert len(ahead[0]) > 3 * 256 // 16 and all(torch.equal(a, b) for a, b in zip(sum(ahead, []), sum(in_place, [])))
+    resumed = served(False, {"epoch": 0, "done": 21})
+    assert all(torch.equal(a, b) for a, b in zip(resumed[0], ahead[0][21:]))
+    monkeypatch.setattr("dltrain.distributed.cpu_cores", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert not table_module._core_spare(None)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert table_module._core_spare(None)

@@ -97,8 +97,8 @@ class DataLoading(Section):
                                               "source (stratified, seeded)")
     test_fraction: Share = Field(description="share held out for the final test (unless the data fixes its own)")
     num_workers: Union[NonNegativeInt, Literal["auto"]] = Field(
-        description="DataLoader worker processes (auto: 0 in memory and for streamed tables, which read ahead on "
-                    "a thread; streamed images, the cores shared among the ranks)")
+        description="DataLoader worker processes (auto: 0 in memory and for streamed tables, which the training "
+                    "process reads itself; streamed images, the cores shared among the ranks)")
     pin_memory: Union[bool, Literal["auto"]] = Field(description="page-locked batches for copies to a GPU")
     class_weights: Union[None, Literal["balanced"], Annotated[list[PositiveNumber], MinLen(2)]] = Field(
         description="loss weight of each class: balanced (from the training split's counts) or one per class")

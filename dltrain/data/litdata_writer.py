@@ -142,7 +142,9 @@ def _optimize(sample: Any, inputs: list[Any], folder: Path) -> None:
     DataError in a worker, which LitData reports as a RuntimeError with its traceback) is named in one line."""
     from litdata import optimize
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from dltrain.distributed import cpu_cores
+
+    cores = cpu_cores()
     rows_per_chunk = max(1, min(math.ceil(len(inputs) / CHUNKS), CHUNK_BYTES // sample.bytes))
     try:
         optimize(fn=sample, inputs=inputs, output_dir=str(folder), chunk_size=rows_per_chunk,

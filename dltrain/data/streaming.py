@@ -46,14 +46,15 @@ def choose_stream(setting: bool | str, decoded_bytes: int, source: str) -> tuple
 
 def worker_count(setting: int | str, streamed: bool, ranks: int = 1) -> int:
     """DataLoader workers: as set, or auto: none in memory (slicing tensors needs no process), and streamed the
-    cores this process may use shared among the ranks on this machine. (A streamed table's auto is none: it reads
-    ahead on a thread, dltrain.data.table_module.)"""
+    cores this process may use shared among the ranks on this machine. (A streamed table's auto is none: the
+    training process reads it, dltrain.data.table_module.)"""
     if setting != "auto":
         return int(setting)
     if not streamed:
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, ranks))
+    from dltrain.distributed import cpu_cores
+
+    return max(1, cpu_cores() // max(1, ranks))
 
 
 def streamed_loader(dataset: Any, *, batch_size: int, num_workers: int, pin_memory: bool, **options: Any):

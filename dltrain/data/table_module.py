@@ -65,11 +65,12 @@ class StreamedSplit:
     def __len__(self) -> int:
         return self.module.survey.total(self.part)
 
-    def batches(self, batch_size: int, shuffle: bool = False, rank: int = 0, world: int = 1, epoch: int = 0
-                ) -> TableBatches:
+    def batches(self, batch_size: int, shuffle: bool = False, rank: int = 0, world: int = 1, epoch: int = 0,
+                read_ahead: bool = False) -> TableBatches:
         module = self.module
         return TableBatches(module.source, module.survey, module.spec, self.part, batch_size=batch_size,
-                            seed=module.seed, shuffle=shuffle, rank=rank, world=world, first_epoch=epoch)
+                            seed=module.seed, shuffle=shuffle, rank=rank, world=world, first_epoch=epoch,
+                            read_ahead=read_ahead)
 
     def labelled_head(self, rows: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The inputs and targets of the split's first `rows` rows, at most CHECK_ROWS (a streamed split is never
@@ -99,7 +100,8 @@ class StreamedTableModule(SplitLoaders):
         self.survey = found = survey(source, seed)
         encoder = TableEncoder.from_dict(stored.encoder) if stored is not None and stored.encoder else found.encoder
         lines, warnings = encoder.describe(found.total(TRAIN))
-        reading = ("read ahead on a thread of each training process (data.num_workers=auto)" if num_workers == "auto"
+        reading = ("read by each training process (data.num_workers=auto), ahead on a thread where a core is spare "
+                   "for it: training on a GPU, or more cores than torch's threads" if num_workers == "auto"
                    else f"read in {num_workers} DataLoader worker process(es) per training process")
         self.notes = [*found.notes, (logging.INFO, f"table batches {reading}"),
                       *[(logging.INFO, text) for text in lines], *[(logging.WARNING, text) for text in warnings]]
@@ -117,12 +119,22 @@ class StreamedTableModule(SplitLoaders):
         trainer = self.trainer
         rank, world, epoch = ((trainer.global_rank, trainer.world_size, trainer.current_epoch) if trainer is not None
                               else (0, 1, 0))
-        dataset = split.batches(self.batch_size, shuffle, rank, world, epoch)
-        # auto: no worker process. A table's batch is a slice of a window that a thread of this process reads
-        # ahead (TableBatches); passing each batch from a worker process cost more than the slice on 2 cores.
+        # auto: no worker process. A table's batch is a slice of a window that this process reads (TableBatches);
+        # passing each batch from a worker process cost more than the slice on 2 cores.
         workers = 0 if self.num_workers == "auto" else int(self.num_workers)
+        dataset = split.batches(self.batch_size, shuffle, rank, world, epoch, read_ahead=_core_spare(trainer))
         return streamed_loader(dataset, batch_size=None, num_workers=max(0, min(workers, len(dataset))),
                                pin_memory=self.pin_memory)
+
+
+def _core_spare(trainer: Any) -> bool:
+    """Whether a core is left for reading ahead: the model trains on an accelerator, or this machine's training
+    processes (torch's threads each) leave a core free."""
+    from dltrain.distributed import cpu_cores
+
+    if trainer is not None and trainer.strategy.root_device.type != "cpu":
+        return True
+    return cpu_cores() > torch.get_num_threads() * (trainer.num_devices if trainer is not None else 1)
 
 
 def _class_weights(choice: str | list[float] | None, found: Survey) -> list[float] | None:
