@@ -178,9 +178,10 @@ def test_a_loader_restored_mid_epoch_serves_the_batches_the_uninterrupted_one_wo
     assert [y.tolist() for _, y in resumed] == epochs[1]  # and the epoch after it is the next epoch's
 
 
-def test_reading_ahead_on_a_thread_serves_the_very_batches_read_in_place(tmp_path, monkeypatch):
+def test_reading_ahead_or_holding_validation_serves_the_very_batches_read_in_place(tmp_path, monkeypatch):
     """The read-ahead lever changes when a window is read, never what is served: two epochs and a resumed
-    position are equal either way; the module reads ahead only where a core is spare for it."""
+    position are equal either way; the module reads ahead only where a core is spare for it. Validation rows
+    held after their first pass are served again as read, and the second pass reads no file."""
     from dltrain.data import table_module
     from dltrain.data.datamodule import build_datamodule
 
@@ -200,6 +201,13 @@ def test_reading_ahead_on_a_thread_serves_the_very_batches_read_in_place(tmp_pat
     assert len(ahead[0]) > 3 * 256 // 16 and all(torch.equal(a, b) for a, b in zip(sum(ahead, []), sum(in_place, [])))
     resumed = served(False, {"epoch": 0, "done": 21})
     assert all(torch.equal(a, b) for a, b in zip(resumed[0], ahead[0][21:]))
+    validation = module.val_set.batches(16, hold=True)
+    first = [torch.cat([x, y[:, None].float()], dim=1) for x, y in validation]
+    read = [torch.cat([x, y[:, None].float()], dim=1) for x, y in module.val_set.batches(16)]
+    monkeypatch.setattr("dltrain.data.table_source.PieceReader.read", lambda *args: pytest.fail("a file was read"))
+    again = [torch.cat([x, y[:, None].float()], dim=1) for x, y in validation]
+    assert len(first) > 256 // 16 and all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(first, read, again))
+    assert module.train_set.batches(16, shuffle=True, hold=True).hold is False  # a shuffled split's windows change
     monkeypatch.setattr("dltrain.distributed.cpu_cores", lambda: 2)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert not table_module._core_spare(None)

@@ -66,12 +66,15 @@ class TableBatches(IterableDataset):
 
     def __init__(self, source: TableSource, survey: Survey, spec: DataSpec, part: int, *, batch_size: int,
                  seed: int, shuffle: bool, rank: int = 0, world: int = 1, first_epoch: int = 0,
-                 read_ahead: bool = False) -> None:
+                 read_ahead: bool = False, hold: bool = False) -> None:
         """`first_epoch`: the trainer's epoch when the loader is made (a run resumed at an epoch's end goes on with
-        the next epoch's order); each pass after it is the next epoch, and a restored state says its own."""
+        the next epoch's order); each pass after it is the next epoch, and a restored state says its own.
+        `hold` (a split read in file order, small enough): each window is kept once read, so that the passes
+        after the first (validation's, every epoch) read no file."""
         self.source, self.survey, self.spec, self.part = source, survey, spec, part
         self.batch_size, self.seed, self.shuffle, self.rank, self.world = batch_size, seed, shuffle, rank, world
-        self.read_ahead = read_ahead
+        self.read_ahead, self.hold = read_ahead, hold and not shuffle
+        self._held: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # a window's first position -> its rows
         self.bounds = batch_bounds(survey.total(part), rank, world, batch_size, equal=shuffle)
         self.epoch, self.done, self._resume = first_epoch - 1, 0, None
         self._reader: PieceReader | None = None
@@ -104,10 +107,15 @@ class TableBatches(IterableDataset):
         # A batch is a slice of its window, cheaper to cut here than to pass from a worker process (about 1.5 ms
         # a batch there); the next window is read on a thread meanwhile where read_ahead says so.
         with ThreadPoolExecutor(max_workers=1) if self.read_ahead else _InPlace() as ahead:
-            read = lambda first: ahead.submit(self._window, order, starts, mine[first:first + window])  # noqa: E731
+            def read(first: int) -> Future:
+                held = self._held.get(first)
+                return _done(held) if held else ahead.submit(self._window, order, starts, mine[first:first + window])
+
             coming = read(firsts[0]) if firsts else None
             for first in firsts:
                 x, y = coming.result()
+                if self.hold:
+                    self._held[first] = (x, y)
                 if first + window < len(mine):
                     coming = read(first + window)
                 batches = mine[first:first + window]
@@ -180,9 +188,14 @@ class _InPlace:
         return None
 
     def submit(self, function: Callable[..., Any], *args: Any) -> Future:
-        done: Future = Future()
-        done.set_result(function(*args))
-        return done
+        return _done(function(*args))
+
+
+def _done(value: Any) -> Future:
+    """A future that holds `value` already."""
+    future: Future = Future()
+    future.set_result(value)
+    return future
 
 
 def encode_targets(values, survey: Survey) -> np.ndarray:

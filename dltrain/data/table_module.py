@@ -53,6 +53,7 @@ def load_table(data_cfg: dict[str, Any], source: dict[str, Any], whole: bool = F
     return table
 
 
+HELD_BYTES = 256 * 2**20  # the most a process holds of the validation split's encoded rows (StreamedTableModule)
 CHECK_ROWS = 4096  # the most rows labelled_head() reads of a split (export's check on the run's rows)
 
 
@@ -66,11 +67,11 @@ class StreamedSplit:
         return self.module.survey.total(self.part)
 
     def batches(self, batch_size: int, shuffle: bool = False, rank: int = 0, world: int = 1, epoch: int = 0,
-                read_ahead: bool = False) -> TableBatches:
+                read_ahead: bool = False, hold: bool = False) -> TableBatches:
         module = self.module
         return TableBatches(module.source, module.survey, module.spec, self.part, batch_size=batch_size,
                             seed=module.seed, shuffle=shuffle, rank=rank, world=world, first_epoch=epoch,
-                            read_ahead=read_ahead)
+                            read_ahead=read_ahead, hold=hold)
 
     def labelled_head(self, rows: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The inputs and targets of the split's first `rows` rows, at most CHECK_ROWS (a streamed split is never
@@ -103,7 +104,10 @@ class StreamedTableModule(SplitLoaders):
         reading = ("read by each training process (data.num_workers=auto), ahead on a thread where a core is spare "
                    "for it: training on a GPU, or more cores than torch's threads" if num_workers == "auto"
                    else f"read in {num_workers} DataLoader worker process(es) per training process")
-        self.notes = [*found.notes, (logging.INFO, f"table batches {reading}"),
+        held = ("held in memory once read (later epochs' validation reads no file)"
+                if self._held(found.total(VAL), 1, encoder.num_features)
+                else f"read from the files each epoch (more than {HELD_BYTES // 2**20} MB encoded)")
+        self.notes = [*found.notes, (logging.INFO, f"table batches {reading}; validation rows {held}"),
                       *[(logging.INFO, text) for text in lines], *[(logging.WARNING, text) for text in warnings]]
         self.facts = found.facts
         mean, std = ((stored.target_mean, stored.target_std) if stored is not None
@@ -122,9 +126,18 @@ class StreamedTableModule(SplitLoaders):
         # auto: no worker process. A table's batch is a slice of a window that this process reads (TableBatches);
         # passing each batch from a worker process cost more than the slice on 2 cores.
         workers = 0 if self.num_workers == "auto" else int(self.num_workers)
-        dataset = split.batches(self.batch_size, shuffle, rank, world, epoch, read_ahead=_core_spare(trainer))
+        hold = split is self.val_set and self._held(len(split), world, self.spec.input_shape[0])
+        dataset = split.batches(self.batch_size, shuffle, rank, world, epoch, read_ahead=_core_spare(trainer),
+                                hold=hold)
         return streamed_loader(dataset, batch_size=None, num_workers=max(0, min(workers, len(dataset))),
                                pin_memory=self.pin_memory)
+
+
+    @staticmethod
+    def _held(rows: int, world: int, features: int) -> bool:
+        """Whether a process's share of the validation rows, encoded, fits HELD_BYTES: validation reads the same
+        rows every epoch, and a split's rows are a part of every piece, so each pass would read the whole table."""
+        return rows / world * (features * 4 + 8) <= HELD_BYTES
 
 
 def _core_spare(trainer: Any) -> bool:
