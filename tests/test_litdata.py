@@ -112,6 +112,11 @@ def test_a_prepared_folder_whose_fields_are_pickles_is_refused_before_a_sample_i
                                                                "chunks": []}))
     with pytest.raises(DataError, match=r"fields stored as pickle; refused: data=streaming reads only"):
         prepared(str(tmp_path))
+    # Chunks that do not hold the rows dltrain.json counts (a folder changed since it was prepared): refused too.
+    (tmp_path / "train" / "index.json").write_text(json.dumps({"config": {"data_format": ["int", "int"]},
+                                                               "chunks": [{"chunk_size": 3}]}))
+    with pytest.raises(DataError, match=r"train/index.json: its chunks hold 3 rows, and dltrain.json says 4: prepare"):
+        prepared(str(tmp_path))
 
 
 def test_prepare_names_an_unreadable_image_in_one_line(tmp_path):
@@ -126,13 +131,12 @@ def test_prepare_names_an_unreadable_image_in_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_ddp_ranks_of_two_workers_read_validation_and_test_rows_once_and_say_the_training_rows_left_out(
-        tmp_path):
+def test_two_ddp_ranks_of_two_workers_read_every_row_once_an_epoch(tmp_path):
+    """Training rows too: LitData's own sharing would give each rank 13 whole batches of 16 and leave 16 of the
+    432 rows out of every epoch."""
     import os
 
     import numpy as np
-
-    from dltrain.data.litdata_source import left_out_rows
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=601)  # 432 training rows, 48 validation, 121 test
@@ -150,19 +154,15 @@ def test_two_ddp_ranks_of_two_workers_read_validation_and_test_rows_once_and_say
                            env={"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent),
                                                                             os.environ.get("PYTHONPATH")]))})
     assert proc.returncode == 0, proc.stderr
-    left = rows["train"] - rows["train"] // 32 * 32  # each of 2 ranks 13 whole batches of 16
-    assert left == left_out_rows(rows["train"], 16, 2) == 16
-    assert f"data=streaming: 16 of the {rows['train']} training rows left out of each epoch" in proc.stderr
-    results = json.loads(next((tmp_path / "outputs" / "runs").iterdir()).joinpath("results.json").read_text())
-    assert results["streamed"]["train_rows_left_out"] == 16
+    assert rows["train"] % 32 == 16 and "left out" not in proc.stderr
     seen = {}
     for file in ids.iterdir():
         stage, epoch, _ = file.name.split("_")
         seen.setdefault((stage, epoch), []).extend(int(i) for i in file.read_text().split())
     assert sorted(seen) == [("test", "2"), ("train", "0"), ("train", "1"), ("val", "0"), ("val", "1")]
     for (stage, epoch), together in seen.items():
-        assert len(together) == len(set(together)) == rows[stage] - (left if stage == "train" else 0), (stage, epoch)
-    assert set(seen[("train", "0")]) != set(seen[("train", "1")])  # other rows left out each epoch
+        assert len(together) == len(set(together)) == rows[stage], (stage, epoch)
+    assert (ids / "train_0_0").read_text() != (ids / "train_1_0").read_text()  # shuffled anew each epoch
 
 
 def test_data_stream_false_is_refused_for_data_streaming(tmp_path):
@@ -173,3 +173,43 @@ def test_data_stream_false_is_refused_for_data_streaming(tmp_path):
         check_config(load_config(["data=streaming", f"data.path={tmp_path}", f"data.stream={setting}"]))
     with pytest.raises(ConfigError, match=r"^data.stream=false: data=streaming is always streamed \(LitData reads"):
         check_config(load_config(["data=streaming", f"data.path={tmp_path}", "data.stream=false"]))
+
+
+def test_ddp_shares_of_a_prepared_training_split_hold_every_row_once_and_resume_at_the_very_batch(tmp_path):
+    """PreparedBatches, as each of 2 ranks serves it through 2 workers: every row in one batch of one rank an
+    epoch, the same number of batches on both ranks, another order the next epoch; a loader restored from a
+    mid-epoch state serves the rest of the epoch as the uninterrupted one did, then the next epoch."""
+    import numpy as np
+
+    from dltrain.data.litdata_source import PreparedBatches
+    from dltrain.data.streaming import streamed_loader
+
+    x = np.arange(203, dtype=float)
+    pd.DataFrame({"rid": x, "y": (x % 3 == 0).astype(int)}).to_csv(tmp_path / "t.csv", index=False)
+    done = prepare(tmp_path, "data=csv", f"data.path={tmp_path / 't.csv'}", "data.target=y", "data.features=[rid]",
+                   f"output={tmp_path / 'prepared'}")
+    assert done.returncode == 0, done.stderr
+    module = datamodule(["data=streaming", f"data.path={tmp_path / 'prepared'}", "data.batch_size=8"])
+    column = module.spec.encoder["columns"][0]
+
+    def loader(rank: int):
+        batches = PreparedBatches(module.train_set, module.chunks["train"], rank, 2, 0)
+        return streamed_loader(batches, batch_size=None, num_workers=2, pin_memory=False)
+
+    def ids(batches):
+        return [np.rint(x[:, 0].double().numpy() * column["std"] + column["mean"]).astype(int).tolist()
+                for x, _ in batches]
+    ranks = [loader(0), loader(1)]
+    epochs = [[ids(rank) for rank in ranks] for _ in range(2)]
+    for epoch in epochs:
+        assert len(epoch[0]) == len(epoch[1])
+        together = sum(epoch[0] + epoch[1], [])
+        assert len(together) == len(set(together)) == module.train_set.rows
+    assert epochs[0] != epochs[1]
+    first = loader(1)
+    served = iter(first)
+    head = [ids([next(served)])[0] for _ in range(5)]
+    resumed = loader(1)
+    resumed.load_state_dict(first.state_dict())
+    assert head + ids(resumed) == epochs[0][1]
+    assert ids(resumed) == epochs[1][1]

@@ -5,8 +5,11 @@ The folder holds train/, val/ and test/ (each LitData's index.json and chunks) a
 needs to know: the data spec (task, classes, input shape, the table encoding fitted on the training rows), the
 rows of each split, and the image pipeline. Everything in it is data: dltrain.json is JSON, and a chunk's
 fields are read only by LitData's tensor and number serializers (a field its index.json declares in any other
-format, pickle among them, is refused before a sample is read). LitData shards the chunks over DDP ranks and
-DataLoader workers itself, and its loader's position is saved in checkpoints by Lightning (exact resume).
+format, pickle among them, is refused before a sample is read). On one process LitData shards the chunks over
+DataLoader workers itself, and its loader's position is saved in checkpoints by Lightning (exact resume). Under
+DDP, LitData would give every rank the same number of whole batches and leave the rows that fill none out of the
+epoch, so there the training rows are read by index from LitData's StreamingDataset in dltrain's shares
+(PreparedBatches): every row in exactly one batch an epoch.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
 from dltrain.data.batches import joined
+from dltrain.data.rank_batches import RankBatches, batch_bounds
 from dltrain.data.spec import MULTICLASS, DataSpec
 from dltrain.data.spec_check import checked_spec
 from dltrain.errors import CheckpointError, DataError
@@ -42,6 +47,7 @@ class PreparedData:
     spec: DataSpec
     rows: dict[str, int]
     pipeline: dict[str, Any]
+    chunks: dict[str, list[int]]  # the rows of each chunk of a split (its index.json)
     notes: list[tuple[int, str]] = field(default_factory=list)
 
     @property
@@ -71,12 +77,10 @@ def prepared(path: str) -> PreparedData:
     if not isinstance(rows, dict) or not all(isinstance(rows.get(s), int) and rows[s] >= 0 for s in SPLITS) \
             or rows["train"] == 0:
         raise DataError(f"{path}/{DESCRIPTION}: rows={rows!r}: expected a count of train (at least 1), val and test")
-    for split in SPLITS:
-        if rows[split]:
-            check_formats(f"{path}/{split}")
+    chunks = {split: chunk_rows(f"{path}/{split}", rows[split]) for split in SPLITS if rows[split]}
     pipeline = description.get("pipeline") if isinstance(description.get("pipeline"), dict) else {}
     said = ", ".join(f"{split} {rows[split]}" for split in SPLITS)
-    return PreparedData(path, spec, rows, pipeline, [(logging.INFO, f"data=streaming: {path} read while training "
+    return PreparedData(path, spec, rows, pipeline, chunks, [(logging.INFO, f"data=streaming: {path} read while training "
                                                                     f"with LitData ({said} rows)")])
 
 
@@ -109,9 +113,10 @@ def _fetch(url: str) -> bytes:
             return handle.read()
 
 
-def check_formats(folder: str) -> None:
-    """Refuse a split whose index.json declares a field LitData would read with anything but its tensor and
-    number serializers (pickle would run the code a crafted chunk names)."""
+def chunk_rows(folder: str, rows: int) -> list[int]:
+    """The rows of each chunk of a split, in LitData's order of its index.json, which must hold `rows` rows; a
+    split whose index.json declares a field LitData would read with anything but its tensor and number
+    serializers is refused (pickle would run the code a crafted chunk names)."""
     index = _read_json(f"{folder}/index.json", f"{folder}: no index.json (expected LitData's optimized format, "
                                                "as dltrain-prepare writes it)")
     formats = (index.get("config") or {}).get("data_format") if isinstance(index, dict) else None
@@ -121,6 +126,11 @@ def check_formats(folder: str) -> None:
     if unsafe:
         raise DataError(f"{folder}/index.json: fields stored as {', '.join(unsafe)}; refused: data=streaming reads "
                         f"only {', '.join(SAFE_FORMATS)} fields (what dltrain-prepare writes), never objects")
+    sizes = [chunk.get("chunk_size") if isinstance(chunk, dict) else None for chunk in index.get("chunks") or []]
+    if not all(isinstance(size, int) and size > 0 for size in sizes) or sum(sizes) != rows:
+        raise DataError(f"{folder}/index.json: its chunks hold {sum(s for s in sizes if isinstance(s, int))} rows, "
+                        f"and {DESCRIPTION} says {rows}: prepare the folder again")
+    return sizes
 
 
 class _Refused:
@@ -135,7 +145,7 @@ class _Refused:
 
 def safe_serializers() -> dict[str, Any]:
     """LitData's serializers that unpickle (pickle; graph's fallback) replaced by _Refused, should an index.json
-    change after check_formats read it."""
+    change after chunk_rows read it."""
     return {name: _Refused() for name in UNPICKLING_FORMATS}
 
 
@@ -204,7 +214,7 @@ class PreparedDataModule(pl.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
         weights = stored.class_weights if stored is not None else _class_weights(class_weights, data)
         self.spec = replace(data.spec, class_weights=weights)
-        self.notes = list(data.notes)
+        self.notes, self.chunks, self.seed = list(data.notes), data.chunks, seed
         self.facts = {"streamed": {"engine": "litdata", "path": data.path, "rows": dict(data.rows)}}
         self.train_set, self.val_set, self.test_set = (
             PreparedSplit(f"{data.path}/{split}", data.rows[split], data.spec.task, split == "train", seed,
@@ -224,19 +234,20 @@ class PreparedDataModule(pl.LightningDataModule):
                                  collate_fn=Collate(split.task), **workers)
 
     def train_dataloader(self):
-        """LitData's default under DDP (drop_last): every rank the same number of whole batches, so the ranks
-        take the same steps; the rows that fill no such batch are left out of the epoch, said and counted."""
-        ranks = self.trainer.world_size if self.trainer is not None else 1
-        left = left_out_rows(self.train_set.rows, self.batch_size, ranks)
-        if left and "train_rows_left_out" not in self.facts["streamed"]:
-            self.facts["streamed"]["train_rows_left_out"] = left
-            if self.trainer.is_global_zero:
-                logging.getLogger("dltrain").warning(
-                    f"data=streaming: {left} of the {self.train_set.rows} training rows left out of each epoch: "
-                    f"LitData gives each of the {ranks} processes the same number of whole batches of "
-                    f"data.batch_size={self.batch_size}, so that they take the same steps (other rows each epoch, "
-                    "as shuffled; validation and test rows are all read)")
-        return self._loader(self.train_set, None)
+        """LitData's loader on one process; under DDP, PreparedBatches in dltrain's stateful loader (LitData's
+        drop_last would leave rows out of every epoch)."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return self._loader(self.train_set, None)
+        from dltrain.data.streaming import streamed_loader
+
+        if self.train_set.rows < trainer.world_size:
+            raise DataError(f"data=streaming: the train split's {self.train_set.rows} rows are fewer than the "
+                            f"{trainer.world_size} processes: train on fewer processes (trainer.devices)")
+        batches = PreparedBatches(self.train_set, self.chunks["train"], trainer.global_rank, trainer.world_size,
+                                  trainer.current_epoch)
+        return streamed_loader(batches, batch_size=None, num_workers=min(self.num_workers, len(batches)),
+                               pin_memory=self.pin_memory)
 
     def val_dataloader(self):
         return self._loader(self.val_set, False)
@@ -245,10 +256,34 @@ class PreparedDataModule(pl.LightningDataModule):
         return self._loader(self.test_set, False)
 
 
-def left_out_rows(rows: int, batch_size: int, ranks: int) -> int:
-    """The training rows an epoch leaves out under LitData's drop_last: each of `ranks` processes takes
-    rows // batch_size // ranks whole batches (litdata.utilities.shuffle); none on one process."""
-    return 0 if ranks == 1 else rows - rows // batch_size // ranks * ranks * batch_size
+class PreparedBatches(RankBatches):
+    """The training split of a prepared folder for one of several DDP ranks, shared as
+    dltrain.data.rank_batches shares a split (every row in exactly one batch an epoch, the same steps on every
+    rank, the position in checkpoints), its rows read by index from LitData's StreamingDataset (LitData's
+    format, chunk cache and object-storage reads). An epoch's order: the chunks shuffled (seeded by the seed and
+    the epoch) and the rows within each chunk, so that a worker's contiguous run of batches reads few chunks."""
+
+    def __init__(self, split: PreparedSplit, chunks: list[int], rank: int, world: int, first_epoch: int) -> None:
+        super().__init__(batch_bounds(split.rows, rank, world, split.batch_size, equal=True), first_epoch)
+        self.split, self.chunks = split, chunks
+        self._dataset = None  # LitData's, made in the process that reads (each DataLoader worker its own)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The epoch's order of the split's rows (their indices in LitData's stored order)."""
+        rng = np.random.default_rng([self.split.seed, epoch])
+        starts = np.concatenate([[0], np.cumsum(self.chunks)])
+        return np.concatenate([starts[c] + rng.permutation(self.chunks[c]) for c in rng.permutation(len(self.chunks))])
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        mine, skip = self.next_pass()
+        order = self.order(self.epoch)
+        if self._dataset is None:
+            self._dataset = self.split.dataset(shuffle=False, drop_last=False)
+        collate = Collate(self.split.task)
+        for batch in mine[skip:]:
+            rows = order[self.bounds[batch]:self.bounds[batch + 1]]
+            self.done += 1
+            yield collate([self._dataset[int(row)] for row in rows])
 
 
 def resuming_loader() -> type:

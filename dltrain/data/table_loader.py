@@ -2,32 +2,27 @@
 
 Each epoch has an order: the files shuffled (seeded by the seed and the epoch), a Parquet file's row groups
 shuffled within it (a CSV file's record batches stay in file order: its stream is read once), then rows shuffled
-within bounded windows of SHUFFLE_ROWS rows; validation and test rows keep file order. A split's rows in that
-order are cut into contiguous shares, one per DDP rank (the ranks' shares differ by at most a row), and each
-rank's share into K batches, K = ceil(most rows on one rank / batch size), near-equal: every rank takes the
-same number of training steps, which DDP needs, and every row is in exactly one batch. A rank's batches are
-split among its DataLoader workers in contiguous runs, so each worker reads only the pieces its rows are in.
-A rank reads only its share (at most two pieces beyond it); memory is a few pieces and one window per worker.
-With `read_ahead`, the next window is read on a thread while this one's batches train: that pays only where a
-core is spare for it (StreamedTableModule decides; on 2 cores that torch's two threads keep busy, a 1M-row
-epoch took 3.4 s with it against 2.2 s without).
-The position (epoch, batches served by each worker) is the dataset's state_dict, which torchdata's
-StatefulDataLoader keeps in checkpoints: a resumed run continues at the very batch it stopped at.
+within bounded windows of SHUFFLE_ROWS rows; validation and test rows keep file order. That order is shared
+among DDP ranks and DataLoader workers as dltrain.data.rank_batches shares it (every row in exactly one batch,
+the same steps on every rank, the position kept in checkpoints), so each worker reads only the pieces its rows
+are in: a rank reads only its share (at most two pieces beyond it); memory is a few pieces and one window per
+worker. With `read_ahead`, the next window is read on a thread while this one's batches train: that pays only
+where a core is spare for it (StreamedTableModule decides; on 2 cores that torch's two threads keep busy, a
+1M-row epoch took 3.4 s with it against 2.2 s without).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
 
 from dltrain.data.spec import MULTICLASS, REGRESSION, DataSpec
 from dltrain.data.encoding import TableEncoder
+from dltrain.data.rank_batches import RankBatches, batch_bounds
 from dltrain.data.table_source import BadRow, PieceReader, TableSource
 from dltrain.data.table_survey import Survey
 from dltrain.data.targets import label_keys
@@ -50,56 +45,25 @@ def piece_order(source: TableSource, survey: Survey, part: int, epoch: int, seed
     return np.concatenate(order)
 
 
-def batch_bounds(total: int, rank: int, world: int, batch_size: int, equal: bool) -> np.ndarray:
-    """The batches of rank `rank`'s share of `total` rows, as K+1 row bounds: K near-equal batches with K the
-    same on every rank (`equal`, training), or batches of batch_size and a last smaller one."""
-    low, high = total * rank // world, total * (rank + 1) // world
-    if equal:
-        count = max(1, math.ceil(math.ceil(total / world) / batch_size))
-        return low + (high - low) * np.arange(count + 1) // count
-    count = math.ceil((high - low) / batch_size)
-    return low + np.minimum(np.arange(count + 1) * batch_size, high - low)
-
-
-class TableBatches(IterableDataset):
+class TableBatches(RankBatches):
     """One split's batches (x, y) for one rank, each DataLoader worker serving its run of them."""
 
     def __init__(self, source: TableSource, survey: Survey, spec: DataSpec, part: int, *, batch_size: int,
                  seed: int, shuffle: bool, rank: int = 0, world: int = 1, first_epoch: int = 0,
                  read_ahead: bool = False, hold: bool = False) -> None:
-        """`first_epoch`: the trainer's epoch when the loader is made (a run resumed at an epoch's end goes on with
-        the next epoch's order); each pass after it is the next epoch, and a restored state says its own.
-        `hold` (a split read in file order, small enough): each window is kept once read, so that the passes
+        """`first_epoch`: see RankBatches. `hold` (a split read in file order, small enough): each window is kept once read, so that the passes
         after the first (validation's, every epoch) read no file."""
         self.source, self.survey, self.spec, self.part = source, survey, spec, part
         self.batch_size, self.seed, self.shuffle, self.rank, self.world = batch_size, seed, shuffle, rank, world
         self.read_ahead, self.hold = read_ahead, hold and not shuffle
         self._held: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # a window's first position -> its rows
-        self.bounds = batch_bounds(survey.total(part), rank, world, batch_size, equal=shuffle)
-        self.epoch, self.done, self._resume = first_epoch - 1, 0, None
+        super().__init__(batch_bounds(survey.total(part), rank, world, batch_size, equal=shuffle), first_epoch)
         self._reader: PieceReader | None = None
         self._encoder = TableEncoder.from_dict(spec.encoder)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    def __len__(self) -> int:
-        return len(self.bounds) - 1
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "done": self.done}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self._resume = (int(state["epoch"]), int(state["done"]))
-
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        worker = get_worker_info()
-        number, workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
-        if self._resume is not None:
-            (self.epoch, skip), self._resume = self._resume, None
-        else:
-            self.epoch, skip = self.epoch + 1, 0
-        self.done = skip
-        count = len(self)
-        mine = np.arange(count * number // workers, count * (number + 1) // workers)
+        mine, skip = self.next_pass()
         order = piece_order(self.source, self.survey, self.part, self.epoch, self.seed, self.shuffle)
         starts = np.concatenate([[0], np.cumsum(self.survey.rows[order, self.part])])
         window = max(1, SHUFFLE_ROWS // self.batch_size)
