@@ -59,7 +59,7 @@ def test_a_completed_run_writes_its_card_with_the_numbers_of_its_files(two_runs)
     assert "Not exported yet" in card
 
 
-def test_the_fingerprint_changes_with_one_byte_of_the_data(two_runs, tmp_path):
+def test_the_fingerprint_changes_with_one_byte_of_the_data(two_runs, tmp_path, monkeypatch):
     _, first, second = two_runs
     prints = [pd.read_json(run / "results.json", typ="series")["data_fingerprint"]["sha256"] for run in (first, second)]
     assert prints[0] != prints[1] and all(re.fullmatch(r"[0-9a-f]{64}", p) for p in prints)
@@ -73,6 +73,18 @@ def test_the_fingerprint_changes_with_one_byte_of_the_data(two_runs, tmp_path):
     assert once == data_fingerprint({"path": str(folder)}, None) and once["files"] == 2 and once["bytes"] == 16
     (folder / "b.csv").rename(folder / "c.csv")
     assert data_fingerprint({"path": str(folder)}, None)["sha256"] != once["sha256"]
+    # Data over CONTENT_BYTES is not read before training: its listing (names, sizes, times) is the fingerprint.
+    import os
+
+    from dltrain.data import fingerprint
+
+    monkeypatch.setattr(fingerprint, "CONTENT_BYTES", 8)
+    listed = data_fingerprint({"path": str(folder)}, None)
+    assert listed["of"] == "file names, sizes and times" and (listed["files"], listed["bytes"]) == (2, 16)
+    assert data_fingerprint({"path": str(folder)}, None) == listed
+    stat = (folder / "a.csv").stat()
+    os.utime(folder / "a.csv", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1000))
+    assert data_fingerprint({"path": str(folder)}, None)["sha256"] != listed["sha256"]
     # An embedded set: its loaded arrays.
     from dltrain.data.embedded import iris
 

@@ -2,7 +2,10 @@
 two runs with different fingerprints read different data, whatever their config says.
 
 The user's files are hashed as they are on disk: each named file, and each file of a named folder under its
-path relative to that folder, in sorted order, read in chunks (a large folder is never held in memory). An
+path relative to that folder, in sorted order, read in chunks (a large folder is never held in memory). Data
+over CONTENT_BYTES is fingerprinted by its listing instead (each file's path, size and modification time): it
+is computed before the first step, and reading every byte of a large folder first would hold the first step
+back by the time a copy of the data takes (the record and the model card say which it is). An
 embedded or generated set has no file of its own: the arrays it loads are hashed, with the set's name and the
 version of the library that provides it. A source in object storage (s3://) is not read twice: no fingerprint,
 and the record says why.
@@ -16,6 +19,7 @@ from typing import Any
 
 DATA_FILE_KEYS = ("path", "targets_path", "val_path", "test_path")  # data keys that name a file or folder
 _CHUNK = 1 << 20
+CONTENT_BYTES = 256 * 2**20  # the most data whose bytes are hashed (about half a second); larger: its listing
 _SCIKIT_LEARN_SETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")  # dltrain.data.embedded's loaders of them
 
 
@@ -39,20 +43,24 @@ def data_fingerprint(config: dict[str, Any], data: Any) -> dict[str, Any]:
 
 
 def _files_fingerprint(paths: list[Path]) -> dict[str, Any]:
-    """SHA-256 over each path's files: a file's name and bytes, a folder's files by relative path, in order."""
-    digest, count, size = hashlib.sha256(), 0, 0
-    for path in paths:
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for file in files:
-            name = file.relative_to(path).as_posix() if path.is_dir() else file.name
-            digest.update(f"{name}\n".encode())
-            with file.open("rb") as handle:
-                while chunk := handle.read(_CHUNK):
-                    digest.update(chunk)
-                    size += len(chunk)
-            count += 1
-    return {"sha256": digest.hexdigest(), "of": "files", "files": count, "bytes": size,
-            "paths": [str(path) for path in paths]}
+    """SHA-256 over each path's files: a file's name (a folder's files by relative path, in order) and its
+    bytes, or above CONTENT_BYTES in all its size and modification time."""
+    listed = [(file.relative_to(path).as_posix() if path.is_dir() else file.name, file, file.stat())
+              for path in paths
+              for file in (sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])]
+    size = sum(stat.st_size for _, _, stat in listed)
+    by_content = size <= CONTENT_BYTES
+    digest = hashlib.sha256()
+    for name, file, stat in listed:
+        digest.update(f"{name}\n".encode())
+        if not by_content:
+            digest.update(f"{stat.st_size} {stat.st_mtime_ns}\n".encode())
+            continue
+        with file.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+    return {"sha256": digest.hexdigest(), "of": "files" if by_content else "file names, sizes and times",
+            "files": len(listed), "bytes": size, "paths": [str(path) for path in paths]}
 
 
 def _array_bytes(values: Any) -> bytes:

@@ -74,9 +74,12 @@ def _data(results: dict[str, Any]) -> list[str]:
     lines = ["## Data", "", f"- Source: {results.get('data')}; rows: {print_rows or 'not recorded'}."]
     print_ = results.get("data_fingerprint") or {}
     if print_.get("sha256"):
-        if print_.get("of") == "files":
+        if print_.get("of") in ("files", "file names, sizes and times"):
             what = (f"{print_.get('files'):,} file(s), {print_.get('bytes'):,} bytes: "
                     + ", ".join(f"`{p}`" for p in print_.get("paths") or []))
+            if print_["of"] != "files":
+                what += (" (their names, sizes and modification times: data this large is not read whole before "
+                         "training to fingerprint it)")
         else:
             what = f"the loaded arrays of the embedded set {print_.get('set')} ({print_.get('provider')})"
         lines.append(f"- Fingerprint: SHA-256 `{print_['sha256']}` of {what}.")
