@@ -147,3 +147,15 @@ def test_a_binary_classifier_is_calibrated_through_its_one_logit(tmp_path):
     module = load_module(read_checkpoint(tmp_path / "run" / "checkpoints" / "best.ckpt"))
     assert module.temperature == pytest.approx(results["calibration"]["temperature"], 1e-5)
     assert read_results(tmp_path / "run")["calibration"]["stored_in"] == "checkpoints/best.ckpt"
+
+
+def test_calibration_reads_the_rows_the_batch_limits_covered(tmp_path):
+    """With validation and test limited to their first batches (a smoke run), the temperature is fitted and
+    measured on those rows, as the test metrics and test_predictions.csv are: the record says how many."""
+    write_table(tmp_path / "table.csv")
+    results = train_run(tmp_path / "run", ["data=csv", f"data.path={tmp_path / 'table.csv'}", "data.target=label",
+                                           "data.missing=impute", "data.batch_size=8", "trainer.limit_val_batches=2",
+                                           "trainer.limit_test_batches=3", "trainer.max_epochs=3"])
+    record, limits = results["calibration"], results["limits"]
+    assert (record["val_rows"], record["test"]["rows"]) == (limits["val"]["rows"], limits["test"]["rows"]) == (16, 24)
+    assert limits["test"]["of"] > 24 and len(pd.read_csv(tmp_path / "run" / "test_predictions.csv")) == 24

@@ -3,8 +3,10 @@ DataLoader workers, the splits those of the in-memory path (the same seeded, str
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
+from contextlib import contextmanager
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,12 +190,27 @@ class ImageFileDataset(Dataset):
         batch_size = batch_size or self.batch_size
         subset = Subset(self, range(len(self) if rows is None else min(rows, len(self))))
         workers = self.num_workers if len(subset) > batch_size else 0  # a batch or less: no processes to start
-        yield from DataLoader(subset, batch_size=batch_size, num_workers=workers, collate_fn=collate_images)
+        with forked_without_gc_copies():
+            batches = iter(DataLoader(subset, batch_size=batch_size, num_workers=workers, collate_fn=collate_images))
+        yield from batches
 
     def labelled_head(self, rows: int | None) -> tuple[Tensor, Tensor]:
         """The inputs and targets of the first `rows` samples, at most HEAD_ROWS (a streamed split is never
         decoded whole)."""
         return joined(self.labelled_batches(HEAD_ROWS if rows is None else min(rows, HEAD_ROWS)))
+
+
+@contextmanager
+def forked_without_gc_copies() -> Iterator[None]:
+    """Fork DataLoader workers with the parent's objects frozen (gc.freeze), as Python's gc documentation advises:
+    a worker's garbage collections then leave the pages of the objects it inherited alone. Unfrozen, each
+    collection wrote to every object and so copied the parent's whole heap into each worker: after training,
+    calibration's two workers grew the run from 1.2 to 3.5 GB (16,000 images of 224x224)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def collate_images(samples: list[tuple[Tensor, Tensor] | None]) -> tuple[Tensor, Tensor]:

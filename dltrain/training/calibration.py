@@ -31,13 +31,14 @@ def calibration_method(choice: str, spec: DataSpec) -> str | None:
     return "temperature" if classifier and choice in ("auto", "temperature") else None
 
 
-def logits_of(module: Any, dataset: Any) -> tuple[Tensor, Tensor]:
-    """The module's raw outputs (the network's logits, no temperature) and the targets of a whole split."""
+def logits_of(module: Any, dataset: Any, rows: int | None = None) -> tuple[Tensor, Tensor]:
+    """The module's raw outputs (the network's logits, no temperature) and the targets of a split (its first
+    `rows` rows: those a batch limit covered; all: None)."""
     was_training = module.training
     module.eval()
     outputs, targets = [], []
     with torch.inference_mode():
-        for x, y in dataset.labelled_batches(None):
+        for x, y in dataset.labelled_batches(rows):
             outputs.append(module(x.to(module.device)).float().cpu())
             targets.append(y)
     module.train(was_training)
@@ -101,10 +102,12 @@ def calibrated_figures(module: Any, batches: Any) -> dict[str, float]:
             "uncalibrated_ece": round(own["ece"], 6), "uncalibrated_brier": round(own["brier"], 6)}
 
 
-def calibrate(module: Any, datamodule: Any, choice: str, run_dir: Path | None) -> dict[str, Any] | None:
+def calibrate(module: Any, datamodule: Any, choice: str, run_dir: Path | None,
+              rows: dict[str, int | None] | None = None) -> dict[str, Any] | None:
     """Fit the temperature on the validation split, put it into `module` (module.temperature: every prediction
     reads it), measure the test split before and after, draw calibration.png into `run_dir`; the record for
-    results.json, or None where `choice` calibrates nothing for this task."""
+    results.json, or None where `choice` calibrates nothing for this task. `rows`: the validation and test rows
+    the run's batch limits covered ({"val": n, "test": n}; a split not named is read whole)."""
     spec = module.spec
     method = calibration_method(choice, spec)
     if method is None:
@@ -112,7 +115,8 @@ def calibrate(module: Any, datamodule: Any, choice: str, run_dir: Path | None) -
     if not len(datamodule.val_set):
         log.warning("calibration: no validation rows to fit a temperature on; the probabilities stay uncalibrated")
         return {"method": None, "why": "no validation rows"}
-    val_logits, val_targets = logits_of(module, datamodule.val_set)
+    rows = rows or {}
+    val_logits, val_targets = logits_of(module, datamodule.val_set, rows.get("val"))
     right = probabilities(val_logits, spec.task).argmax(dim=1) == val_targets.long().reshape(-1)
     if bool(right.all()):  # the likelihood then grows as T falls to 0: no temperature is the fitted one
         log.warning(f"calibration: every one of the {len(right)} validation rows is classified right, so no "
@@ -123,9 +127,10 @@ def calibrate(module: Any, datamodule: Any, choice: str, run_dir: Path | None) -
     record: dict[str, Any] = {"method": method, "temperature": round(temperature, 6), "fitted_on": "val",
                               "val_rows": len(val_targets)}
     if len(datamodule.test_set):
-        logits, targets = logits_of(module, datamodule.test_set)
+        logits, targets = logits_of(module, datamodule.test_set, rows.get("test"))
         before, after = (scores(probabilities(logits, spec.task, t), targets) for t in (1.0, temperature))
-        record["test"] = {"ece_before": round(before["ece"], 6), "ece_after": round(after["ece"], 6),
+        record["test"] = {"rows": len(targets), "ece_before": round(before["ece"], 6),
+                          "ece_after": round(after["ece"], 6),
                           "brier_before": round(before["brier"], 6), "brier_after": round(after["brier"], 6)}
         if run_dir is not None:
             from dltrain.report.plots import reliability_diagram
@@ -135,7 +140,7 @@ def calibrate(module: Any, datamodule: Any, choice: str, run_dir: Path | None) -
             record["plot"] = "calibration.png"
     on_test = record.get("test")
     log.info(f"calibration: temperature {temperature:.3f} fitted on the validation split ({len(val_targets)} rows)"
-             + (f"; test ECE {on_test['ece_before']:.4f} -> {on_test['ece_after']:.4f}, Brier "
-                f"{on_test['brier_before']:.4f} -> {on_test['brier_after']:.4f}" if on_test else "")
+             + (f"; test ECE ({on_test['rows']} rows) {on_test['ece_before']:.4f} -> {on_test['ece_after']:.4f}, "
+                f"Brier {on_test['brier_before']:.4f} -> {on_test['brier_after']:.4f}" if on_test else "")
              + "; the classes, and so accuracy, unchanged")
     return record

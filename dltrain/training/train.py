@@ -255,8 +255,9 @@ def _test_and_write(run: _Run) -> dict[str, Any]:
     # The module holds the tested weights: no ckpt_path, which would let a weight-averaging callback restore its
     # checkpoint's "current_model_state" (the weights before averaging) rather than the state_dict others read.
     tested = trainer.test(run.module, datamodule=run.datamodule, verbose=False)
-    calibration = _calibrate(run, best_path) if run.rank_zero else None
     limits = limits_in_force(trainer, run.datamodule)
+    calibration = _calibrate(run, best_path, {stage: limit["rows"] for stage, limit in limits.items()}) \
+        if run.rank_zero else None
     plots = _predictions_and_plots(run.module, run.datamodule, run_dir, {"monitor": cfg.monitor,
                                                                          "best_epoch": best_epoch},
                                    rows=limits.get("test", {}).get("rows")) if run.rank_zero else []
@@ -282,14 +283,15 @@ def _test_and_write(run: _Run) -> dict[str, Any]:
     return final
 
 
-def _calibrate(run: _Run, best_path: str) -> dict[str, Any] | None:
-    """Temperature scaling of a classifier's tested weights (dltrain.training.calibration), the temperature
-    stored in the best checkpoint that every later command reads (written whole again, atomically, by the
-    trainer's checkpoint IO); the record for results.json, or None where nothing is calibrated."""
+def _calibrate(run: _Run, best_path: str, rows: dict[str, int]) -> dict[str, Any] | None:
+    """Temperature scaling of a classifier's tested weights (dltrain.training.calibration) on the rows the batch
+    limits covered (`rows`), the temperature stored in the best checkpoint that every later command reads
+    (written whole again, atomically, by the trainer's checkpoint IO); the record for results.json, or None
+    where nothing is calibrated."""
     from dltrain.training.calibration import calibrate
     from dltrain.training.restore import CALIBRATION_KEY
 
-    record = calibrate(run.module, run.datamodule, str(run.cfg.get("calibration", "auto")), run.run_dir)
+    record = calibrate(run.module, run.datamodule, str(run.cfg.get("calibration", "auto")), run.run_dir, rows)
     if not record or not record.get("method"):
         return record
     if not best_path:
