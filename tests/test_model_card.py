@@ -169,6 +169,7 @@ def test_the_intervals_are_the_row_resampling_bootstraps_at_any_size(tmp_path, m
     for name in ("test_rmse", "test_mae"):
         assert approximated[name][0] == resampled[name][0]
         assert approximated[name][1:] == pytest.approx(resampled[name][1:], abs=0.01)
-    said = model_card._approximated({"task": "regression", "rows": {"test": 3000}})
+    said = "\n".join(model_card._quality({"task": "regression", "rows": {"test": 3000}}, tmp_path / "r.csv"))
     assert "above 1,000 rows: the normal approximation" in said
-    assert model_card._approximated({"task": "multiclass", "rows": {"test": 3000}}) == ""
+    assert "normal approximation" not in "\n".join(
+        model_card._quality({"task": "multiclass", "rows": {"test": 3000}}, tmp_path / "p.csv"))

@@ -20,6 +20,7 @@ from typing import Any
 DATA_FILE_KEYS = ("path", "targets_path", "val_path", "test_path")  # data keys that name a file or folder
 _CHUNK = 1 << 20
 CONTENT_BYTES = 256 * 2**20  # the most data whose bytes are hashed (about half a second); larger: its listing
+BY_CONTENT, BY_LISTING = "files", "file names, sizes and times"  # a files fingerprint's "of"
 _SCIKIT_LEARN_SETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")  # dltrain.data.embedded's loaders of them
 
 
@@ -59,7 +60,7 @@ def _files_fingerprint(paths: list[Path]) -> dict[str, Any]:
         with file.open("rb") as handle:
             while chunk := handle.read(_CHUNK):
                 digest.update(chunk)
-    return {"sha256": digest.hexdigest(), "of": "files" if by_content else "file names, sizes and times",
+    return {"sha256": digest.hexdigest(), "of": BY_CONTENT if by_content else BY_LISTING,
             "files": len(listed), "bytes": size, "paths": [str(path) for path in paths]}
 
 

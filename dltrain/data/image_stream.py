@@ -6,8 +6,8 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing
-from contextlib import contextmanager
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -80,8 +80,8 @@ def prepared(path: str) -> PreparedData:
     chunks = {split: chunk_rows(f"{path}/{split}", rows[split]) for split in SPLITS if rows[split]}
     pipeline = description.get("pipeline") if isinstance(description.get("pipeline"), dict) else {}
     said = ", ".join(f"{split} {rows[split]}" for split in SPLITS)
-    return PreparedData(path, spec, rows, pipeline, chunks, [(logging.INFO, f"data=streaming: {path} read while training "
-                                                                    f"with LitData ({said} rows)")])
+    notes = [(logging.INFO, f"data=streaming: {path} read while training with LitData ({said} rows)")]
+    return PreparedData(path, spec, rows, pipeline, chunks, notes)
 
 
 def _read_json(url: str, missing: str) -> Any:
@@ -214,7 +214,7 @@ class PreparedDataModule(pl.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
         weights = stored.class_weights if stored is not None else _class_weights(class_weights, data)
         self.spec = replace(data.spec, class_weights=weights)
-        self.notes, self.chunks, self.seed = list(data.notes), data.chunks, seed
+        self.notes, self.chunks = list(data.notes), data.chunks
         self.facts = {"streamed": {"engine": "litdata", "path": data.path, "rows": dict(data.rows)}}
         self.train_set, self.val_set, self.test_set = (
             PreparedSplit(f"{data.path}/{split}", data.rows[split], data.spec.task, split == "train", seed,

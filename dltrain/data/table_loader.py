@@ -13,8 +13,9 @@ where a core is spare for it (StreamedTableModule decides; on 2 cores that torch
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -51,8 +52,8 @@ class TableBatches(RankBatches):
     def __init__(self, source: TableSource, survey: Survey, spec: DataSpec, part: int, *, batch_size: int,
                  seed: int, shuffle: bool, rank: int = 0, world: int = 1, first_epoch: int = 0,
                  read_ahead: bool = False, hold: bool = False) -> None:
-        """`first_epoch`: see RankBatches. `hold` (a split read in file order, small enough): each window is kept once read, so that the passes
-        after the first (validation's, every epoch) read no file."""
+        """`first_epoch`: see RankBatches. `hold` (a split read in file order, small enough): each window is kept
+        once read, so that the passes after the first (validation's, every epoch) read no file."""
         self.source, self.survey, self.spec, self.part = source, survey, spec, part
         self.batch_size, self.seed, self.shuffle, self.rank, self.world = batch_size, seed, shuffle, rank, world
         self.read_ahead, self.hold = read_ahead, hold and not shuffle
@@ -70,10 +71,14 @@ class TableBatches(RankBatches):
         firsts = range(skip - skip % window, len(mine), window)  # positions in `mine` where a window starts
         # A batch is a slice of its window, cheaper to cut here than to pass from a worker process (about 1.5 ms
         # a batch there); the next window is read on a thread meanwhile where read_ahead says so.
-        with ThreadPoolExecutor(max_workers=1) if self.read_ahead else _InPlace() as ahead:
+        with ThreadPoolExecutor(max_workers=1) if self.read_ahead else nullcontext() as ahead:
             def read(first: int) -> Future:
-                held = self._held.get(first)
-                return _done(held) if held else ahead.submit(self._window, order, starts, mine[first:first + window])
+                """The window at `first`: held, read on the thread, or read now (no thread)."""
+                if first in self._held:
+                    return _done(self._held[first])
+                if ahead is None:
+                    return _done(self._window(order, starts, mine[first:first + window]))
+                return ahead.submit(self._window, order, starts, mine[first:first + window])
 
             coming = read(firsts[0]) if firsts else None
             for first in firsts:
@@ -140,19 +145,6 @@ class TableBatches(RankBatches):
         elif self.spec.task != MULTICLASS:
             targets = targets.float()
         return torch.from_numpy(np.ascontiguousarray(x)), targets
-
-
-class _InPlace:
-    """ThreadPoolExecutor's submit for a window read when it is wanted, on the calling thread."""
-
-    def __enter__(self) -> _InPlace:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
-
-    def submit(self, function: Callable[..., Any], *args: Any) -> Future:
-        return _done(function(*args))
 
 
 def _done(value: Any) -> Future:

@@ -132,7 +132,6 @@ class StreamedTableModule(SplitLoaders):
         return streamed_loader(dataset, batch_size=None, num_workers=max(0, min(workers, len(dataset))),
                                pin_memory=self.pin_memory)
 
-
     @staticmethod
     def _held(rows: int, world: int, features: int) -> bool:
         """Whether a process's share of the validation rows, encoded, fits HELD_BYTES: validation reads the same

@@ -47,7 +47,7 @@ def explain(module: Any, test_set: Any, run_dir: Path, seed: int = 0) -> dict[st
         log.warning("explain=true: the test split is empty, so nothing was explained")
         return {"method": None, "why": "no test rows"}
     if module.spec.kind == IMAGE:
-        return _image_attributions(module, torch.cat([x for x, _ in test_set.labelled_batches(IMAGES)]), run_dir)
+        return _image_attributions(module, test_set.labelled_head(IMAGES)[0], run_dir)
     rows, targets = test_rows(test_set, seed)
     return _permutation_importance(module, rows, targets, run_dir, seed, len(test_set))
 

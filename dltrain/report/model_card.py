@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from dltrain.data.fingerprint import BY_CONTENT, BY_LISTING
 from dltrain.rundir.files import read_record, write_atomic
 from dltrain.rundir.layout import RunDir
 
@@ -74,10 +75,10 @@ def _data(results: dict[str, Any]) -> list[str]:
     lines = ["## Data", "", f"- Source: {results.get('data')}; rows: {print_rows or 'not recorded'}."]
     print_ = results.get("data_fingerprint") or {}
     if print_.get("sha256"):
-        if print_.get("of") in ("files", "file names, sizes and times"):
+        if print_.get("of") in (BY_CONTENT, BY_LISTING):
             what = (f"{print_.get('files'):,} file(s), {print_.get('bytes'):,} bytes: "
                     + ", ".join(f"`{p}`" for p in print_.get("paths") or []))
-            if print_["of"] != "files":
+            if print_["of"] == BY_LISTING:
                 what += (" (their names, sizes and modification times: data this large is not read whole before "
                          "training to fingerprint it)")
         else:
@@ -93,10 +94,11 @@ def _data(results: dict[str, Any]) -> list[str]:
 
 def _quality(results: dict[str, Any], predictions: Path) -> list[str]:
     test = results.get("test") or {}
-    intervals = bootstrap_intervals(predictions, results.get("task"))
+    scores = _row_scores(predictions, results.get("task"))
+    intervals = _intervals(scores)
     lines = ["## How good", "", f"Test metrics on the test split ({(results.get('rows') or {}).get('test', '?')} "
              f"rows), with a 95% interval from {RESAMPLES} bootstrap resamples of test_predictions.csv where it "
-             f"has one{_approximated(results)}:", "", "| metric | value | 95% interval |", "|---|---|---|"]
+             f"has one{_approximated(scores)}:", "", "| metric | value | 95% interval |", "|---|---|---|"]
     values = {name: float(value) for name, value in test.items()} | {
         name: point for name, (point, _, _) in intervals.items() if name not in test}
     for name, value in sorted(values.items()):
@@ -120,12 +122,12 @@ def _quality(results: dict[str, Any], predictions: Path) -> list[str]:
     return lines
 
 
-def _approximated(results: dict[str, Any]) -> str:
-    """What the card says where a regression's intervals are the normal approximation (bootstrap_intervals)."""
-    rows = (results.get("rows") or {}).get("test")
-    if results.get("task") != "regression" or not isinstance(rows, int) or rows <= RESAMPLED_ROWS:
-        return ""
-    return f" (an error's interval, above {RESAMPLED_ROWS:,} rows: the normal approximation of its mean)"
+def _approximated(scores: dict[str, np.ndarray]) -> str:
+    """What the card says where an error's interval is the normal approximation (_mean_interval): a regression's
+    scores over RESAMPLED_ROWS rows."""
+    rows = len(scores.get("test_rmse", []))
+    return f" (an error's interval, above {RESAMPLED_ROWS:,} rows: the normal approximation of its mean)" \
+        if rows > RESAMPLED_ROWS else ""
 
 
 def bootstrap_intervals(predictions: Path, task: str | None, seed: int = 0
@@ -138,9 +140,11 @@ def bootstrap_intervals(predictions: Path, task: str | None, seed: int = 0
     bootstrap's own distribution, at any n. An error's mean is resampled row by row, RESAMPLES x n draws, so
     above RESAMPLED_ROWS rows its interval is the normal approximation of the mean (which the bootstrap's
     approaches at that size) instead: the card says so."""
-    scores = _row_scores(predictions, task)
-    if not scores:
-        return {}
+    return _intervals(_row_scores(predictions, task), seed)
+
+
+def _intervals(scores: dict[str, np.ndarray], seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """bootstrap_intervals of the rows' scores (_row_scores)."""
     rng = np.random.default_rng(seed)
     intervals = {}
     for name, values in scores.items():
