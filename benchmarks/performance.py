@@ -255,6 +255,8 @@ RUN_IMPORTS = importing("torch, pytorch_lightning, sklearn.datasets, sklearn.mod
 FIRST_STEP = """
 import os, sys, time
 started = float(sys.argv[1])
+from dltrain.collection import hold_collections
+hold_collections()  # console_main's first step, taken before the imports this script adds for its callback
 from dltrain.commands import train as cli
 import dltrain.training.train, pytorch_lightning as pl
 class FirstStep(pl.Callback):
@@ -265,7 +267,7 @@ train_module = dltrain.training.train
 build_callbacks = train_module.build_callbacks
 train_module.build_callbacks = lambda cfg, run_dir, added: build_callbacks(cfg, run_dir, added + [FirstStep()])
 sys.argv = ["dltrain", *sys.argv[2:]]
-cli.main()
+cli.console_main()  # the console script `dltrain` runs
 """
 
 

@@ -62,3 +62,18 @@ def test_a_lever_leaves_the_run_as_it_was(run, monkeypatch, lever_off, with_leve
                                                                                                   without_lever)]
     assert last[0].keys() == last[1].keys()
     assert all(torch.allclose(last[0][k], last[1][k], atol=1e-6) for k in last[0])
+
+
+@pytest.mark.slow
+def test_collections_held_at_the_start_leave_the_run_as_it_was(tmp_path, with_lever):
+    """The console script holds Python's garbage collections while it starts (dltrain.collection); in-process
+    training never does: the same seeded run both ways gives the same epochs."""
+    from conftest import FAST, dltrain_command, only_run_dir
+
+    done = dltrain_command(*FAST, *RUN, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    ours, theirs = read_metrics(only_run_dir(tmp_path)), read_metrics(with_lever)
+    assert len(ours) == len(theirs) == 3
+    for column in CURVES:
+        assert torch.allclose(torch.tensor([row[column] for row in ours]),
+                              torch.tensor([row[column] for row in theirs]), rtol=1e-5, atol=1e-7), column

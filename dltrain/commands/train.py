@@ -72,16 +72,16 @@ def _train_job(cfg: DictConfig) -> dict | None:
         elif cfg.resume:
             cfg = resumed_config(run_dir, list(hydra_cfg.overrides.task), _config_dirs(hydra_cfg))
         validated = validate(cfg, _config_dirs(hydra_cfg))  # once per run, before the heavy imports: answers at once
+        from dltrain.collection import resume_collections
         from dltrain.distributed import ddp_job
+        from dltrain.sweeps.pruning import trial_pruning
+        from dltrain.training.cross_validation import cross_validate
+        from dltrain.training.train import train
 
+        resume_collections()  # the imports are done; the data and what the run makes are collected as usual
         with ddp_job(hydra_cfg):
             if OmegaConf.select(cfg, "cv.folds", default=0):
-                from dltrain.training.cross_validation import cross_validate
-
                 return cross_validate(validated, run_dir, resume=bool(cfg.resume))
-            from dltrain.sweeps.pruning import trial_pruning
-            from dltrain.training.train import train
-
             return train(validated, run_dir, resume=bool(cfg.resume), callbacks=trial_pruning(hydra_cfg, cfg))
     except RunInterrupted as exc:
         if in_sweep:  # where a plain sweep's summary goes, should the command summarize it (main)
@@ -261,7 +261,11 @@ def main() -> None:
 
 
 def console_main() -> None:
-    """The `dltrain` console script: main(), then an exit that skips the final garbage collection."""
+    """The `dltrain` console script: main() with garbage collections held while it starts (dltrain.collection),
+    then an exit that skips the final garbage collection."""
+    from dltrain.collection import hold_collections
+
+    hold_collections()
     try:
         main()
     finally:
