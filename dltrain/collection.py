@@ -1,12 +1,13 @@
-"""Python's cyclic garbage collector held off while the `dltrain` command imports, and resumed before its run
-loads data.
+"""Python's cyclic garbage collector held off while a console script imports, and resumed before it reads data.
 
 Importing torch, Lightning, scikit-learn and pandas creates objects that live as long as the process, and while
-they are imported the collector walks them again and again: a large share of the start (benchmarks/README.md).
-The console script holds collections from its first line; once the imports are done, every object alive is
-moved out of the collector's sight (gc.freeze, as Python's gc documentation advises for objects that live for
-good) and collections resume for the data and whatever the run creates. The few cycles the imports left behind
-are frozen with them. In-process use (tests, notebooks) never holds, so resuming there changes nothing.
+they are imported the collector walks them again and again: a large share of a command's start
+(benchmarks/README.md). The console scripts hold collections from their first line (`dltrain`'s console_main,
+the others' run_tool); once a command's libraries are imported (a run's, or a checkpoint's module built), it
+resumes them: every object alive is moved out of the collector's sight (gc.freeze, as Python's gc documentation
+advises for objects that live for good) and collections go on for the data and whatever the command creates.
+dltrain-runs, which reads small files only, holds them to its end. The few cycles the imports left behind are
+frozen with them. In-process use (tests, notebooks) never holds, so resuming there changes nothing.
 """
 
 from __future__ import annotations

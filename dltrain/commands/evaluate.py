@@ -33,6 +33,7 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None, tru
         raise ConfigError(f"split={split} is not a split: expected train, val or test")
     checkpoint_file(ckpt_path)  # a wrong path answered before torch is imported
 
+    from dltrain.collection import resume_collections
     from dltrain.data.inputs import check_unknown_category
     from dltrain.quiet import quiet_libraries
 
@@ -41,6 +42,7 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None, tru
 
     quiet_libraries()
     path, run_dir, checkpoint, module = open_checkpoint(ckpt_path, trust)  # a refused file costs no Lightning import
+    resume_collections()  # the libraries are imported (dltrain.collection)
 
     import pytorch_lightning as pl
 

@@ -61,11 +61,13 @@ def export(ckpt_path: str, format: str = "onnx", output: str | None = None, trus
 
 
 def _write(ckpt_path: str, formats: list[str], output: str | None, trust: str | None, bound: float) -> list[Path]:
+    from dltrain.collection import resume_collections
     from dltrain.training.restore import open_checkpoint
     from dltrain.quiet import quiet_libraries
 
     quiet_libraries()
     path, run_dir, checkpoint, module = open_checkpoint(ckpt_path, trust)  # a refused file costs no Lightning import
+    resume_collections()  # the libraries are imported (dltrain.collection)
 
     from dltrain.data.datamodule import stored_datamodule
     from dltrain.inference.formats import NETWORK_CONFIG, export_network, with_temperature

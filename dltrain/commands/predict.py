@@ -30,6 +30,7 @@ def predict(ckpt_path: str, input: str, output: str | None = None, batch_size: s
 
     checkpoint_file(ckpt_path)  # a wrong path answered before torch is imported
 
+    from dltrain.collection import resume_collections
     from dltrain.training.restore import open_checkpoint
     from dltrain.data.inputs import check_keep_source, check_unknown_category, image_files, is_image_input, \
         missing_rule
@@ -40,6 +41,7 @@ def predict(ckpt_path: str, input: str, output: str | None = None, batch_size: s
         raise ConfigError(f"batch_size={batch_size} is not valid: expected auto or an integer > 0")
     check_unknown_category(on_unknown_category)
     path, run_dir, _, module = open_checkpoint(ckpt_path, trust)
+    resume_collections()  # the libraries are imported (dltrain.collection)
     module.eval()
     source = Path(input).expanduser()
     check_keep_source(source, listed(keep))

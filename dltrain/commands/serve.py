@@ -49,6 +49,7 @@ def serve(ckpt_path: str, *, host: str = "127.0.0.1", port: str = "8000", worker
 
     import uvicorn
 
+    from dltrain.collection import resume_collections
     from dltrain.quiet import quiet_libraries
     from dltrain.inference.app import Settings, create_app, load_served, settings_environment
 
@@ -56,6 +57,7 @@ def serve(ckpt_path: str, *, host: str = "127.0.0.1", port: str = "8000", worker
     settings = Settings(ckpt_path, trust, on_unknown_category, numbers["max_batch_rows"], body_mb,
                         numbers["microbatch_rows"], wait_ms, numbers["threads"])
     served = load_served(settings)  # a bad checkpoint is refused here, in one line, before any server starts
+    resume_collections()  # the libraries are imported (dltrain.collection)
     address = f"http://{host}:{numbers['port']}"
     meta = served.metadata
     print(f"serving model={meta['model']} ({meta['task']}, data={meta['data']}) from {meta['checkpoint']} on "

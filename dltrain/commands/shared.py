@@ -55,6 +55,9 @@ def run_tool(name: str, doc: str, keys: dict[str, Any], required: tuple[str, ...
              positional: tuple[str, ...] = ()) -> None:
     """Run a command: `body(**keys)` from sys.argv's key=value arguments (see parse_keys), or its help for
     -h/--help. A user's mistake is one line and exit 1, a bug a traceback and exit 2."""
+    from dltrain.collection import hold_collections
+
+    hold_collections()  # while the command imports; the command resumes them once it has (dltrain.collection)
     argv = sys.argv[1:]
     try:
         if any(arg in ("-h", "--help") for arg in argv):
