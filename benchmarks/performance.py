@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import io
 import json
 import subprocess
@@ -187,6 +188,11 @@ def throughput(case: "Case", tmp: Path) -> dict:
     seconds = {side: [] for side in sides}
     for i in range(case.tries):
         for side, run in sides.items():
+            # Each side starts as a process of its own would: with no other run's objects for Python's garbage
+            # collector to walk (the earlier cases' and sides' leftovers made whoever allocated more per epoch
+            # pay for full collections over them; the console script freezes its start, dltrain.collection).
+            gc.collect()
+            gc.freeze()
             seconds[side].append(run(i))
     rows = len(data.train_set)
     return {"rows": rows, "steps": -(-rows // batch_size)} | {
