@@ -1,7 +1,8 @@
 """Image folders at scale: dltrain's streamed path against a hand-written ImageFolder + DataLoader loop.
 
 Generated 256x256 JPEG folders (10 classes; cached under /tmp/dltrain_bench_images), read at 224x224, each
-side run three times (--tries), taking turns:
+side run three times (--tries) timed and three times with its memory sampled (sampling slows the runs it
+watches: see PeakMemory), taking turns:
 - streamed peak memory (the process and its DataLoader workers, summed by PSS): flat in the folder's size
   (the largest folder's median at most 1.2x the smallest's) and every try under 2 GB;
 - time from launch to the first training step (the median): under 15 s at every size;
@@ -90,7 +91,12 @@ class StepClock(pl.Callback):
 
 class PeakMemory:
     """The peak of the summed proportional set size (PSS: shared pages split among their users) of a process
-    and all its descendants, sampled every `every` seconds from /proc."""
+    and all its descendants, sampled every `every` seconds from /proc.
+
+    Reading a process's PSS walks all its memory mappings under the lock its page faults take, so sampling
+    slows the processes measured, and one with more mappings more: over 40 steps of 16,000 images, dltrain's
+    best of three fell from 144 to 120 samples/s, the hand loop's from 147 to 135. Throughput and the first
+    step are therefore measured in runs of their own (`measured=False`)."""
 
     def __init__(self, pid: int, every: float = 0.2) -> None:
         self.pid, self.every, self.peak = pid, every, 0
@@ -109,9 +115,10 @@ class PeakMemory:
         return self.peak / 2**20
 
 
-def dltrain_run(folder: Path, stream: bool, arch: str, steps: int, batch: int, workers: int) -> dict:
-    """One dltrain training run of `steps` batches: its peak memory, seconds from launch to the first step,
-    and samples a second over the steps after the first two."""
+def dltrain_run(folder: Path, stream: bool, arch: str, steps: int, batch: int, workers: int,
+                measured: bool = True) -> dict:
+    """One dltrain training run of `steps` batches: its peak memory (where `measured`: see PeakMemory), seconds
+    from launch to the first step, and samples a second over the steps after the first two."""
     with tempfile.TemporaryDirectory() as tmp:
         clock = Path(tmp) / "clock.json"
         env = os.environ | {CLOCK_ENV: str(clock), "PYTHONPATH": os.pathsep.join(
@@ -124,9 +131,9 @@ def dltrain_run(folder: Path, stream: bool, arch: str, steps: int, batch: int, w
         launched = time.time()
         process = subprocess.Popen(command, cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                    text=True)
-        memory = PeakMemory(process.pid)
+        memory = PeakMemory(process.pid) if measured else None
         _, errors = process.communicate()
-        peak = memory.stop()
+        peak = memory.stop() if memory else float("nan")
         if process.returncode != 0:
             raise RuntimeError(f"dltrain failed ({process.returncode}): {errors[-2000:]}")
         times = json.loads(clock.read_text())
@@ -157,15 +164,15 @@ def _throughput(starts: list[float], ends: list[float], batch: int, warmup: int 
     return (len(ends) - warmup) * batch / (ends[-1] - starts[warmup])
 
 
-def hand_run(folder: Path, arch: str, steps: int, batch: int, workers: int) -> dict:
+def hand_run(folder: Path, arch: str, steps: int, batch: int, workers: int, measured: bool = True) -> dict:
     """hand_loop in a process of its own, measured as dltrain_run measures dltrain."""
     command = [sys.executable, __file__, "--hand", str(folder), "--arch", arch, "--steps", str(steps), "--batch",
                str(batch), "--workers", str(workers)]
     launched = time.time()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    memory = PeakMemory(process.pid)
+    memory = PeakMemory(process.pid) if measured else None
     out, _ = process.communicate()
-    peak = memory.stop()
+    peak = memory.stop() if memory else float("nan")
     times = json.loads(out.strip().splitlines()[-1])
     return {"peak_mb": peak, "first_step_s": times["starts"][0] - launched,
             "samples_per_s": _throughput(times["starts"], times["ends"], batch)}
@@ -198,20 +205,26 @@ def hand_loop(folder: Path, arch: str, steps: int, batch: int, workers: int) -> 
 
 
 def paired_runs(folder: Path, arch: str, steps: int, batch: int, workers: int, tries: int) -> tuple[dict, dict]:
-    """`tries` streamed dltrain runs and hand loops, taking turns: of each side the best throughput (the try least
-    disturbed on a shared machine) and the median first step and peak memory (the allocator's layout varies from
-    run to run: glibc's dynamic mmap threshold left the same run's training process 0.4 GB larger in some runs),
-    with every try's peak memory for the report."""
-    runs = [(dltrain_run(folder, True, arch, steps, batch, workers), hand_run(folder, arch, steps, batch, workers))
-            for _ in range(tries)]
+    """`tries` streamed dltrain runs and hand loops timed, taking turns, and as many of each with their memory
+    sampled (PeakMemory): of each side the best throughput (the try least disturbed on a shared machine), the
+    median first step and the median peak memory (the allocator's layout varies from run to run: glibc's
+    dynamic mmap threshold left the same run's training process 0.4 GB larger in some runs), with every try's
+    peak memory for the report."""
+    timed, sampled = [], []
+    for _ in range(tries):
+        timed.append((dltrain_run(folder, True, arch, steps, batch, workers, measured=False),
+                      hand_run(folder, arch, steps, batch, workers, measured=False)))
+        sampled.append((dltrain_run(folder, True, arch, steps, batch, workers),
+                        hand_run(folder, arch, steps, batch, workers)))
 
-    def summary(side: list[dict]) -> dict:
-        median = sorted(side, key=lambda run: run["peak_mb"])[len(side) // 2]["peak_mb"]
-        return {"samples_per_s": max(run["samples_per_s"] for run in side), "peak_mb": median,
-                "first_step_s": sorted(run["first_step_s"] for run in side)[len(side) // 2],
-                "peaks_mb": [run["peak_mb"] for run in side]}
+    def summary(times: list[dict], memory: list[dict]) -> dict:
+        peaks = [run["peak_mb"] for run in memory]
+        return {"samples_per_s": max(run["samples_per_s"] for run in times),
+                "first_step_s": sorted(run["first_step_s"] for run in times)[len(times) // 2],
+                "peak_mb": sorted(peaks)[len(peaks) // 2], "peaks_mb": peaks}
 
-    return summary([ours for ours, _ in runs]), summary([theirs for _, theirs in runs])
+    return (summary([ours for ours, _ in timed], [ours for ours, _ in sampled]),
+            summary([theirs for _, theirs in timed], [theirs for _, theirs in sampled]))
 
 
 def image_lines(sizes: list[int], arch: str = "cnn", steps: int = 40, batch: int = 32,
