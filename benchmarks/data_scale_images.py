@@ -94,9 +94,8 @@ class PeakMemory:
     and all its descendants, sampled every `every` seconds from /proc.
 
     Reading a process's PSS walks all its memory mappings under the lock its page faults take, so sampling
-    slows the processes measured, and one with more mappings more: over 40 steps of 16,000 images, dltrain's
-    best of three fell from 144 to 120 samples/s, the hand loop's from 147 to 135. Throughput and the first
-    step are therefore measured in runs of their own (`measured=False`)."""
+    slows the processes measured, and one with more mappings (dltrain's) more (benchmarks/README.md).
+    Throughput and the first step are therefore measured in runs of their own (`measured=False`)."""
 
     def __init__(self, pid: int, every: float = 0.2) -> None:
         self.pid, self.every, self.peak = pid, every, 0
@@ -115,6 +114,14 @@ class PeakMemory:
         return self.peak / 2**20
 
 
+def finished(process: subprocess.Popen, measured: bool) -> tuple[str | None, str | None, float]:
+    """The process's output and errors once it has ended, and its peak memory (PeakMemory; NaN unless
+    `measured`)."""
+    memory = PeakMemory(process.pid) if measured else None
+    out, errors = process.communicate()
+    return out, errors, memory.stop() if memory else float("nan")
+
+
 def dltrain_run(folder: Path, stream: bool, arch: str, steps: int, batch: int, workers: int,
                 measured: bool = True) -> dict:
     """One dltrain training run of `steps` batches: its peak memory (where `measured`: see PeakMemory), seconds
@@ -131,9 +138,7 @@ def dltrain_run(folder: Path, stream: bool, arch: str, steps: int, batch: int, w
         launched = time.time()
         process = subprocess.Popen(command, cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                    text=True)
-        memory = PeakMemory(process.pid) if measured else None
-        _, errors = process.communicate()
-        peak = memory.stop() if memory else float("nan")
+        _, errors, peak = finished(process, measured)
         if process.returncode != 0:
             raise RuntimeError(f"dltrain failed ({process.returncode}): {errors[-2000:]}")
         times = json.loads(clock.read_text())
@@ -170,9 +175,7 @@ def hand_run(folder: Path, arch: str, steps: int, batch: int, workers: int, meas
                str(batch), "--workers", str(workers)]
     launched = time.time()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    memory = PeakMemory(process.pid) if measured else None
-    out, _ = process.communicate()
-    peak = memory.stop() if memory else float("nan")
+    out, _, peak = finished(process, measured)
     times = json.loads(out.strip().splitlines()[-1])
     return {"peak_mb": peak, "first_step_s": times["starts"][0] - launched,
             "samples_per_s": _throughput(times["starts"], times["ends"], batch)}
@@ -207,9 +210,8 @@ def hand_loop(folder: Path, arch: str, steps: int, batch: int, workers: int) -> 
 def paired_runs(folder: Path, arch: str, steps: int, batch: int, workers: int, tries: int) -> tuple[dict, dict]:
     """`tries` streamed dltrain runs and hand loops timed, taking turns, and as many of each with their memory
     sampled (PeakMemory): of each side the best throughput (the try least disturbed on a shared machine), the
-    median first step and the median peak memory (the allocator's layout varies from run to run: glibc's
-    dynamic mmap threshold left the same run's training process 0.4 GB larger in some runs), with every try's
-    peak memory for the report."""
+    median first step and the median peak memory (the allocator's layout varies from run to run:
+    benchmarks/README.md), with every try's peak memory for the report."""
     timed, sampled = [], []
     for _ in range(tries):
         timed.append((dltrain_run(folder, True, arch, steps, batch, workers, measured=False),

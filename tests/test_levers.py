@@ -3,6 +3,8 @@ per-epoch losses and metrics (an A/B comparison, not pinned numbers, so it holds
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch.utils.data import BatchSampler
@@ -35,6 +37,15 @@ def without_nvml_skip(monkeypatch) -> None:
     monkeypatch.setattr(dltrain.training.train, "skip_nvml_probe_without_gpus", lambda trainer: None)
 
 
+def assert_same_epochs(ours: Path, theirs: Path) -> None:
+    """The two runs' metrics.csv: three epochs each, every curve the same."""
+    ours, theirs = read_metrics(ours), read_metrics(theirs)
+    assert len(ours) == len(theirs) == 3
+    for column in CURVES:
+        assert torch.allclose(torch.tensor([row[column] for row in ours]),
+                              torch.tensor([row[column] for row in theirs]), rtol=1e-5, atol=1e-7), column
+
+
 @pytest.fixture(scope="module")
 def with_lever(tmp_path_factory):
     """The run with every lever on, trained once for the comparisons (it is the same seeded run each time)."""
@@ -52,11 +63,7 @@ def test_a_lever_leaves_the_run_as_it_was(run, monkeypatch, lever_off, with_leve
     with monkeypatch.context() as patched:
         lever_off(patched)
         without_lever, _ = run(RUN)
-    ours, theirs = read_metrics(with_lever), read_metrics(without_lever)
-    assert len(ours) == len(theirs) == 3
-    for column in CURVES:
-        assert torch.allclose(torch.tensor([row[column] for row in ours]),
-                              torch.tensor([row[column] for row in theirs]), rtol=1e-5, atol=1e-7), column
+    assert_same_epochs(with_lever, without_lever)
     # the weights at the end are the same too
     last = [torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for d in (with_lever,
                                                                                                   without_lever)]
@@ -72,8 +79,4 @@ def test_collections_held_at_the_start_leave_the_run_as_it_was(tmp_path, with_le
 
     done = dltrain_command(*FAST, *RUN, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    ours, theirs = read_metrics(only_run_dir(tmp_path)), read_metrics(with_lever)
-    assert len(ours) == len(theirs) == 3
-    for column in CURVES:
-        assert torch.allclose(torch.tensor([row[column] for row in ours]),
-                              torch.tensor([row[column] for row in theirs]), rtol=1e-5, atol=1e-7), column
+    assert_same_epochs(only_run_dir(tmp_path), with_lever)
