@@ -10,10 +10,12 @@ baseline and their ratio, measured in this one command, on this machine (benchma
    - Lightning's floor (BareModule: the same model, batches and updates in Lightning's loop with nothing else).
      Target >= 0.95 on epochs of a realistic size (the MNIST-size CNN, the table, the image folder); on digits'
      12 ms epochs it is information. The milliseconds an epoch dltrain adds over it, and what Lightning's loop
-     adds over the bare one, are printed beside it;
+     adds over the bare one, are printed beside it. The floor runs in dltrain's environment (no NVML probe at
+     every optimizer step on a machine without GPUs), so the ratio is dltrain's own cost; for the table, two more
+     floors for information: with the two checkpoints every run writes, and as Lightning ships (the probe on);
    - the peers, on digits: a plain Lightning module as lightning-hydra-template writes one (peer_lightning.py),
-     target >= 1.5, and Keras 3 `fit` on the torch backend (peer_keras.py, where keras is installed: the
-     `bench` extra), target >= 1.5.
+     target >= 1.5 (in dltrain's environment; as Lightning ships, for information), and Keras 3 `fit` on the
+     torch backend (peer_keras.py, where keras is installed: the `bench` extra), target >= 1.5.
    Then where dltrain's time over the floor goes, by part, for the MLP on digits.
 2. Start: seconds from launching `dltrain` to its first training step, against launching a bare interpreter
    that imports torch and pytorch_lightning. Target: <= 0.5 s more. `dltrain --help`: target < 0.3 s.
@@ -116,24 +118,65 @@ class BareModule(pl.LightningModule):
         return torch.optim.Adam(self.model.parameters(), lr=1e-3)
 
 
-def bare_seconds(config: dict, epochs: int) -> float:
-    """The seconds of BareModule's epochs (EpochsClock) on the config's model and data."""
+class CheckpointedBareModule(BareModule):
+    """The floor with the per-epoch work the issue requires of every run: its validation loss logged for the two
+    ModelCheckpoints (best.ckpt and last.ckpt at every epoch's end, as conf/callbacks/default.yaml sets them)."""
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self.log("val_loss", self.loss_fn(self.model(batch[0]).squeeze(-1), batch[1]), on_epoch=True)
+
+
+@contextlib.contextmanager
+def nvml_probe(on: bool):
+    """PYTORCH_NVML_BASED_CUDA_CHECK as importing Lightning sets it (on: torch's optimizers then probe NVML at
+    every step, loading the library anew where there is none) or as dltrain leaves it on a machine without GPUs
+    (off: dltrain.training.trainer_setup.skip_nvml_probe_without_gpus), whichever side ran before."""
+    import os
+
+    before = os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+    if on:
+        os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+        if before is not None:
+            os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = before
+
+
+def bare_seconds(config: dict, epochs: int, checkpoints: Path | None = None, shipped: bool = False) -> float:
+    """The seconds of BareModule's epochs (EpochsClock) on the config's model and data; with `checkpoints`, of
+    CheckpointedBareModule's, writing into that folder. The environment is dltrain's (no NVML probe where there
+    is no GPU), so the ratio is dltrain's own overhead; `shipped`: Lightning's, as a plain script of its own runs."""
+    import torch
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
     from dltrain.data.datamodule import build_datamodule
     from dltrain.training.losses import build_loss
     from dltrain.models.build import build_model
 
     data = build_datamodule(config["data"], config["seed"])
-    module = BareModule(build_model(config["model"], data.spec), build_loss(None, data.spec),
-                        config["data"]["batch_size"])
+    module = (BareModule if checkpoints is None else CheckpointedBareModule)(
+        build_model(config["model"], data.spec), build_loss(None, data.spec), config["data"]["batch_size"])
     clock = EpochsClock()
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[clock])
-    trainer.fit(module, datamodule=data)
+    saving = [] if checkpoints is None else [
+        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_loss", save_top_k=1,
+                        enable_version_counter=False, save_on_train_epoch_end=True),
+        ModelCheckpoint(dirpath=checkpoints, filename="last", save_top_k=1, enable_version_counter=False,
+                        save_on_train_epoch_end=True)]
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=False,
+                         enable_checkpointing=bool(saving), enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[*saving, clock])
+    with nvml_probe(shipped or torch.cuda.device_count() > 0):
+        trainer.fit(module, datamodule=data)
     return clock.ended - clock.started
 
 
-def peer_seconds(config: dict, epochs: int, root: Path) -> float:
-    """The seconds of the peer module's epochs (EpochsClock): peer_lightning.PeerModule on the same rows."""
+def peer_seconds(config: dict, epochs: int, root: Path, shipped: bool = False) -> float:
+    """The seconds of the peer module's epochs (EpochsClock): peer_lightning.PeerModule on the same rows, in
+    dltrain's environment or (`shipped`) Lightning's, as for the floor (bare_seconds)."""
+    import torch
+
     from dltrain.data.datamodule import build_datamodule
     from dltrain.models.build import build_model
     from peer_lightning import peer_trainer_and_loaders
@@ -144,7 +187,8 @@ def peer_seconds(config: dict, epochs: int, root: Path) -> float:
         build_model(config["model"], data.spec), data.spec.num_classes,
         (data.train_set.features, data.train_set.targets), (data.val_set.features, data.val_set.targets),
         config["data"]["batch_size"], epochs, str(root), [clock])
-    trainer.fit(module, train, val)
+    with nvml_probe(shipped or torch.cuda.device_count() > 0):
+        trainer.fit(module, train, val)
     return clock.ended - clock.started
 
 
@@ -180,8 +224,12 @@ def throughput(case: "Case", tmp: Path) -> dict:
         sides["same_work"] = lambda i: by_hand(Path(tempfile.mkdtemp(dir=tmp)))
     if case.floor:
         sides["bare"] = lambda i: bare_seconds(config, epochs)
+    if case.floor_detail:
+        sides["floor_checkpoints"] = lambda i: bare_seconds(config, epochs, checkpoints=tmp / f"{case.slug}-{i}-floor")
+        sides["floor_shipped"] = lambda i: bare_seconds(config, epochs, shipped=True)
     if case.peers:
         sides["peer"] = lambda i: peer_seconds(config, epochs, tmp / f"{case.slug}-{i}-peer")
+        sides["peer_shipped"] = lambda i: peer_seconds(config, epochs, tmp / f"{case.slug}-{i}-shipped", shipped=True)
         if keras_available():
             sides["keras"] = lambda i: keras_seconds(config["model"]["name"], train_xy, val_xy, data.spec.num_classes,
                                                      batch_size, epochs)
@@ -197,7 +245,8 @@ def throughput(case: "Case", tmp: Path) -> dict:
     rows = len(data.train_set)
     return {"rows": rows, "steps": -(-rows // batch_size)} | {
         side: rows * epochs / min(seconds.get(side) or [float("nan")]) for side in
-        ("dltrain", "handwritten", "bare", "same_work", "peer", "keras")}
+        ("dltrain", "handwritten", "bare", "same_work", "peer", "keras", "floor_checkpoints", "floor_shipped",
+         "peer_shipped")}
 
 
 def epoch_breakdown(overrides: list[str], epochs: int, tmp: Path) -> dict[str, float]:
@@ -329,6 +378,7 @@ class Case(NamedTuple):
     floor_target: float | None = 0.95  # dltrain's least share of the floor's throughput (None: information)
     peers: bool = False  # the plain Lightning module and Keras 3 beside it (target PEER_TARGET)
     in_memory: bool = True  # the hand-written loops need the rows as tensors; a streamed case has the floor only
+    floor_detail: bool = False  # two more floors, for information: with the two checkpoints, and as Lightning ships
 
     @property
     def slug(self) -> str:
@@ -372,9 +422,18 @@ def report_throughput(case: Case, row: dict) -> None:
         print(f"  {'':36}dltrain adds {added:.1f} ms an epoch over the floor" + (
             f"; Lightning's own loop {lightning:.1f} ms over the bare loop ({lightning / row['steps'] * 1000:.0f} us a "
             "step)" if known("handwritten") else ""))
+    if known("floor_checkpoints"):
+        print(figures_line("  dltrain vs floor + 2 checkpoints", row["dltrain"], row["floor_checkpoints"],
+                           "samples/s") + "(information: best.ckpt and last.ckpt every epoch, as the issue requires)")
+    if known("floor_shipped"):
+        print(figures_line("  dltrain vs floor as Lightning ships", row["dltrain"], row["floor_shipped"],
+                           "samples/s") + "(information: its process probes NVML at every optimizer step here)")
     if known("peer"):
         print(ratio_line("  dltrain vs a plain Lightning module", row["dltrain"], row["peer"], "samples/s",
                          f">= {PEER_TARGET}", row["dltrain"] >= PEER_TARGET * row["peer"]) + " (peer_lightning.py)")
+    if known("peer_shipped"):
+        print(figures_line("  dltrain vs it as Lightning ships", row["dltrain"], row["peer_shipped"], "samples/s")
+              + "(information: its process probes NVML at every optimizer step here)")
     if known("keras"):
         print(ratio_line("  dltrain vs Keras 3 fit (torch backend)", row["dltrain"], row["keras"], "samples/s",
                          f">= {PEER_TARGET}", row["dltrain"] >= PEER_TARGET * row["keras"]) + " (peer_keras.py)")
@@ -401,7 +460,7 @@ def main() -> None:
                  Case("CNN, 60k x 1x28x28 (MNIST size)", ["data=arrays", f"data.path={mnist}", "model=cnn",
                                                          "data.batch_size=128"], 2, floor=True, tries=2),
                  Case("MLP, 200k x 20 table", ["data=arrays", f"data.path={table}", "model=mlp", "data.batch_size=256"],
-                      3, floor=True, tries=2),
+                      3, floor=True, tries=2, floor_detail=True),
                  Case("small CNN, 1,000 JPEGs streamed", ["data=image_folder", f"data.path={images}",
                                                           f"data.image_size=[{SIZE},{SIZE}]", "data.stream=true",
                                                           "data.num_workers=2", "data.batch_size=32",
