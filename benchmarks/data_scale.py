@@ -1,5 +1,6 @@
 """Data at any size, in one command: image folders and tables, each figure beside its baseline with the ratio and
-PASS/FAIL (the parts are data_scale_images.py and data_scale_tables.py, each runnable alone).
+PASS/FAIL (the parts are data_scale_images.py and data_scale_tables.py, each runnable alone). The image part ends
+with the GPU line (resnet18 streamed against the hand loop on the GPU, and the GPU kept busy) where CUDA is there.
 
 Run: python benchmarks/data_scale.py [--images 1000 4000 16000] [--rows 20000000] [--only images|tables]
 """
@@ -12,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from data_scale_images import image_lines  # noqa: E402
+from data_scale_images import gpu_lines, image_lines  # noqa: E402
 from data_scale_tables import table_scale_lines  # noqa: E402
 
 
@@ -27,6 +28,7 @@ def main() -> None:
         lines = image_lines(args.images, echo=lambda text: print(text, flush=True))
         if len(set(args.images)) > 1:  # the flatness line, measured once every size was
             print(lines[-1])
+        print("\n".join(gpu_lines()), flush=True)
     if args.only != "images":
         print("tables: generated Parquet, 20 columns, model=mlp")
         for line in table_scale_lines(args.rows):

@@ -9,12 +9,15 @@ watches: see PeakMemory), taking turns:
 - training throughput (the best try of each side): at least 0.95x the hand-written loop's, with the same model,
   workers, batch and transforms;
 - the in-memory path's (data.stream=false) memory and first step beside them, where it fits (--in-memory-max).
+With --gpu (and at the end of data_scale.py's image part, where CUDA is there): resnet18 on the GPU, streamed with
+8 workers, against the hand loop on the GPU (pinned batches), throughput at least 0.95x, and the GPU kept busy:
+at most 5% of the steps' time spent waiting for the next batch.
 
 The model is small by default (dltrain's cnn, one block of 8 channels, no hidden layer: 11M multiply-adds an
 image), so that reading the images is what is measured, not the CPU's convolutions; --arch resnet18 (or any
 torchvision classifier) trains that instead, on both sides.
 
-Run: python benchmarks/data_scale_images.py [--sizes 1000 4000 16000] [--arch cnn|resnet18|...] [--tries 3]
+Run: python benchmarks/data_scale_images.py [--sizes 1000 4000 16000] [--arch cnn|resnet18|...] [--tries 3] [--gpu]
 image_lines(...) returns the report's lines (benchmarks/data_scale.py prints them with its own).
 """
 
@@ -39,6 +42,7 @@ CACHE = Path(tempfile.gettempdir()) / "dltrain_bench_images"
 CLASSES = 10
 SIDE, SIZE = 256, 224  # generated, read
 MEMORY_FLAT, MEMORY_MB, FIRST_STEP_S, THROUGHPUT = 1.2, 2048, 15.0, 0.95
+GPU_WAITING = 0.05  # the GPU kept busy: at most this share of the steps' time spent between steps
 CLOCK_ENV = "DLTRAIN_BENCH_CLOCK"
 
 
@@ -74,7 +78,8 @@ def _write_image(root: Path, index: int) -> None:
 
 class StepClock(pl.Callback):
     """Writes each training batch's start and end times (time.time()) to the file $DLTRAIN_BENCH_CLOCK, so the
-    benchmark reads the first step's moment and the steady throughput of a dltrain run."""
+    benchmark reads the first step's moment, the steady throughput of a dltrain run and its waits for data. On a
+    GPU a step ends when the device has done its work (as the hand loop's does), not when it was queued."""
 
     def __init__(self) -> None:
         self.starts, self.ends = [], []
@@ -83,10 +88,18 @@ class StepClock(pl.Callback):
         self.starts.append(time.time())
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        _synchronize(module.device)
         self.ends.append(time.time())
 
     def on_train_end(self, trainer, module) -> None:
         Path(os.environ[CLOCK_ENV]).write_text(json.dumps({"starts": self.starts, "ends": self.ends}))
+
+
+def _synchronize(device) -> None:
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class PeakMemory:
@@ -123,9 +136,10 @@ def finished(process: subprocess.Popen, measured: bool) -> tuple[str | None, str
 
 
 def dltrain_run(folder: Path, stream: bool, arch: str, steps: int, batch: int, workers: int,
-                measured: bool = True) -> dict:
-    """One dltrain training run of `steps` batches: its peak memory (where `measured`: see PeakMemory), seconds
-    from launch to the first step, and samples a second over the steps after the first two."""
+                measured: bool = True, device: str = "cpu") -> dict:
+    """One dltrain training run of `steps` batches (on the CPU, or the GPU: device="cuda"): its peak memory
+    (where `measured`: see PeakMemory), seconds from launch to the first step, samples a second over the steps
+    after the first two, and the share of that time spent between steps (waiting for the next batch)."""
     with tempfile.TemporaryDirectory() as tmp:
         clock = Path(tmp) / "clock.json"
         env = os.environ | {CLOCK_ENV: str(clock), "PYTHONPATH": os.pathsep.join(
@@ -134,7 +148,8 @@ def dltrain_run(folder: Path, stream: bool, arch: str, steps: int, batch: int, w
                    f"data.image_size=[{SIZE},{SIZE}]", f"data.stream={str(stream).lower()}", *model_overrides(arch),
                    f"data.batch_size={batch}", f"data.num_workers={workers}",
                    "trainer.max_epochs=1", f"trainer.limit_train_batches={steps}", "trainer.limit_val_batches=1",
-                   "trainer.limit_test_batches=1", "+callbacks.step_clock._target_=data_scale_images.StepClock"]
+                   "trainer.limit_test_batches=1", "+callbacks.step_clock._target_=data_scale_images.StepClock",
+                   "trainer=gpu" if device == "cuda" else "trainer=cpu"]
         launched = time.time()
         process = subprocess.Popen(command, cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                    text=True)
@@ -142,8 +157,7 @@ def dltrain_run(folder: Path, stream: bool, arch: str, steps: int, batch: int, w
         if process.returncode != 0:
             raise RuntimeError(f"dltrain failed ({process.returncode}): {errors[-2000:]}")
         times = json.loads(clock.read_text())
-    return {"peak_mb": peak, "first_step_s": times["starts"][0] - launched,
-            "samples_per_s": _throughput(times["starts"], times["ends"], batch)}
+    return _figures(times, launched, peak, batch)
 
 
 def model_overrides(arch: str) -> list[str]:
@@ -164,26 +178,33 @@ def network(arch: str):
     return torchvision.models.get_model(arch, num_classes=CLASSES)
 
 
-def _throughput(starts: list[float], ends: list[float], batch: int, warmup: int = 2) -> float:
-    """Samples a second from the start of batch `warmup` to the end of the last."""
-    return (len(ends) - warmup) * batch / (ends[-1] - starts[warmup])
+def _figures(times: dict[str, list[float]], launched: float, peak: float, batch: int, warmup: int = 2) -> dict:
+    """A run's figures from its steps' start and end times: the first step's moment after the launch; samples a
+    second and the share of the time between steps (the loader's wait) from batch `warmup` to the end."""
+    starts, ends = times["starts"], times["ends"]
+    span = ends[-1] - starts[warmup]
+    waits = sum(start - end for end, start in zip(ends[warmup:], starts[warmup + 1:]))
+    return {"peak_mb": peak, "first_step_s": starts[0] - launched, "samples_per_s": (len(ends) - warmup) * batch / span,
+            "waiting": waits / span}
 
 
-def hand_run(folder: Path, arch: str, steps: int, batch: int, workers: int, measured: bool = True) -> dict:
+def hand_run(folder: Path, arch: str, steps: int, batch: int, workers: int, measured: bool = True,
+             device: str = "cpu") -> dict:
     """hand_loop in a process of its own, measured as dltrain_run measures dltrain."""
     command = [sys.executable, __file__, "--hand", str(folder), "--arch", arch, "--steps", str(steps), "--batch",
-               str(batch), "--workers", str(workers)]
+               str(batch), "--workers", str(workers), "--device", device]
     launched = time.time()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     out, _, peak = finished(process, measured)
     times = json.loads(out.strip().splitlines()[-1])
-    return {"peak_mb": peak, "first_step_s": times["starts"][0] - launched,
-            "samples_per_s": _throughput(times["starts"], times["ends"], batch)}
+    return _figures(times, launched, peak, batch)
 
 
-def hand_loop(folder: Path, arch: str, steps: int, batch: int, workers: int) -> dict[str, list[float]]:
+def hand_loop(folder: Path, arch: str, steps: int, batch: int, workers: int,
+              device: str = "cpu") -> dict[str, list[float]]:
     """The plain loop: torchvision's ImageFolder and a DataLoader with the same workers and transforms (resize to
-    224x224, to [0, 1]), the same network, Adam and cross-entropy; each step's start and end times."""
+    224x224, to [0, 1]), the same network, Adam and cross-entropy; each step's start and end times. On a GPU the
+    batches are pinned and copied without blocking, as Lightning does."""
     import torch
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
@@ -192,17 +213,19 @@ def hand_loop(folder: Path, arch: str, steps: int, batch: int, workers: int) -> 
     dataset = datasets.ImageFolder(str(folder), transforms.Compose([transforms.Resize((SIZE, SIZE)),
                                                                      transforms.ToTensor()]))
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=workers > 0,
-                        prefetch_factor=4 if workers else None)
-    model = network(arch)
+                        prefetch_factor=4 if workers else None, pin_memory=device == "cuda")
+    model = network(arch).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     starts, ends = [], []
     for step, (x, y) in enumerate(loader):
         if step == steps:
             break
         starts.append(time.time())
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
+        _synchronize(device)
         ends.append(time.time())
     return {"starts": starts, "ends": ends}
 
@@ -276,6 +299,33 @@ def image_lines(sizes: list[int], arch: str = "cnn", steps: int = 40, batch: int
     return lines
 
 
+def gpu_lines(size: int = 4000, arch: str = "resnet18", steps: int = 60, batch: int = 64, workers: int = 8,
+              tries: int = 2, device: str = "cuda") -> list[str]:
+    """The GPU line: `arch` trained on the streamed folder on the GPU against the hand loop on the GPU, the same
+    workers (best throughput of `tries` each, taking turns), and whether the GPU was kept busy: the share of the
+    steps' time spent waiting for the next batch. Left out, saying so, where there is no GPU (device="cpu" runs
+    the same lines on the CPU, to try the script where there is none)."""
+    import torch
+
+    from performance import ratio_line
+
+    if device == "cuda" and not torch.cuda.is_available():
+        return [f"GPU: no CUDA device here, so the {arch} line is left out (it runs where one is: "
+                "python benchmarks/data_scale_images.py --gpu)"]
+    folder = image_folder(size)
+    runs = [(dltrain_run(folder, True, arch, steps, batch, workers, measured=False, device=device),
+             hand_run(folder, arch, steps, batch, workers, measured=False, device=device)) for _ in range(tries)]
+    ours = max((run for run, _ in runs), key=lambda run: run["samples_per_s"])
+    theirs = max((run for _, run in runs), key=lambda run: run["samples_per_s"])
+    name = torch.cuda.get_device_name() if device == "cuda" else "CPU, trying the script"
+    return [f"{name}: {arch}, {size:,} images streamed at {SIZE}x{SIZE}, batch {batch}, {workers} workers, "
+            f"{steps} steps; the best of {tries} tries a side",
+            ratio_line("  images/s vs the hand loop, same device", ours["samples_per_s"], theirs["samples_per_s"],
+                       "samples/s", f">= {THROUGHPUT}", ours["samples_per_s"] >= THROUGHPUT * theirs["samples_per_s"]),
+            ratio_line("  share of the time waiting for batches", ours["waiting"], theirs["waiting"], "of steps",
+                       f"<= {GPU_WAITING}", ours["waiting"] <= GPU_WAITING)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 16000], help="images per folder")
@@ -286,10 +336,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers, both sides")
     parser.add_argument("--in-memory-max", type=int, default=4000, help="largest folder also run in memory")
     parser.add_argument("--tries", type=int, default=3, help="runs of each side per folder, taking turns")
+    parser.add_argument("--gpu", action="store_true", help="the GPU line alone: resnet18 (or --arch) on 4,000 "
+                        "images, 8 workers (or --workers), against the hand loop on the GPU")
     parser.add_argument("--hand", help=argparse.SUPPRESS)  # run the hand loop on this folder: hand_run's process
+    parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)  # the hand loop's device
     args = parser.parse_args()
     if args.hand:
-        print(json.dumps(hand_loop(Path(args.hand), args.arch, args.steps, args.batch, args.workers)))
+        print(json.dumps(hand_loop(Path(args.hand), args.arch, args.steps, args.batch, args.workers, args.device)))
+        return
+    if args.gpu:
+        arch = "resnet18" if args.arch == "cnn" else args.arch
+        print("\n".join(gpu_lines(arch=arch, workers=8 if args.workers == 2 else args.workers)))
         return
     lines = image_lines(args.sizes, args.arch, args.steps, args.batch, args.workers, args.in_memory_max,
                         args.tries, echo=lambda text: print(text, flush=True))
