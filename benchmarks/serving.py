@@ -8,8 +8,8 @@ micro-batching off (microbatch_rows=0: each request its own forward pass) and on
 for each: requests per second, p50 / p99 latency, error responses; the ratio of the batched throughput to the
 off run and to BEFORE (145 requests/s at p50 54 ms, 8 clients, 2 cores: the server of 2026-12-01, which built a
 DataFrame per request), PASS when it is at least 3x BEFORE with p99 under 50 ms; and whether every answer, in
-both runs, equals dltrain-predict's on the same rows (the class, and each probability within 1e-6). Beside
-them, the same rows' prediction in-process (one forward pass, no HTTP).
+both runs, equals dltrain-predict's on the same rows (the class, and each probability within 1e-5 relative,
+float32's rounding: see SAME). Beside them, the same rows' prediction in-process (one forward pass, no HTTP).
 
 Run: python benchmarks/serving.py [--requests 2000] [--clients 8] [--rows 1] [--ckpt <run dir>]
 """
@@ -116,15 +116,24 @@ def served(run_dir: Path, keys: list[str], bodies: list[dict], args) -> tuple[fl
     return args.requests / seconds, p50, p99, errors, answers
 
 
-def same_as_predict(answers: dict, predicted, rows: int) -> bool:
-    """Whether every body's answers equal dltrain-predict's rows for it: the class, each probability."""
+def largest_difference(answers: dict, predicted, rows: int) -> float:
+    """The largest relative difference between a served probability and dltrain-predict's for the same row; inf
+    where a class differs or a body went unanswered."""
+    worst = 0.0 if len(answers) == len(predicted) // rows else math.inf
     for body, predictions in answers.items():
         for answer, (_, row) in zip(predictions, predicted.iloc[body * rows:(body + 1) * rows].iterrows()):
-            if str(answer["prediction"]) != str(row["prediction"]) or not all(
-                    math.isclose(value, row[f"prob_{name}"], rel_tol=1e-6, abs_tol=1e-7)
-                    for name, value in answer["probabilities"].items()):
-                return False
-    return len(answers) == len(predicted) // rows
+            if str(answer["prediction"]) != str(row["prediction"]):
+                return math.inf
+            for name, value in answer["probabilities"].items():
+                expected = row[f"prob_{name}"]
+                worst = max(worst, abs(value - expected) / max(abs(expected), 1e-7))
+    return worst
+
+
+# Equal within float32's rounding: a forward pass over one row on the server's one thread and over 64 rows on
+# dltrain-predict's two sums in another order, a few units in the last place of the logits, which the softmax
+# carries into the probabilities (up to about 2e-6 relative, measured); tests/test_serve_batching.py's bound.
+SAME = 1e-5
 
 
 def main() -> None:
@@ -155,10 +164,11 @@ def main() -> None:
     for name, (throughput, p50, p99, errors, answers) in runs.items():
         print(f"  {name:19} {throughput:5.0f} requests/s; latency p50 {p50 * 1000:5.1f} ms, p99 {p99 * 1000:5.1f} ms; "
               f"error responses {errors}; answers equal to dltrain-predict's: "
-              f"{'yes' if same_as_predict(answers, predicted, args.rows) else 'NO'}")
+              f"{'yes' if largest_difference(answers, predicted, args.rows) <= SAME else 'NO'} (the classes, and the "
+              f"probabilities within {largest_difference(answers, predicted, args.rows):.1e} relative)")
     (off, *_), (on, _, p99, errors, answers) = runs.values()
     passed = on >= TARGET_RATIO * BEFORE and p99 < TARGET_P99 and errors == 0 and all(
-        same_as_predict(run[4], predicted, args.rows) for run in runs.values())
+        largest_difference(run[4], predicted, args.rows) <= SAME for run in runs.values())
     print(f"  micro-batching on / off: {on / off:.2f}x; on / before ({BEFORE:.0f} requests/s, p50 54 ms): "
           f"{on / BEFORE:.2f}x (target >= {TARGET_RATIO:g}x with p99 < {TARGET_P99 * 1000:.0f} ms): "
           f"{'PASS' if passed else 'FAIL'}")
