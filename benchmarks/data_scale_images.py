@@ -185,7 +185,7 @@ def _figures(times: dict[str, list[float]], launched: float, peak: float, batch:
     span = ends[-1] - starts[warmup]
     waits = sum(start - end for end, start in zip(ends[warmup:], starts[warmup + 1:]))
     return {"peak_mb": peak, "first_step_s": starts[0] - launched, "samples_per_s": (len(ends) - warmup) * batch / span,
-            "waiting": waits / span}
+            "waiting": waits / span, "steps": len(ends)}
 
 
 def hand_run(folder: Path, arch: str, steps: int, batch: int, workers: int, measured: bool = True,
@@ -237,10 +237,10 @@ def paired_runs(folder: Path, arch: str, steps: int, batch: int, workers: int, t
     benchmarks/README.md), with every try's peak memory for the report."""
     timed, sampled = [], []
     for _ in range(tries):
-        timed.append((dltrain_run(folder, True, arch, steps, batch, workers, measured=False),
-                      hand_run(folder, arch, steps, batch, workers, measured=False)))
-        sampled.append((dltrain_run(folder, True, arch, steps, batch, workers),
-                        hand_run(folder, arch, steps, batch, workers)))
+        for runs, measured in ((timed, False), (sampled, True)):
+            ours = dltrain_run(folder, True, arch, steps, batch, workers, measured=measured)
+            # As many steps as dltrain took: its training split (70% of a small folder) can end the epoch first.
+            runs.append((ours, hand_run(folder, arch, ours["steps"], batch, workers, measured=measured)))
 
     def summary(times: list[dict], memory: list[dict]) -> dict:
         peaks = [run["peak_mb"] for run in memory]
@@ -313,8 +313,10 @@ def gpu_lines(size: int = 4000, arch: str = "resnet18", steps: int = 60, batch: 
         return [f"GPU: no CUDA device here, so the {arch} line is left out (it runs where one is: "
                 "python benchmarks/data_scale_images.py --gpu)"]
     folder = image_folder(size)
-    runs = [(dltrain_run(folder, True, arch, steps, batch, workers, measured=False, device=device),
-             hand_run(folder, arch, steps, batch, workers, measured=False, device=device)) for _ in range(tries)]
+    runs = []
+    for _ in range(tries):
+        ours = dltrain_run(folder, True, arch, steps, batch, workers, measured=False, device=device)
+        runs.append((ours, hand_run(folder, arch, ours["steps"], batch, workers, measured=False, device=device)))
     ours = max((run for run, _ in runs), key=lambda run: run["samples_per_s"])
     theirs = max((run for _, run in runs), key=lambda run: run["samples_per_s"])
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU, trying the script"
