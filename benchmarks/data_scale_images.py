@@ -230,6 +230,14 @@ def hand_loop(folder: Path, arch: str, steps: int, batch: int, workers: int,
     return {"starts": starts, "ends": ends}
 
 
+def one_pair(folder: Path, arch: str, steps: int, batch: int, workers: int, measured: bool,
+             device: str = "cpu") -> tuple[dict, dict]:
+    """A streamed dltrain run, then the hand loop over as many steps as dltrain took (its training split, 70% of a
+    small folder, can end the epoch first)."""
+    ours = dltrain_run(folder, True, arch, steps, batch, workers, measured=measured, device=device)
+    return ours, hand_run(folder, arch, ours["steps"], batch, workers, measured=measured, device=device)
+
+
 def paired_runs(folder: Path, arch: str, steps: int, batch: int, workers: int, tries: int) -> tuple[dict, dict]:
     """`tries` streamed dltrain runs and hand loops timed, taking turns, and as many of each with their memory
     sampled (PeakMemory): of each side the best throughput (the try least disturbed on a shared machine), the
@@ -237,10 +245,8 @@ def paired_runs(folder: Path, arch: str, steps: int, batch: int, workers: int, t
     benchmarks/README.md), with every try's peak memory for the report."""
     timed, sampled = [], []
     for _ in range(tries):
-        for runs, measured in ((timed, False), (sampled, True)):
-            ours = dltrain_run(folder, True, arch, steps, batch, workers, measured=measured)
-            # As many steps as dltrain took: its training split (70% of a small folder) can end the epoch first.
-            runs.append((ours, hand_run(folder, arch, ours["steps"], batch, workers, measured=measured)))
+        timed.append(one_pair(folder, arch, steps, batch, workers, measured=False))
+        sampled.append(one_pair(folder, arch, steps, batch, workers, measured=True))
 
     def summary(times: list[dict], memory: list[dict]) -> dict:
         peaks = [run["peak_mb"] for run in memory]
@@ -313,10 +319,7 @@ def gpu_lines(size: int = 4000, arch: str = "resnet18", steps: int = 60, batch: 
         return [f"GPU: no CUDA device here, so the {arch} line is left out (it runs where one is: "
                 "python benchmarks/data_scale_images.py --gpu)"]
     folder = image_folder(size)
-    runs = []
-    for _ in range(tries):
-        ours = dltrain_run(folder, True, arch, steps, batch, workers, measured=False, device=device)
-        runs.append((ours, hand_run(folder, arch, ours["steps"], batch, workers, measured=False, device=device)))
+    runs = [one_pair(folder, arch, steps, batch, workers, measured=False, device=device) for _ in range(tries)]
     ours = max((run for run, _ in runs), key=lambda run: run["samples_per_s"])
     theirs = max((run for _, run in runs), key=lambda run: run["samples_per_s"])
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU, trying the script"

@@ -120,36 +120,36 @@ class BareModule(pl.LightningModule):
 
 class CheckpointedBareModule(BareModule):
     """The floor with the per-epoch work the issue requires of every run: its validation loss logged for the two
-    ModelCheckpoints (best.ckpt and last.ckpt at every epoch's end, as conf/callbacks/default.yaml sets them)."""
+    ModelCheckpoints (best.ckpt and last.ckpt at every epoch's end, conf/callbacks/default.yaml's)."""
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self.log("val_loss", self.loss_fn(self.model(batch[0]).squeeze(-1), batch[1]), on_epoch=True)
 
 
 @contextlib.contextmanager
-def nvml_probe(on: bool):
-    """PYTORCH_NVML_BASED_CUDA_CHECK as importing Lightning sets it (on: torch's optimizers then probe NVML at
-    every step, loading the library anew where there is none) or as dltrain leaves it on a machine without GPUs
-    (off: dltrain.training.trainer_setup.skip_nvml_probe_without_gpus), whichever side ran before."""
+def nvml_probe(shipped: bool):
+    """PYTORCH_NVML_BASED_CUDA_CHECK as dltrain leaves it, whichever side ran before: dropped on a machine without
+    GPUs (dltrain.training.trainer_setup.skip_nvml_probe_without_gpus), kept where GPUs are; or (`shipped`) as
+    importing Lightning sets it, torch's optimizers then probing NVML at every step, loading the library anew
+    where there is none. The environment as it was afterwards."""
     import os
+    from unittest import mock
 
-    before = os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
-    if on:
-        os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
-    try:
-        yield
-    finally:
+    import torch
+
+    with mock.patch.dict(os.environ):
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
-        if before is not None:
-            os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = before
+        if shipped or torch.cuda.device_count() > 0:
+            os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
+        yield
 
 
 def bare_seconds(config: dict, epochs: int, checkpoints: Path | None = None, shipped: bool = False) -> float:
     """The seconds of BareModule's epochs (EpochsClock) on the config's model and data; with `checkpoints`, of
-    CheckpointedBareModule's, writing into that folder. The environment is dltrain's (no NVML probe where there
-    is no GPU), so the ratio is dltrain's own overhead; `shipped`: Lightning's, as a plain script of its own runs."""
-    import torch
-    from pytorch_lightning.callbacks import ModelCheckpoint
+    CheckpointedBareModule's with the config's two checkpoint callbacks, writing into that folder. The environment
+    is dltrain's (no NVML probe where there is no GPU), so the ratio is dltrain's own overhead; `shipped`:
+    Lightning's, as a plain script of its own runs (nvml_probe)."""
+    from hydra.utils import instantiate
 
     from dltrain.data.datamodule import build_datamodule
     from dltrain.training.losses import build_loss
@@ -159,24 +159,19 @@ def bare_seconds(config: dict, epochs: int, checkpoints: Path | None = None, shi
     module = (BareModule if checkpoints is None else CheckpointedBareModule)(
         build_model(config["model"], data.spec), build_loss(None, data.spec), config["data"]["batch_size"])
     clock = EpochsClock()
-    saving = [] if checkpoints is None else [
-        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_loss", save_top_k=1,
-                        enable_version_counter=False, save_on_train_epoch_end=True),
-        ModelCheckpoint(dirpath=checkpoints, filename="last", save_top_k=1, enable_version_counter=False,
-                        save_on_train_epoch_end=True)]
+    saving = [] if checkpoints is None else [instantiate(config["callbacks"][name], dirpath=str(checkpoints))
+                                             for name in ("model_checkpoint", "last_checkpoint")]
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=False,
                          enable_checkpointing=bool(saving), enable_progress_bar=False, enable_model_summary=False,
                          callbacks=[*saving, clock])
-    with nvml_probe(shipped or torch.cuda.device_count() > 0):
+    with nvml_probe(shipped):
         trainer.fit(module, datamodule=data)
     return clock.ended - clock.started
 
 
 def peer_seconds(config: dict, epochs: int, root: Path, shipped: bool = False) -> float:
     """The seconds of the peer module's epochs (EpochsClock): peer_lightning.PeerModule on the same rows, in
-    dltrain's environment or (`shipped`) Lightning's, as for the floor (bare_seconds)."""
-    import torch
-
+    dltrain's environment or (`shipped`) Lightning's, as for the floor (nvml_probe)."""
     from dltrain.data.datamodule import build_datamodule
     from dltrain.models.build import build_model
     from peer_lightning import peer_trainer_and_loaders
@@ -187,7 +182,7 @@ def peer_seconds(config: dict, epochs: int, root: Path, shipped: bool = False) -
         build_model(config["model"], data.spec), data.spec.num_classes,
         (data.train_set.features, data.train_set.targets), (data.val_set.features, data.val_set.targets),
         config["data"]["batch_size"], epochs, str(root), [clock])
-    with nvml_probe(shipped or torch.cuda.device_count() > 0):
+    with nvml_probe(shipped):
         trainer.fit(module, train, val)
     return clock.ended - clock.started
 

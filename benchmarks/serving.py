@@ -161,14 +161,15 @@ def main() -> None:
         alone = forward_alone(run_dir, rows[:args.rows])
     print(f"dltrain-serve: {args.requests} requests of {args.rows} row(s) from {args.clients} clients "
           f"(load average before the runs: {load_average})")
-    for name, (throughput, p50, p99, errors, answers) in runs.items():
+    differences = {name: largest_difference(run[4], predicted, args.rows) for name, run in runs.items()}
+    for name, (throughput, p50, p99, errors, _) in runs.items():
         print(f"  {name:19} {throughput:5.0f} requests/s; latency p50 {p50 * 1000:5.1f} ms, p99 {p99 * 1000:5.1f} ms; "
               f"error responses {errors}; answers equal to dltrain-predict's: "
-              f"{'yes' if largest_difference(answers, predicted, args.rows) <= SAME else 'NO'} (the classes, and the "
-              f"probabilities within {largest_difference(answers, predicted, args.rows):.1e} relative)")
-    (off, *_), (on, _, p99, errors, answers) = runs.values()
+              f"{'yes' if differences[name] <= SAME else 'NO'} (the classes, and the probabilities within "
+              f"{differences[name]:.1e} relative)")
+    (off, *_), (on, _, p99, errors, _) = runs.values()
     passed = on >= TARGET_RATIO * BEFORE and p99 < TARGET_P99 and errors == 0 and all(
-        largest_difference(run[4], predicted, args.rows) <= SAME for run in runs.values())
+        difference <= SAME for difference in differences.values())
     print(f"  micro-batching on / off: {on / off:.2f}x; on / before ({BEFORE:.0f} requests/s, p50 54 ms): "
           f"{on / BEFORE:.2f}x (target >= {TARGET_RATIO:g}x with p99 < {TARGET_P99 * 1000:.0f} ms): "
           f"{'PASS' if passed else 'FAIL'}")
